@@ -1,0 +1,340 @@
+"""The gateway's configuration: the seed's ``api_gateway_config.yaml`` plus additive extensions.
+
+One pydantic model per section, so that a bad file is refused with the field's dotted path
+(``router.routes.0.timeout.read``) and the reason. The environment overrides the file, by the
+seed's ``API_GATEWAY_*`` names (see ``ENV_OVERRIDES``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names each bad field and why."""
+
+
+class _Section(BaseModel):
+    # A typo in a key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# -- rate limiting ---------------------------------------------------------------------------
+
+class RateLimitSpec(_Section):
+    """Limits for one client, tier or route. ``None`` means no limit of that kind."""
+
+    requests_per_second: int | None = Field(default=None, gt=0)
+    requests_per_minute: int | None = Field(default=60, gt=0)
+    requests_per_hour: int | None = Field(default=1000, gt=0)
+    requests_per_day: int | None = Field(default=None, gt=0)
+    # A token bucket of this capacity refilled at requests_per_minute/60 per second;
+    # None: no tighter bucket than the minute window (DESIGN.md).
+    burst_size: int | None = Field(default=None, gt=0)
+
+
+class ClientSpec(RateLimitSpec):
+    """A client's own limits, or a reference to a tier (``tier: gold``) with optional overrides."""
+
+    tier: str | None = None
+
+
+class ApiKeySpec(_Section):
+    """An API key known from the config file; the store keeps only its hash."""
+
+    key: str = Field(min_length=16)
+    client_id: str = Field(min_length=1)
+    tier: str | None = None
+
+
+class RateLimiterSection(_Section):
+    enabled: bool = True
+    default: RateLimitSpec = RateLimitSpec()
+    tiers: dict[str, RateLimitSpec] = {}
+    clients: dict[str, ClientSpec] = {}
+    api_keys: list[ApiKeySpec] = []
+    # X-Forwarded-For is believed only when the peer is one of these (addresses or CIDRs).
+    trusted_proxies: list[str] = []
+    # What a request meets while the store is unreachable.
+    failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
+
+    @model_validator(mode="after")
+    def _tiers_exist(self) -> RateLimiterSection:
+        for name, client in self.clients.items():
+            if client.tier is not None and client.tier not in self.tiers:
+                raise ValueError(f"clients.{name}.tier: unknown tier {client.tier!r}")
+        for i, key in enumerate(self.api_keys):
+            if key.tier is not None and key.tier not in self.tiers:
+                raise ValueError(f"api_keys.{i}.tier: unknown tier {key.tier!r}")
+        return self
+
+
+# -- cache -----------------------------------------------------------------------------------
+
+class CacheSection(_Section):
+    enabled: bool = True
+    strategy: Literal["default"] = "default"
+    ttl: int = Field(default=300, gt=0)
+    max_size: int = Field(default=1000, gt=0)
+    # Bodies above this many bytes are stored compressed; above max_body_size, not at all.
+    compress_min_size: int = Field(default=4096, ge=0)
+    max_body_size: int = Field(default=1024 * 1024, gt=0)
+    # How long an expired entry is kept to serve as STALE when the backend fails.
+    stale_grace: int = Field(default=60, ge=0)
+    # Paths fetched at start and refreshed before they expire.
+    warm: list[str] = []
+
+
+class RouteCacheSpec(_Section):
+    enabled: bool = True
+    ttl: int | None = Field(default=None, gt=0)
+    # Statuses worth keeping; DESIGN.md: by default 200 only.
+    statuses: list[int] = [200]
+
+
+# -- circuit breaker -------------------------------------------------------------------------
+
+class CircuitBreakerSpec(_Section):
+    failure_threshold: int = Field(default=5, gt=0)
+    recovery_timeout: float = Field(default=60, gt=0)
+    success_threshold: int = Field(default=3, gt=0)
+    # Probes allowed into a HALF_OPEN backend at once, fleet-wide.
+    half_open_max_calls: int = Field(default=1, gt=0)
+    # Rate rule: open when this share of calls fails within the window, once min_calls were seen.
+    failure_rate_threshold: float | None = Field(default=None, gt=0, le=1)
+    window_seconds: int = Field(default=60, gt=0)
+    min_calls: int = Field(default=20, gt=0)
+    # A call slower than this counts as a failure.
+    slow_call_seconds: float | None = Field(default=None, gt=0)
+
+
+class CircuitBreakerSection(_Section):
+    enabled: bool = True
+    default: CircuitBreakerSpec = CircuitBreakerSpec()
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"]
+
+
+def _http_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return url.rstrip("/")
+
+
+class TargetSpec(_Section):
+    url: str
+    weight: int = Field(default=100, ge=0)
+
+    _check_url = field_validator("url")(_http_url)
+
+
+class TimeoutSpec(_Section):
+    connect: float = Field(default=5.0, gt=0)
+    read: float = Field(default=30.0, gt=0)
+
+
+class RetrySpec(_Section):
+    attempts: int = Field(default=0, ge=0, le=10)
+    backoff_base: float = Field(default=0.05, ge=0)
+    backoff_max: float = Field(default=1.0, ge=0)
+    # Retries may be at most this share of requests, so they cannot multiply a failing load.
+    budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    methods: list[HttpMethod] = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+
+
+class HealthCheckSpec(_Section):
+    path: str = "/"
+    interval: float = Field(default=5.0, gt=0)
+    timeout: float = Field(default=2.0, gt=0)
+    healthy_threshold: int = Field(default=2, gt=0)
+    unhealthy_threshold: int = Field(default=2, gt=0)
+
+
+class FallbackSpec(_Section):
+    status: int = Field(default=503, ge=200, le=599)
+    headers: dict[str, str] = {}
+    body: Any = None
+
+
+class RouteSpec(_Section):
+    """One route. The seed's shape (path, method, target, weight) plus additive extensions."""
+
+    id: str | None = None
+    # "/a/b" exact, "/a/{id}" with parameters, "/a/*" for the prefix and everything below it.
+    path: str
+    method: HttpMethod | list[HttpMethod] = "*"
+    target: str | None = None
+    weight: int = Field(default=100, ge=0)
+    targets: list[TargetSpec] = []
+    enabled: bool = True
+    strip_prefix: bool = False
+    timeout: TimeoutSpec = TimeoutSpec()
+    max_body_size: int | None = Field(default=None, gt=0)
+    rate_limit: RateLimitSpec | None = None
+    cache: RouteCacheSpec = RouteCacheSpec()
+    circuit_breaker: CircuitBreakerSpec | None = None
+    retry: RetrySpec = RetrySpec()
+    health_check: HealthCheckSpec | None = None
+    fallback: FallbackSpec | None = None
+    # Request/response transformation; its schema belongs to app.transformation_engine.
+    transform: dict[str, Any] | None = None
+    failure_policy: Literal["fail_open", "fail_closed"] | None = None
+
+    _check_target = field_validator("target")(_http_url)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError("must start with /")
+        if path.startswith("/_gateway"):
+            raise ValueError("/_gateway/ is reserved for the gateway itself")
+        return path
+
+    @model_validator(mode="after")
+    def _one_kind_of_target(self) -> RouteSpec:
+        if self.target is not None and self.targets:
+            raise ValueError("give either target or targets, not both")
+        if self.target is None and not self.targets:
+            raise ValueError("a route needs a target or targets")
+        if self.target is not None:
+            self.targets = [TargetSpec(url=self.target, weight=self.weight)]
+        if not any(t.weight > 0 for t in self.targets):
+            raise ValueError("targets: at least one target needs a weight above 0")
+        return self
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        listed = [self.method] if isinstance(self.method, str) else self.method
+        return ("*",) if "*" in listed else tuple(dict.fromkeys(listed))
+
+    @property
+    def key(self) -> str:
+        """A stable identity: the id when given, else method and path."""
+        return self.id or f"{'|'.join(self.methods)} {self.path}"
+
+
+class RouterSection(_Section):
+    routes: list[RouteSpec] = []
+
+
+# -- process-level settings ------------------------------------------------------------------
+
+class RedisSection(_Section):
+    # None: the embedded memory store (a single replica).
+    url: str | None = None
+    prefix: str = Field(default="apigw", pattern=r"^[A-Za-z0-9_.-]+$")
+    max_connections: int = Field(default=64, gt=0)
+    socket_timeout: float = Field(default=1.0, gt=0)
+    connect_timeout: float = Field(default=0.5, gt=0)
+    # After a failure the store is not tried again for this long (no request waits out a timeout).
+    retry_after_failure: float = Field(default=0.5, gt=0)
+
+
+class ServerSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_size: int = Field(default=10 * 1024 * 1024, gt=0)
+    upstream_max_connections: int = Field(default=512, gt=0)
+    upstream_keepalive: float = Field(default=30.0, gt=0)
+
+
+class AdminSection(_Section):
+    # No token: the admin API is off, not open.
+    token: str | None = None
+
+
+class GatewayConfig(_Section):
+    enabled: bool = True
+    server: ServerSection = ServerSection()
+    redis: RedisSection = RedisSection()
+    admin: AdminSection = AdminSection()
+    router: RouterSection = RouterSection()
+    rate_limiter: RateLimiterSection = RateLimiterSection()
+    cache: CacheSection = CacheSection()
+    circuit_breaker: CircuitBreakerSection = CircuitBreakerSection()
+
+
+# The seed's variables and ours, each to the dotted path it overrides.
+ENV_OVERRIDES: dict[str, str] = {
+    "API_GATEWAY_RATE_LIMIT_PER_MINUTE": "rate_limiter.default.requests_per_minute",
+    "API_GATEWAY_RATE_LIMIT_PER_HOUR": "rate_limiter.default.requests_per_hour",
+    "API_GATEWAY_BURST_SIZE": "rate_limiter.default.burst_size",
+    "API_GATEWAY_CACHE_TTL": "cache.ttl",
+    "API_GATEWAY_CACHE_MAX_SIZE": "cache.max_size",
+    "API_GATEWAY_CB_FAILURE_THRESHOLD": "circuit_breaker.default.failure_threshold",
+    "API_GATEWAY_CB_RECOVERY_TIMEOUT": "circuit_breaker.default.recovery_timeout",
+    "API_GATEWAY_CB_SUCCESS_THRESHOLD": "circuit_breaker.default.success_threshold",
+    "API_GATEWAY_ENABLED": "enabled",
+    "API_GATEWAY_ADMIN_TOKEN": "admin.token",
+    "API_GATEWAY_REDIS_PREFIX": "redis.prefix",
+    "REDIS_URL": "redis.url",
+    # Listed after REDIS_URL so that the gateway's own name wins when both are set.
+    "API_GATEWAY_REDIS_URL": "redis.url",
+}
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = tree.get(part)
+        if not isinstance(child, dict):
+            child = tree[part] = {}
+        tree = child
+    tree[leaf] = value
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} invalid field(s)"]
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        reason = item["msg"].removeprefix("Value error, ")
+        if item["type"] not in ("missing",) and "input" in item and not isinstance(item["input"], dict):
+            reason += f" (got {item['input']!r})"
+        lines.append(f"  {path}: {reason}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = None,
+                 source: str = "config") -> GatewayConfig:
+    """Validate a config tree, with the environment's overrides applied on top."""
+    if not isinstance(raw, Mapping | None):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+    tree: dict[str, Any] = dict(raw or {})
+    for name, dotted in ENV_OVERRIDES.items():
+        value = (env or {}).get(name)
+        if value not in (None, ""):
+            _set_path(tree, dotted, value)
+    try:
+        return GatewayConfig.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Load the YAML file at ``path`` (or ``$API_GATEWAY_CONFIG``); no file means the defaults."""
+    env = os.environ if env is None else env
+    path = path or env.get("API_GATEWAY_CONFIG")
+    raw: Any = None
+    source = "environment"
+    if path:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: no such file") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    return parse_config(raw, env, source)

@@ -1,0 +1,85 @@
+"""Demo backends: small real HTTP services to put behind the gateway (the demo, the tests, the fleet).
+
+Every path answers JSON describing the request; a few paths behave badly on purpose:
+``/slow?seconds=S``, ``/status/CODE``, ``/bytes/N`` (N bytes, streamed), ``/flaky?fail=K`` (the first
+K calls answer 503). ``GET /__hits`` tells how many requests each path received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from aiohttp import web
+
+
+HITS = web.AppKey("hits", Counter)
+
+
+def demo_backend(name: str) -> web.Application:
+    app = web.Application(client_max_size=1024 ** 3)
+    hits: Counter[str] = Counter()
+    app[HITS] = hits
+
+    async def describe(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({
+            "service": name, "method": request.method, "path": request.path,
+            "query": dict(request.query), "headers": dict(request.headers), "body_size": len(body),
+            "body": body.decode("utf-8", "replace") if len(body) < 4096 else None,
+        })
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("seconds", "2")))
+        return web.json_response({"service": name, "slow": True})
+
+    async def status(request: web.Request) -> web.Response:
+        code = int(request.match_info["code"])
+        return web.json_response({"service": name, "status": code}, status=code)
+
+    async def stream_bytes(request: web.Request) -> web.StreamResponse:
+        size = int(request.match_info["n"])
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = size
+        await response.prepare(request)
+        block = b"x" * 65536
+        while size > 0:
+            await response.write(block[:size])
+            size -= len(block)
+        await response.write_eof()
+        return response
+
+    async def flaky(request: web.Request) -> web.Response:
+        fail = int(request.query.get("fail", "1"))
+        if hits[request.path] <= fail:
+            return web.json_response({"service": name, "error": "flaky"}, status=503)
+        return web.json_response({"service": name, "ok": True})
+
+    async def hit_counts(_: web.Request) -> web.Response:
+        return web.json_response(dict(hits))
+
+    @web.middleware
+    async def count(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        if request.path != "/__hits":
+            hits[request.path] += 1
+        return await handler(request)
+
+    app.middlewares.append(count)
+    app.router.add_get("/__hits", hit_counts)
+    app.router.add_route("*", "/slow", slow)
+    app.router.add_route("*", "/status/{code:\\d+}", status)
+    app.router.add_route("*", "/bytes/{n:\\d+}", stream_bytes)
+    app.router.add_route("*", "/flaky", flaky)
+    app.router.add_route("*", "/{tail:.*}", describe)
+    return app
+
+
+async def start_backend(name: str, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve a demo backend; returns the runner (to clean up) and the port it listens on."""
+    runner = web.AppRunner(demo_backend(name), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    assert server is not None and server.sockets
+    return runner, server.sockets[0].getsockname()[1]

@@ -1,0 +1,285 @@
+"""The request pipeline, in the seed's order:
+
+client -> identify client -> rate limit -> route -> cache lookup -> circuit check
+       -> transform request -> backend -> transform response -> cache store -> client
+
+``process`` runs it for the ASGI proxy (streaming bodies); ``handle_request`` is the seed's library
+call, the same pipeline for a JSON body, answering ``(body, status)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from app.config import GatewayConfig
+from app.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
+from app.pipeline import Stage
+from app.router import ApiGatewayRouter, Route
+from app.store import MemoryStore, ScriptCall, Store, StoreUnavailable
+from app.upstream import (
+    UpstreamClient,
+    UpstreamError,
+    UpstreamTimeout,
+    client_timeout,
+    forwardable_request_headers,
+    forwardable_response_headers,
+)
+
+log = logging.getLogger("apigw.pipeline")
+
+# Answers that mean the backend could not serve: a stale cached answer is better (stale-if-error).
+_FAILURE_STATUSES = frozenset({500, 502, 503, 504})
+# Bodies up to this size are read whole: one send instead of a stream, and no chunked encoding.
+_SMALL_BODY = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+class ApiGatewayOrchestrator:
+    """Holds the gateway's components and runs each request through them."""
+
+    def __init__(self, config: GatewayConfig | None = None, store: Store | None = None,
+                 upstream: UpstreamClient | None = None) -> None:
+        self.config = config or GatewayConfig()
+        self.store = store or MemoryStore(prefix=self.config.redis.prefix)
+        self.upstream = upstream or UpstreamClient(self.config.server.upstream_max_connections,
+                                                   self.config.server.upstream_keepalive)
+        self.router = ApiGatewayRouter(self.config.router.routes, enabled=self.config.enabled,
+                                       on_change=self._compile_route)
+        # In the seed's order; each component issue adds its stage here.
+        self.stages: list[Stage] = []
+
+    def _compile_route(self, route: Route) -> None:
+        spec = route.spec
+        route.compiled["timeout"] = client_timeout(spec.timeout.connect, spec.timeout.read)
+        route.compiled["max_body"] = spec.max_body_size or self.config.server.max_body_size
+        route.compiled["route_header"] = (b"x-gateway-route", route.key.encode())
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        await self.upstream.close()
+        await self.store.close()
+
+    # -- the pipeline ---------------------------------------------------------------------------
+
+    async def process(self, ex: Exchange) -> Reply:
+        if not ex.request_id:
+            ex.request_id = new_request_id()
+        found = self.router.match(ex.path, ex.method)
+        route = found.route if found is not None else None
+        early = await self._admit(ex, route)
+        if early is not None:
+            return early
+        if route is None:
+            return error_reply(404, "no route", method=ex.method, path=ex.path)
+        reply = await self._forward(ex, route)
+        await self._complete(ex, route, reply)
+        if reply.status in _FAILURE_STATUSES:
+            stale = self._stale_instead(ex, route)
+            if stale is not None:
+                if reply.stream is not None:
+                    reply.stream.release()
+                return stale
+        return reply
+
+    async def _admit(self, ex: Exchange, route: Route | None) -> Reply | None:
+        """Rate limit, cache lookup, circuit check: every store read in one round trip."""
+        stages = self.stages
+        if not stages:
+            return None
+        calls = [stage.admission_call(ex, route) for stage in stages]
+        replies = await self._run_calls(calls)
+        for stage, store_reply in zip(stages, replies, strict=True):
+            early = await stage.admit(ex, route, store_reply)
+            if early is not None:
+                if early.status >= 500 and route is not None:
+                    early = self._stale_instead(ex, route) or early
+                return early
+        return None
+
+    async def _complete(self, ex: Exchange, route: Route, reply: Reply) -> None:
+        """Cache store and breaker outcome: every store write in one round trip (or none)."""
+        stages = self.stages
+        if not stages:
+            return
+        calls = [stage.completion_call(ex, route, reply) for stage in stages]
+        if not any(calls):
+            return
+        replies = await self._run_calls(calls)
+        for stage, call, store_reply in zip(stages, calls, replies, strict=True):
+            if call is not None:
+                await stage.completed(ex, route, reply, store_reply)
+
+    async def _run_calls(self, calls: list[ScriptCall | None]) -> list[Any]:
+        """The non-None calls in one round trip; each stage gets its reply, None when it asked
+        nothing, or the StoreUnavailable when the store could not be asked."""
+        wanted = [call for call in calls if call is not None]
+        if not wanted:
+            return [None] * len(calls)
+        try:
+            answers = iter(await self.store.run(*wanted))
+        except StoreUnavailable as error:
+            return [error if call is not None else None for call in calls]
+        return [next(answers) if call is not None else None for call in calls]
+
+    def _stale_instead(self, ex: Exchange, route: Route) -> Reply | None:
+        for stage in self.stages:
+            stale = stage.stale_reply(ex, route)
+            if stale is not None:
+                return stale
+        return None
+
+    async def _forward(self, ex: Exchange, route: Route) -> Reply:
+        target = route.balancer.next_target()
+        if target is None:
+            return error_reply(503, "no healthy target", route=route.key)
+        limit: int = route.compiled["max_body"]
+        try:
+            body = await self._request_body(ex, limit)
+        except BodyTooLarge:
+            return error_reply(413, "request body too large", limit=limit)
+        url = target.url + self._upstream_path(ex, route)
+        try:
+            response = await self.upstream.send(ex.method, url, self._request_headers(ex), body,
+                                                route.compiled["timeout"])
+        except UpstreamError as error:
+            if ex.notes.get("body_too_large"):
+                return error_reply(413, "request body too large", limit=limit)
+            log.info("upstream %s for %s: %s", error.reason, route.key, error)
+            return error_reply(error.status, error.reason, route=route.key)
+        return await self._reply_from(response, route)
+
+    async def _reply_from(self, response: aiohttp.ClientResponse, route: Route) -> Reply:
+        headers = forwardable_response_headers(response.raw_headers)
+        length = response.content_length
+        if length is not None and length <= _SMALL_BODY:
+            try:
+                body = await response.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                timed_out = isinstance(error, asyncio.TimeoutError | aiohttp.ServerTimeoutError)
+                failure = UpstreamTimeout if timed_out else UpstreamError
+                return error_reply(failure.status, failure.reason, route=route.key)
+            finally:
+                response.release()
+            return Reply(response.status, headers, body)
+        return Reply(response.status, headers, stream=response)
+
+    # -- request pieces -------------------------------------------------------------------------
+
+    @staticmethod
+    def _upstream_path(ex: Exchange, route: Route) -> str:
+        path = ex.raw_path.decode("latin-1")
+        if route.spec.strip_prefix and route.is_prefix and route.prefix:
+            path = path[len(route.prefix):] or "/"
+            if not path.startswith("/"):
+                path = "/" + path
+        if ex.query_string:
+            return f"{path}?{ex.query_string.decode('latin-1')}"
+        return path
+
+    @staticmethod
+    def _request_headers(ex: Exchange) -> list[tuple[str, str]]:
+        headers = forwardable_request_headers(ex.headers)
+        prior = ex.header(b"x-forwarded-for")
+        forwarded_for = f"{prior.decode('latin-1')}, {ex.client_addr}" if prior else ex.client_addr
+        host = ex.header(b"host")
+        # Replace what the client claimed about hops with what this hop knows.
+        headers = [(n, v) for n, v in headers
+                   if n not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id")]
+        headers.append(("X-Forwarded-For", forwarded_for))
+        headers.append(("X-Forwarded-Proto", ex.scheme))
+        if host:
+            headers.append(("X-Forwarded-Host", host.decode("latin-1")))
+        headers.append(("X-Request-ID", ex.request_id))
+        return headers
+
+    async def _request_body(self, ex: Exchange, limit: int) -> bytes | AsyncIterator[bytes] | None:
+        if ex.body is not None:
+            if len(ex.body) > limit:
+                raise BodyTooLarge
+            return ex.body
+        declared = ex.header(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                length = -1
+            if length > limit:
+                raise BodyTooLarge
+            if length == 0:
+                return b""
+            if 0 < length <= _SMALL_BODY:
+                return await self._read_body(ex, limit)
+        elif ex.header(b"transfer-encoding") is None:
+            return None
+        if ex.receive is None:
+            return None
+        return self._stream_body(ex, limit)
+
+    async def _read_body(self, ex: Exchange, limit: int) -> bytes:
+        chunks = [chunk async for chunk in self._stream_body(ex, limit)]
+        return b"".join(chunks)
+
+    async def _stream_body(self, ex: Exchange, limit: int) -> AsyncIterator[bytes]:
+        assert ex.receive is not None
+        seen = 0
+        while True:
+            message = await ex.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:
+                ex.notes["body_too_large"] = True
+                raise BodyTooLarge
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    # -- the seed's library entry ---------------------------------------------------------------
+
+    async def handle_request(self, client_id: str, path: str, method: str, data: dict[str, Any] | None,
+                             schema_version: str = "v1") -> tuple[Any, int]:
+        """The seed's call: ``data`` goes as a JSON body (as a query for GET and HEAD); the answer
+        comes back parsed when it is JSON."""
+        method = method.upper()
+        headers: list[tuple[bytes, bytes]] = [(b"x-client-id", client_id.encode()),
+                                              (b"x-api-version", schema_version.encode())]
+        body: bytes | None = None
+        query = b""
+        if data and method in ("GET", "HEAD"):
+            from urllib.parse import urlencode
+            query = urlencode(sorted((k, str(v)) for k, v in data.items())).encode()
+        elif data is not None and method not in ("GET", "HEAD"):
+            body = orjson.dumps(data)
+            headers.append(JSON_CONTENT)
+        ex = Exchange(method=method, path=path, raw_path=path.encode(), query_string=query,
+                      headers=headers, client_addr="127.0.0.1", body=body, client_id=client_id)
+        reply = await self.process(ex)
+        if reply.stream is not None:
+            try:
+                raw = await reply.stream.read()
+            finally:
+                reply.stream.release()
+        else:
+            raw = reply.body
+        try:
+            return orjson.loads(raw) if raw else None, reply.status
+        except orjson.JSONDecodeError:
+            return raw.decode("utf-8", "replace"), reply.status

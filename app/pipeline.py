@@ -1,0 +1,47 @@
+"""The extension points of the request pipeline, and the round-trip budget they share.
+
+A component joins the pipeline as a ``Stage``. Before the backend, the orchestrator collects every
+stage's ``admission_call`` and sends them to the store in one round trip (rate limit + cache lookup),
+then asks each stage in order whether it ``admit``s the request: a stage ends the pipeline by
+answering a ``Reply`` (429, a cache HIT, 503 for an open circuit). After the backend it collects
+every ``completion_call`` (cache store, breaker outcome) into a second round trip. A stage that has
+nothing to ask of the store returns None and costs nothing.
+
+A stage learns that the store is unreachable by receiving the ``StoreUnavailable`` as its reply,
+and degrades by its own policy (fail open, bypass the cache, use local breaker state).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.exchange import Exchange, Reply
+from app.router import Route
+from app.store import ScriptCall
+
+
+class Stage:
+    """Base class with do-nothing hooks; a stage overrides those it needs."""
+
+    name = "stage"
+
+    def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
+        """What the stage needs from the store before the backend (``route`` is None when no route
+        matched: the rate limit still counts the request)."""
+        return None
+
+    async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
+        """Decide with the store's reply to ``admission_call`` (or the ``StoreUnavailable``)."""
+        return None
+
+    def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
+        """What to write after the backend answered (or failed: ``reply`` is then the error)."""
+        return None
+
+    async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
+        """The store's reply to ``completion_call``."""
+        return None
+
+    def stale_reply(self, ex: Exchange, route: Route) -> Reply | None:
+        """A reply to serve instead of a backend failure (the cache's stale-if-error)."""
+        return None

@@ -1,0 +1,84 @@
+"""The data plane: a plain ASGI callable, no framework routing or middleware stack.
+
+It turns the ASGI scope into an ``Exchange``, runs the pipeline and writes the ``Reply``,
+streaming the backend's body when the reply carries one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+
+from app.exchange import Exchange, Reply, error_reply
+from app.orchestrator import ApiGatewayOrchestrator, ClientGone
+
+log = logging.getLogger("apigw.proxy")
+
+Scope = dict[str, Any]
+_CHUNK = 64 * 1024
+
+
+def exchange_from_scope(scope: Scope, receive: Any) -> Exchange:
+    headers = scope["headers"]
+    request_id = ""
+    for name, value in headers:
+        if name == b"x-request-id":
+            # Kept from the client only when it is a sane token; a hostile value is replaced.
+            candidate = value.decode("latin-1")
+            if 0 < len(candidate) <= 128 and candidate.isprintable():
+                request_id = candidate
+            break
+    client = scope.get("client")
+    return Exchange(
+        method=scope["method"],
+        path=scope["path"],
+        raw_path=scope.get("raw_path") or scope["path"].encode(),
+        query_string=scope.get("query_string", b""),
+        headers=headers,
+        client_addr=client[0] if client else "unknown",
+        scheme=scope.get("scheme", "http"),
+        receive=receive,
+        request_id=request_id,
+    )
+
+
+class ProxyApp:
+    def __init__(self, orchestrator: ApiGatewayOrchestrator) -> None:
+        self.orchestrator = orchestrator
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        ex = exchange_from_scope(scope, receive)
+        try:
+            reply = await self.orchestrator.process(ex)
+        except ClientGone:
+            return
+        except Exception:  # the last net: a bug answers JSON and is logged, never a stack trace
+            log.exception("pipeline failed for %s %s (request %s)", ex.method, ex.path, ex.request_id)
+            reply = error_reply(500, "internal gateway error", request_id=ex.request_id)
+        await send_reply(send, reply, ex)
+
+
+async def send_reply(send: Any, reply: Reply, ex: Exchange) -> None:
+    headers = reply.headers
+    headers.extend(ex.response_headers)
+    headers.append((b"x-request-id", ex.request_id.encode("latin-1")))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    stream = reply.stream
+    if stream is None:
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    try:
+        async for chunk in stream.content.iter_chunked(_CHUNK):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        # The status is already sent: all that is left is to cut the connection, so that the
+        # client sees an incomplete body rather than a complete-looking wrong one.
+        log.warning("backend broke off the body of %s %s: %r", ex.method, ex.path, error)
+    except OSError:
+        pass  # the client went away while we were sending
+    finally:
+        stream.release()

@@ -1,0 +1,114 @@
+"""The state store: what every replica shares.
+
+Shared state changes only through named scripts (``lua/<name>.lua``), so that each change is atomic
+in Redis. The memory store runs a Python twin of each script (``app/store/scripts/<name>.py``) with
+the same replies; one contract suite runs the pair side by side.
+
+``run`` takes several script calls and answers them in one round trip, which is how the request
+pipeline keeps to its budget (rate limit + cache lookup together, then outcome + cache store together).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MessageHandler = Callable[[bytes], None]
+ReconnectHandler = Callable[[], Awaitable[None]]
+
+
+class StoreError(Exception):
+    """The store answered, but with an error (a script bug, a wrong type)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now. Callers degrade by their own policy; it is never a 500."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    script: str
+    keys: Sequence[str]
+    args: Sequence[Any] = ()
+
+
+class Store(abc.ABC):
+    """One interface, two back ends: ``MemoryStore`` (one process) and ``RedisStore`` (the fleet)."""
+
+    def __init__(self, prefix: str = "apigw") -> None:
+        self.prefix = prefix
+        self._handlers: dict[str, list[MessageHandler]] = {}
+        self._reconnect_handlers: list[ReconnectHandler] = []
+
+    @property
+    @abc.abstractmethod
+    def shared(self) -> bool:
+        """True when other replicas see the same state."""
+
+    def key(self, kind: str, tag: str, *rest: str) -> str:
+        """``apigw:<kind>:{<tag>}:<rest>``: keys that one script touches share ``tag``, hence one
+        Redis Cluster slot."""
+        base = f"{self.prefix}:{kind}:{{{tag}}}"
+        return f"{base}:{':'.join(rest)}" if rest else base
+
+    def channel(self, name: str) -> str:
+        return f"{self.prefix}:events:{name}"
+
+    async def start(self) -> None:
+        """Open connections. A store that cannot be reached yet still starts: it recovers by itself."""
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """Whether the store answers now."""
+
+    @abc.abstractmethod
+    async def run(self, *calls: ScriptCall) -> list[Any]:
+        """Run the scripts in order, in one round trip; their replies in the same order."""
+
+    async def call(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        return (await self.run(ScriptCall(script, keys, args)))[0]
+
+    # Plain reads and writes, for the control plane (never on the request path).
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
+
+    @abc.abstractmethod
+    async def delete(self, *keys: str) -> int: ...
+
+    @abc.abstractmethod
+    async def hgetall(self, key: str) -> dict[bytes, bytes]: ...
+
+    @abc.abstractmethod
+    async def hset(self, key: str, mapping: Mapping[str, bytes | str | int | float]) -> None: ...
+
+    @abc.abstractmethod
+    async def hdel(self, key: str, *fields: str) -> int: ...
+
+    # Events: a replica's change reaches the others through these.
+    @abc.abstractmethod
+    async def publish(self, channel: str, message: bytes) -> None: ...
+
+    def subscribe(self, channel: str, handler: MessageHandler) -> None:
+        """Call ``handler`` with every message on ``channel``, from any replica (this one included)."""
+        self._handlers.setdefault(channel, []).append(handler)
+        self._on_subscribe(channel)
+
+    def on_reconnect(self, handler: ReconnectHandler) -> None:
+        """Call ``handler`` after the event stream was broken and is back: messages may have been
+        missed, so the caller re-reads what it caches."""
+        self._reconnect_handlers.append(handler)
+
+    def _on_subscribe(self, channel: str) -> None:
+        """Back ends that listen on a connection start listening to ``channel`` here."""
+
+    def _dispatch(self, channel: str, message: bytes) -> None:
+        for handler in self._handlers.get(channel, ()):
+            handler(message)

@@ -1,0 +1,141 @@
+"""The embedded default: one process's state in a dict, with Redis's expiry semantics.
+
+Each script of ``lua/`` has a Python twin in ``app/store/scripts/<name>.py`` exposing
+``run(db, keys, args)``; it returns what the Lua returns, as redis-py would decode it (bytes for
+strings, ints, lists), so the components cannot tell the stores apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+from app.store.base import ScriptCall, Store, StoreError
+from app.store.scripts import LUA_DIR
+
+
+class MemoryDB:
+    """Keys to Python values (bytes, dict, list, ...) with millisecond expiry, as Redis keeps them."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._values: dict[str, Any] = {}
+        self._expires_at: dict[str, float] = {}
+
+    def now_us(self) -> int:
+        """What Redis TIME gives a script: microseconds since the epoch."""
+        return int(self.clock() * 1_000_000)
+
+    def _alive(self, key: str) -> bool:
+        deadline = self._expires_at.get(key)
+        if deadline is not None and deadline <= self.clock():
+            self._values.pop(key, None)
+            self._expires_at.pop(key, None)
+        return key in self._values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values[key] if self._alive(key) else default
+
+    def set(self, key: str, value: Any, ttl_ms: float | None = None) -> None:
+        self._values[key] = value
+        if ttl_ms is None:
+            self._expires_at.pop(key, None)
+        else:
+            self._expires_at[key] = self.clock() + ttl_ms / 1000
+
+    def delete(self, *keys: str) -> int:
+        removed = 0
+        for key in keys:
+            if self._alive(key):
+                removed += 1
+            self._values.pop(key, None)
+            self._expires_at.pop(key, None)
+        return removed
+
+    def exists(self, key: str) -> bool:
+        return self._alive(key)
+
+    def pexpire(self, key: str, ttl_ms: float) -> bool:
+        if not self._alive(key):
+            return False
+        self._expires_at[key] = self.clock() + ttl_ms / 1000
+        return True
+
+    def pttl(self, key: str) -> int:
+        """As Redis PTTL: -2 no key, -1 no expiry, else milliseconds left."""
+        if not self._alive(key):
+            return -2
+        deadline = self._expires_at.get(key)
+        return -1 if deadline is None else max(0, int((deadline - self.clock()) * 1000))
+
+    def keys(self) -> list[str]:
+        return [key for key in list(self._values) if self._alive(key)]
+
+
+def _load_twins() -> dict[str, ModuleType]:
+    twins = {}
+    for lua in sorted(LUA_DIR.glob("*.lua")):
+        twins[lua.stem] = importlib.import_module(f"app.store.scripts.{lua.stem}")
+    return twins
+
+
+class MemoryStore(Store):
+    shared = False
+
+    def __init__(self, prefix: str = "apigw", clock: Callable[[], float] = time.time) -> None:
+        super().__init__(prefix)
+        self.db = MemoryDB(clock)
+        self._twins = _load_twins()
+
+    async def ping(self) -> bool:
+        return True
+
+    async def run(self, *calls: ScriptCall) -> list[Any]:
+        # No await between the calls: like a Redis script, each runs with nothing interleaved.
+        replies = []
+        for call in calls:
+            twin = self._twins.get(call.script)
+            if twin is None:
+                raise StoreError(f"no script named {call.script!r}")
+            replies.append(twin.run(self.db, list(call.keys), list(call.args)))
+        return replies
+
+    async def get(self, key: str) -> bytes | None:
+        value = self.db.get(key)
+        return value if isinstance(value, bytes | None) else None
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        self.db.set(key, value, None if ttl is None else ttl * 1000)
+
+    async def delete(self, *keys: str) -> int:
+        return self.db.delete(*keys)
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        value = self.db.get(key)
+        return dict(value) if isinstance(value, dict) else {}
+
+    async def hset(self, key: str, mapping: Mapping[str, bytes | str | int | float]) -> None:
+        value = self.db.get(key)
+        if not isinstance(value, dict):
+            value = {}
+            self.db.set(key, value)
+        value.update({k.encode(): _as_bytes(v) for k, v in mapping.items()})
+
+    async def hdel(self, key: str, *fields: str) -> int:
+        value = self.db.get(key)
+        if not isinstance(value, dict):
+            return 0
+        return sum(value.pop(f.encode(), None) is not None for f in fields)
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        # Delivered on the next loop iteration, as a message from Redis would be.
+        asyncio.get_running_loop().call_soon(self._dispatch, channel, message)
+
+
+def _as_bytes(value: bytes | str | int | float) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+

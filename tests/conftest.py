@@ -1,0 +1,104 @@
+"""Shared fixtures. Redis comes from REDIS_URL, else testcontainers (when a Docker engine answers),
+else a redis-server started here on a free port; with none of these the run fails under CI."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+
+from app.store import MemoryStore, Store
+from app.store.redis import RedisStore
+from tests.support import BackendServer, RedisProcess
+
+
+def _testcontainers_redis() -> Iterator[str] | None:
+    try:
+        from testcontainers.community.redis import RedisContainer
+    except ImportError:
+        return None
+    try:
+        container = RedisContainer("redis:7.0")
+        container.start()
+    except Exception:  # no Docker engine here: fall back to a local binary
+        return None
+
+    def run() -> Iterator[str]:
+        try:
+            host = container.get_container_host_ip()
+            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+        finally:
+            container.stop()
+    return run()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    if url := os.environ.get("REDIS_URL"):
+        yield url
+        return
+    from_docker = _testcontainers_redis()
+    if from_docker is not None:
+        yield from from_docker
+        return
+    try:
+        server = RedisProcess().start()
+    except Exception as error:
+        message = f"no Redis for the tests: set REDIS_URL, run Docker, or install redis-server ({error})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def redis_client(redis_url: str, key_prefix: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    for key in client.scan_iter(f"{key_prefix}:*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+async def redis_store(redis_url: str, key_prefix: str, redis_client: redis.Redis) -> AsyncIterator[RedisStore]:
+    store = RedisStore(redis_url, prefix=key_prefix)
+    await store.start()
+    yield store
+    await store.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[Store]:
+    """The contract fixture: each test using it runs on both back ends."""
+    if request.param == "memory":
+        yield MemoryStore(prefix=key_prefix)
+        return
+    request.getfixturevalue("redis_client")  # removes the test's keys afterwards
+    store = RedisStore(request.getfixturevalue("redis_url"), prefix=key_prefix)
+    await store.start()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def backend() -> Iterator[BackendServer]:
+    with BackendServer("backend-a") as server:
+        yield server
+
+
+@pytest.fixture
+def backend_b() -> Iterator[BackendServer]:
+    with BackendServer("backend-b") as server:
+        yield server

@@ -1,0 +1,85 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import ConfigError, load_config, parse_config
+from tests.support import ROOT
+
+SEED = ROOT / "tests" / "fixtures" / "seed_config.yaml"
+
+
+def test_seed_config_loads_unchanged() -> None:
+    config = load_config(SEED, env={})
+    assert [r.path for r in config.router.routes] == ["/api/v1/agents", "/api/v1/threads"]
+    assert config.router.routes[0].targets[0].url == "http://agent-service:8001"
+    assert config.rate_limiter.default.requests_per_minute == 60
+    assert config.rate_limiter.clients["enterprise_tier"].requests_per_hour == 10000
+    assert config.cache.ttl == 300 and config.cache.max_size == 1000
+    assert config.circuit_breaker.default.success_threshold == 3
+    assert config.redis.url is None  # no Redis configured: the memory store
+
+
+def test_environment_overrides_the_file() -> None:
+    env = {"API_GATEWAY_RATE_LIMIT_PER_MINUTE": "7", "API_GATEWAY_CACHE_TTL": "9",
+           "API_GATEWAY_CB_FAILURE_THRESHOLD": "2", "API_GATEWAY_ENABLED": "false",
+           "REDIS_URL": "redis://other:6379/0", "API_GATEWAY_REDIS_URL": "redis://mine:6379/0"}
+    config = load_config(SEED, env=env)
+    assert config.rate_limiter.default.requests_per_minute == 7
+    assert config.cache.ttl == 9
+    assert config.circuit_breaker.default.failure_threshold == 2
+    assert config.enabled is False
+    assert config.redis.url == "redis://mine:6379/0"
+
+
+def test_config_path_from_environment() -> None:
+    assert len(load_config(env={"API_GATEWAY_CONFIG": str(SEED)}).router.routes) == 2
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ({"router": {"routes": [{"path": "/a", "target": "http://x", "timeout": {"read": "soon"}}]}},
+     "router.routes.0.timeout.read"),
+    ({"router": {"routes": [{"path": "a", "target": "http://x"}]}}, "router.routes.0.path"),
+    ({"router": {"routes": [{"path": "/a", "target": "ftp://x"}]}}, "router.routes.0.target"),
+    ({"cache": {"ttl": -1}}, "cache.ttl"),
+    ({"cache": {"tll": 5}}, "cache.tll"),
+    ({"rate_limiter": {"default": {"requests_per_minute": 0}}}, "rate_limiter.default.requests_per_minute"),
+])
+def test_bad_field_is_named(raw: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    assert field in str(caught.value)
+
+
+def test_bad_environment_value_is_named() -> None:
+    with pytest.raises(ConfigError, match="rate_limiter.default.requests_per_minute"):
+        parse_config({}, {"API_GATEWAY_RATE_LIMIT_PER_MINUTE": "lots"})
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_check_config_accepts_the_seed_file() -> None:
+    result = _cli("check-config", str(SEED))
+    assert result.returncode == 0, result.stderr
+    assert "2 route(s)" in result.stdout
+
+
+def test_bad_file_exits_2_naming_the_field_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("router:\n  routes:\n    - path: /a\n      target: http://x\n      weight: heavy\n")
+    for args in (("check-config", str(bad)), ("serve", "--config", str(bad))):
+        result = _cli(*args)
+        assert result.returncode == 2
+        assert "router.routes.0.weight" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_unreadable_yaml_and_missing_file_exit_2(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("router: [unclosed\n")
+    assert _cli("check-config", str(broken)).returncode == 2
+    assert _cli("check-config", str(tmp_path / "none.yaml")).returncode == 2

@@ -1,0 +1,84 @@
+import pytest
+
+from app.router import ApiGatewayRouter
+
+
+def test_seed_router_example() -> None:
+    router = ApiGatewayRouter()
+    router.add_route(path="/api/v1/agents", method="GET", target="http://agent-service:8001", weight=100)
+    assert router.route_request("/api/v1/agents", "GET") == "http://agent-service:8001"
+    assert router.get_health_status() == {"enabled": True, "routes_count": 1, "targets_count": 1}
+
+
+def test_unknown_path_and_method() -> None:
+    router = ApiGatewayRouter()
+    router.add_route(path="/a", method="GET", target="http://x")
+    assert router.route_request("/b", "GET") is None
+    assert router.route_request("/a", "POST") is None
+    assert router.route_request("/a", "HEAD") == "http://x"  # a GET route answers HEAD
+
+
+def test_weights_3_to_1_hold_in_every_window() -> None:
+    router = ApiGatewayRouter()
+    router.add_route(path="/w", method="GET", target="http://first", weight=3)
+    router.add_route(path="/w", method="GET", target="http://second", weight=1)
+    picks = [router.route_request("/w", "GET") for _ in range(100)]
+    assert picks.count("http://first") == 75
+    assert "http://second" in picks[:4]
+    for start in range(0, 100, 4):  # smooth: every 4 consecutive picks hold 3 and 1
+        assert picks[start:start + 4].count("http://second") == 1
+
+
+def test_most_specific_route_wins() -> None:
+    router = ApiGatewayRouter()
+    router.add_route(path="/api/*", target="http://prefix")
+    router.add_route(path="/api/v1/*", target="http://longer-prefix")
+    router.add_route(path="/api/v1/agents/{id}", target="http://param")
+    router.add_route(path="/api/v1/agents/me", target="http://literal")
+    router.add_route(path="/api/v1/agents/{id}", method="DELETE", target="http://delete")
+    assert router.route_request("/api/v1/agents/me", "GET") == "http://literal"
+    assert router.route_request("/api/v1/agents/42", "GET") == "http://param"
+    assert router.route_request("/api/v1/agents/42", "DELETE") == "http://delete"
+    assert router.route_request("/api/v1/agents/42/x", "GET") == "http://longer-prefix"
+    assert router.route_request("/api/v2", "GET") == "http://prefix"
+    assert router.route_request("/api", "GET") == "http://prefix"
+    assert router.route_request("/apix", "GET") is None
+
+
+def test_path_parameters_are_extracted() -> None:
+    router = ApiGatewayRouter()
+    router.add_route(path="/users/{user}/posts/{post}", target="http://x")
+    found = router.match("/users/ann/posts/7", "GET")
+    assert found is not None and found.params == {"user": "ann", "post": "7"}
+
+
+def test_method_lists_and_any() -> None:
+    router = ApiGatewayRouter()
+    router.add_route(path="/m", method=["GET", "POST"], target="http://list")
+    router.add_route(path="/any", target="http://any")
+    assert router.route_request("/m", "POST") == "http://list"
+    assert router.route_request("/m", "PUT") is None
+    assert router.route_request("/any", "PATCH") == "http://any"
+
+
+def test_disable_and_enable_a_route() -> None:
+    router = ApiGatewayRouter()
+    route = router.add_route(path="/a", method="GET", target="http://x")
+    assert router.set_route_enabled(route.key, False)
+    assert router.route_request("/a", "GET") is None
+    assert router.get_health_status()["routes_count"] == 1
+    router.set_route_enabled(route.key, True)
+    assert router.route_request("/a", "GET") == "http://x"
+
+
+def test_unhealthy_target_is_skipped() -> None:
+    router = ApiGatewayRouter()
+    router.add_route(path="/w", target="http://a", weight=1)
+    route = router.add_route(path="/w", target="http://b", weight=1)
+    route.balancer.set_healthy("http://a", False)
+    assert {router.route_request("/w", "GET") for _ in range(4)} == {"http://b"}
+
+
+def test_route_without_target_is_refused() -> None:
+    with pytest.raises(ValueError, match="target"):
+        ApiGatewayRouter().add_route(path="/a")
