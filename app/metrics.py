@@ -1,0 +1,36 @@
+"""Prometheus metrics: every family the gateway exports, in one place (served at /_gateway/metrics).
+
+Names follow Prometheus conventions: ``apigw_<what>_total`` for counters, ``_seconds`` for durations.
+Label values are route keys and outcomes, never client ids (unbounded cardinality).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+REQUESTS = Counter("apigw_requests_total", "Requests answered, by route and status",
+                   ["route", "status"], registry=REGISTRY)
+GATEWAY_OVERHEAD = Histogram("apigw_gateway_overhead_seconds",
+                             "Time spent in the gateway itself (request duration minus backend time)",
+                             ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+BACKEND_DURATION = Histogram("apigw_backend_duration_seconds",
+                             "Time from sending a request to a backend to its response headers",
+                             ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+RATE_LIMITED = Counter("apigw_rate_limited_total", "Requests refused by a rate limit", ["route"],
+                       registry=REGISTRY)
+CACHE_LOOKUPS = Counter("apigw_cache_lookups_total", "Cache lookups by result (hit, miss, stale, bypass)",
+                        ["route", "result"], registry=REGISTRY)
+CIRCUIT_STATE = Gauge("apigw_circuit_state", "Circuit state as this replica knows it (0 closed, 1 half-open, 2 open)",
+                      ["circuit"], registry=REGISTRY)
+CIRCUIT_TRANSITIONS = Counter("apigw_circuit_transitions_total", "Circuit state changes seen by this replica",
+                              ["circuit", "to_state"], registry=REGISTRY)
+STORE_ERRORS = Counter("apigw_store_errors_total", "Store calls that failed, by the component that made them",
+                       ["component"], registry=REGISTRY)
+UPSTREAM_RETRIES = Counter("apigw_upstream_retries_total", "Retries sent to backends", ["route"],
+                           registry=REGISTRY)
+HEALTH_CHECKS = Counter("apigw_health_checks_total", "Active health-check probes by result",
+                        ["target", "result"], registry=REGISTRY)
