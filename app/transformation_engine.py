@@ -1,0 +1,33 @@
+"""The seed's Transformation Engine: transforms request and response data between API schema
+versions and formats (schema mapping, type conversion, custom and declared field rules, both
+directions).
+
+The implementation lives in ``app.transform``; this module is the public import path.
+
+Field paths: ``agent.id`` (nested object), ``items[].agent_id`` (each object of the list
+``items``), ``orders[].lines[].sku`` (nested lists); a trailing ``tags[]`` (each element) only in
+in-place rules. Rules address the backend's field names: request rules run after mapping the
+client's version to the backend's, response rules before mapping the answer back.
+"""
+
+from app.transform import (
+    CONVERT_TYPES,
+    ConvertType,
+    DataConverter,
+    Direction,
+    SchemaMapper,
+    TransformationEngine,
+    TransformationError,
+    TransformationRule,
+)
+
+__all__ = [
+    "CONVERT_TYPES",
+    "ConvertType",
+    "DataConverter",
+    "Direction",
+    "SchemaMapper",
+    "TransformationEngine",
+    "TransformationError",
+    "TransformationRule",
+]
