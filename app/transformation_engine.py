@@ -1,6 +1,6 @@
 """The seed's Transformation Engine: transforms request and response data between API schema
 versions and formats (schema mapping, type conversion, custom and declared field rules, both
-directions).
+directions), plus the per-route config the gateway compiles from ``transform:``.
 
 The implementation lives in ``app.transform``; this module is the public import path.
 
@@ -12,22 +12,36 @@ client's version to the backend's, response rules before mapping the answer back
 
 from app.transform import (
     CONVERT_TYPES,
+    CompiledTransform,
     ConvertType,
     DataConverter,
     Direction,
+    HeaderOps,
+    MappingSpec,
+    QueryOps,
+    RouteTransform,
+    RuleSpec,
     SchemaMapper,
     TransformationEngine,
     TransformationError,
     TransformationRule,
+    rule_from_spec,
 )
 
 __all__ = [
     "CONVERT_TYPES",
+    "CompiledTransform",
     "ConvertType",
     "DataConverter",
     "Direction",
+    "HeaderOps",
+    "MappingSpec",
+    "QueryOps",
+    "RouteTransform",
+    "RuleSpec",
     "SchemaMapper",
     "TransformationEngine",
     "TransformationError",
     "TransformationRule",
+    "rule_from_spec",
 ]
