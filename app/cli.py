@@ -1,4 +1,4 @@
-"""``python -m app``: serve, demo, check-config."""
+"""``python -m app``: serve, demo, check-config, backend."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -104,6 +105,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _run_backend(name: str, host: str, port: int) -> None:
+    from app.demo import start_backend
+
+    runner, bound = await start_backend(name, host, port)
+    print(f"demo backend {name} on http://{host}:{bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def cmd_backend(args: argparse.Namespace) -> int:
+    import uvloop
+
+    uvloop.run(_run_backend(args.name, args.host, args.port))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="A distributed API gateway on Redis.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file: exit 0 when good, 2 when not")
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
+
+    backend = sub.add_parser("backend", help="one demo backend (app/demo.py) on its own, as the compose demo runs it")
+    backend.add_argument("--name", default="backend")
+    backend.add_argument("--host", default="127.0.0.1")
+    backend.add_argument("--port", type=int, default=9001, help="0 picks a free port")
+    backend.set_defaults(func=cmd_backend)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 from aiohttp import web
 
@@ -83,3 +84,26 @@ async def start_backend(name: str, host: str = "127.0.0.1", port: int = 0) -> tu
     server = site._server
     assert server is not None and server.sockets
     return runner, server.sockets[0].getsockname()[1]
+
+
+def demo_routes(backend_a: str, backend_b: str) -> list[dict[str, Any]]:
+    """The routes of the fleet demo (``python -m app fleet``) and the compose demo
+    (deploy/gateway.yaml), each showing one shared behaviour of the fleet:
+
+    - ``/api/*``: plain proxying, weighted across both backends (caching off to see every hop);
+    - ``/limited/*``: 5 requests a minute per client, counted once for the whole fleet;
+    - ``/cached/*``: answers kept 30 s in the shared cache, so any replica serves another's entry;
+    - ``/fragile/*``: a backend that fails on request (``/fragile/status/500``); after 3 failures
+      the circuit opens on every replica and stays open 15 s.
+    """
+    return [
+        {"id": "api", "path": "/api/*", "strip_prefix": True, "cache": {"enabled": False},
+         "targets": [{"url": backend_a, "weight": 1}, {"url": backend_b, "weight": 1}]},
+        {"id": "limited", "path": "/limited/*", "target": backend_a, "strip_prefix": True,
+         "cache": {"enabled": False}, "rate_limit": {"requests_per_minute": 5}},
+        {"id": "cached", "path": "/cached/*", "target": backend_b, "strip_prefix": True,
+         "cache": {"enabled": True, "ttl": 30}},
+        {"id": "fragile", "path": "/fragile/*", "target": backend_b, "strip_prefix": True,
+         "cache": {"enabled": False}, "timeout": {"read": 2.0},
+         "circuit_breaker": {"failure_threshold": 3, "recovery_timeout": 15, "success_threshold": 1}},
+    ]
