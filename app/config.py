@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.transform.route_config import RouteTransform
+
 
 class ConfigError(Exception):
     """A configuration that cannot be used; the message names each bad field and why."""
@@ -187,8 +189,8 @@ class RouteSpec(_Section):
     retry: RetrySpec = RetrySpec()
     health_check: HealthCheckSpec | None = None
     fallback: FallbackSpec | None = None
-    # Request/response transformation; its schema belongs to app.transformation_engine.
-    transform: dict[str, Any] | None = None
+    # Request/response transformation (schema versions, fields, headers, query).
+    transform: RouteTransform | None = None
     failure_policy: Literal["fail_open", "fail_closed"] | None = None
 
     _check_target = field_validator("target")(_http_url)

@@ -2,7 +2,8 @@
 
 Every path answers JSON describing the request; a few paths behave badly on purpose:
 ``/slow?seconds=S``, ``/status/CODE``, ``/bytes/N`` (N bytes, streamed), ``/flaky?fail=K`` (the first
-K calls answer 503). ``GET /__hits`` tells how many requests each path received.
+K calls answer 503), ``/echo-json`` (answers the request's body). ``GET /__hits`` tells how many
+requests each path received, ``GET /__last`` what the last request looked like.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from aiohttp import web
 
 
 HITS = web.AppKey("hits", Counter)
+LAST = web.AppKey("last", dict)
 
 
 def demo_backend(name: str) -> web.Application:
     app = web.Application(client_max_size=1024 ** 3)
     hits: Counter[str] = Counter()
     app[HITS] = hits
+    last: dict[str, object] = {}
+    app[LAST] = last
 
     async def describe(request: web.Request) -> web.Response:
         body = await request.read()
@@ -59,14 +63,27 @@ def demo_backend(name: str) -> web.Application:
     async def hit_counts(_: web.Request) -> web.Response:
         return web.json_response(dict(hits))
 
+    async def last_request(_: web.Request) -> web.Response:
+        return web.json_response(last)
+
+    async def echo_json(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read(), content_type="application/json")
+
     @web.middleware
     async def count(request: web.Request, handler):  # type: ignore[no-untyped-def]
-        if request.path != "/__hits":
+        if not request.path.startswith("/__"):
             hits[request.path] += 1
+            body = await request.read()
+            last.clear()
+            last.update({"method": request.method, "path": request.path, "query_string": request.query_string,
+                         "headers": {k.lower(): v for k, v in request.headers.items()},
+                         "body": body.decode("utf-8", "replace")})
         return await handler(request)
 
     app.middlewares.append(count)
     app.router.add_get("/__hits", hit_counts)
+    app.router.add_get("/__last", last_request)
+    app.router.add_route("*", "/echo-json", echo_json)
     app.router.add_route("*", "/slow", slow)
     app.router.add_route("*", "/status/{code:\\d+}", status)
     app.router.add_route("*", "/bytes/{n:\\d+}", stream_bytes)

@@ -58,9 +58,11 @@ class Reply:
     body: bytes = b""
     # When set, the body is streamed from the backend's response instead of ``body``.
     stream: aiohttp.ClientResponse | None = None
+    # The backend's answer (as opposed to one the gateway made itself).
+    from_backend: bool = False
 
 
 def error_reply(status: int, message: str, headers: RawHeaders | None = None, **details: Any) -> Reply:
     """Every answer the gateway makes itself: JSON ``{"error": ..., ...}``."""
     body = orjson.dumps({"error": message, **details})
-    return Reply(status, [JSON_CONTENT, *(headers or [])], body)
+    return Reply(status, [JSON_CONTENT, (b"content-length", str(len(body)).encode()), *(headers or [])], body)

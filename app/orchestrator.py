@@ -22,6 +22,7 @@ from app.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request
 from app.pipeline import Stage
 from app.router import ApiGatewayRouter, Route
 from app.store import MemoryStore, ScriptCall, Store, StoreUnavailable
+from app.transformation_engine import CompiledTransform, TransformationEngine, TransformationError
 from app.upstream import (
     UpstreamClient,
     UpstreamError,
@@ -43,6 +44,17 @@ class BodyTooLarge(Exception):
     pass
 
 
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class ClientGone(Exception):
     pass
 
@@ -58,6 +70,8 @@ class ApiGatewayOrchestrator:
                                                    self.config.server.upstream_keepalive)
         self.router = ApiGatewayRouter(self.config.router.routes, enabled=self.config.enabled,
                                        on_change=self._compile_route)
+        # The seed's library transformer, for handle_request's data (routes compile their own).
+        self.transformer = TransformationEngine()
         # In the seed's order; each component issue adds its stage here.
         self.stages: list[Stage] = []
 
@@ -65,7 +79,8 @@ class ApiGatewayOrchestrator:
         spec = route.spec
         route.compiled["timeout"] = client_timeout(spec.timeout.connect, spec.timeout.read)
         route.compiled["max_body"] = spec.max_body_size or self.config.server.max_body_size
-        route.compiled["route_header"] = (b"x-gateway-route", route.key.encode())
+        if spec.transform is not None:
+            route.compiled["transform"] = CompiledTransform(spec.transform)
 
     async def start(self) -> None:
         await self.store.start()
@@ -87,7 +102,14 @@ class ApiGatewayOrchestrator:
             return early
         if route is None:
             return error_reply(404, "no route", method=ex.method, path=ex.path)
+        transform: CompiledTransform | None = route.compiled.get("transform")
+        if transform is not None:
+            refused = await self._transform_request(ex, route, transform)
+            if refused is not None:
+                return refused
         reply = await self._forward(ex, route)
+        if transform is not None and reply.from_backend:
+            reply = await self._transform_reply(ex, route, transform, reply)
         await self._complete(ex, route, reply)
         if reply.status in _FAILURE_STATUSES:
             stale = self._stale_instead(ex, route)
@@ -176,8 +198,58 @@ class ApiGatewayOrchestrator:
                 return error_reply(failure.status, failure.reason, route=route.key)
             finally:
                 response.release()
-            return Reply(response.status, headers, body)
-        return Reply(response.status, headers, stream=response)
+            return Reply(response.status, headers, body, from_backend=True)
+        return Reply(response.status, headers, stream=response, from_backend=True)
+
+    # -- transformation -------------------------------------------------------------------------
+
+    async def _transform_request(self, ex: Exchange, route: Route, transform: CompiledTransform) -> Reply | None:
+        """Rewrite headers, query and (for routes with body rules) the body on their way in.
+        Bad client input is a 400 naming the field and the rule."""
+        version = transform.client_version(ex.headers, ex.path)
+        ex.notes["client_version"] = version
+        ex.headers = transform.request_headers(ex.headers)
+        ex.query_string = transform.query(ex.query_string)
+        if not transform.has_request_body_rules:
+            return None
+        limit: int = route.compiled["max_body"]
+        try:
+            body = ex.body if ex.body is not None else await self._read_body(ex, limit)
+            ex.body = transform.request_body(body, version)
+        except BodyTooLarge:
+            return error_reply(413, "request body too large", limit=limit)
+        except TransformationError as error:
+            details = error.to_dict()
+            return error_reply(400, details.pop("error"), **details)
+        return None
+
+    async def _transform_reply(self, ex: Exchange, route: Route, transform: CompiledTransform,
+                               reply: Reply) -> Reply:
+        """Rewrite the backend's answer for the client's version. A backend answer that cannot be
+        transformed is the backend's fault: 502, naming the field and the rule."""
+        reply.headers = transform.response_headers(reply.headers)
+        if not transform.has_response_body_rules:
+            return reply
+        limit: int = route.compiled["max_body"]
+        if reply.stream is not None:
+            try:
+                body = await _read_limited(reply.stream, limit)
+            except BodyTooLarge:
+                return error_reply(502, "backend answer too large to transform", limit=limit)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                return error_reply(502, "backend broke off its answer", route=route.key)
+            finally:
+                reply.stream.release()
+            reply.stream = None
+            reply.body = body
+        try:
+            reply.body = transform.response_body(reply.body, ex.notes["client_version"])
+        except TransformationError as error:
+            details = error.to_dict()
+            return error_reply(502, "backend answer could not be transformed: " + details.pop("error"),
+                               **details)
+        reply.headers.append((b"content-length", str(len(reply.body)).encode()))
+        return reply
 
     # -- request pieces -------------------------------------------------------------------------
 
@@ -259,6 +331,7 @@ class ApiGatewayOrchestrator:
         """The seed's call: ``data`` goes as a JSON body (as a query for GET and HEAD); the answer
         comes back parsed when it is JSON."""
         method = method.upper()
+        data = self.transformer.transform_request(data, schema_version, "internal") if data else data
         headers: list[tuple[bytes, bytes]] = [(b"x-client-id", client_id.encode()),
                                               (b"x-api-version", schema_version.encode())]
         body: bytes | None = None
@@ -280,6 +353,9 @@ class ApiGatewayOrchestrator:
         else:
             raw = reply.body
         try:
-            return orjson.loads(raw) if raw else None, reply.status
+            answer = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             return raw.decode("utf-8", "replace"), reply.status
+        if reply.from_backend and isinstance(answer, dict | list):
+            answer = self.transformer.transform_response(answer, "internal", schema_version)
+        return answer, reply.status

@@ -9,10 +9,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 
 from app.store import MemoryStore, Store
 from app.store.redis import RedisStore
 from tests.support import BackendServer, RedisProcess
+
+# Property tests judge behaviour, never speed: no per-example deadline on a shared, noisy machine.
+settings.register_profile("apigw", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("apigw")
 
 
 def _testcontainers_redis() -> Iterator[str] | None:

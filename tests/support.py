@@ -152,7 +152,7 @@ class GatewayThread(ThreadServer):
         self.server = uvicorn.Server(uvicorn.Config(
             self.gateway, host="127.0.0.1", port=self.port, loop="asyncio", http="httptools",
             lifespan="on", access_log=False, log_level="warning", proxy_headers=False,
-            date_header=False))
+            date_header=False, server_header=False))
 
     @property
     def url(self) -> str:
