@@ -89,6 +89,12 @@ class CacheSection(_Section):
     max_body_size: int = Field(default=1024 * 1024, gt=0)
     # How long an expired entry is kept to serve as STALE when the backend fails.
     stale_grace: int = Field(default=60, ge=0)
+    # After expiry, serve the entry (X-Cache: STALE) for this long while one replica refreshes it
+    # in the background; a response's own stale-while-revalidate directive wins.
+    stale_while_revalidate: int = Field(default=0, ge=0)
+    # Coalescing: requests that miss a key another replica is filling wait at most this long
+    # (seconds) for its answer, then go to the backend themselves.
+    lock_wait: float = Field(default=5.0, gt=0)
     # Paths fetched at start and refreshed before they expire.
     warm: list[str] = []
 

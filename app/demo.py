@@ -60,6 +60,15 @@ def demo_backend(name: str) -> web.Application:
             return web.json_response({"service": name, "error": "flaky"}, status=503)
         return web.json_response({"service": name, "ok": True})
 
+    async def set_headers(request: web.Request) -> web.Response:
+        # The call's number on this path tells a fresh answer from a cached one.
+        response = web.json_response({
+            "service": name, "path": request.path, "n": hits[request.path],
+            "headers": dict(request.headers), "query": dict(request.query)})
+        for header, value in request.query.items():
+            response.headers.add(header, value)
+        return response
+
     async def hit_counts(_: web.Request) -> web.Response:
         return web.json_response(dict(hits))
 
@@ -88,6 +97,8 @@ def demo_backend(name: str) -> web.Application:
     app.router.add_route("*", "/status/{code:\\d+}", status)
     app.router.add_route("*", "/bytes/{n:\\d+}", stream_bytes)
     app.router.add_route("*", "/flaky", flaky)
+    app.router.add_route("*", "/headers", set_headers)
+    app.router.add_route("*", "/headers/{tail:.*}", set_headers)
     app.router.add_route("*", "/{tail:.*}", describe)
     return app
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from app.cache_manager import ApiCacheManager, CacheStage
 from app.config import GatewayConfig
 from app.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
 from app.pipeline import Stage
@@ -74,6 +75,9 @@ class ApiGatewayOrchestrator:
         self.transformer = TransformationEngine()
         # In the seed's order; each component issue adds its stage here.
         self.stages: list[Stage] = []
+        self.cache_manager = ApiCacheManager(store=self.store, settings=self.config.cache)
+        self.cache_stage = CacheStage(self.cache_manager, forward=self._forward, match=self._match_route)
+        self.stages.append(self.cache_stage)
 
     def _compile_route(self, route: Route) -> None:
         spec = route.spec
@@ -82,11 +86,17 @@ class ApiGatewayOrchestrator:
         if spec.transform is not None:
             route.compiled["transform"] = CompiledTransform(spec.transform)
 
+    def _match_route(self, path: str, method: str) -> Route | None:
+        found = self.router.match(path, method)
+        return found.route if found is not None else None
+
     async def start(self) -> None:
         await self.store.start()
         await self.upstream.start()
+        await self.cache_stage.start()  # subscribes to fills; warms cache.warm paths
 
     async def close(self) -> None:
+        await self.cache_stage.close()
         await self.upstream.close()
         await self.store.close()
 
@@ -184,12 +194,14 @@ class ApiGatewayOrchestrator:
                 return error_reply(413, "request body too large", limit=limit)
             log.info("upstream %s for %s: %s", error.reason, route.key, error)
             return error_reply(error.status, error.reason, route=route.key)
-        return await self._reply_from(response, route)
+        # A stage may want larger bodies whole (the cache, to keep what it may store).
+        return await self._reply_from(response, route, max(_SMALL_BODY, ex.notes.get("read_body_up_to", 0)))
 
-    async def _reply_from(self, response: aiohttp.ClientResponse, route: Route) -> Reply:
+    async def _reply_from(self, response: aiohttp.ClientResponse, route: Route,
+                          read_up_to: int = _SMALL_BODY) -> Reply:
         headers = forwardable_response_headers(response.raw_headers)
         length = response.content_length
-        if length is not None and length <= _SMALL_BODY:
+        if length is not None and length <= read_up_to:
             try:
                 body = await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:

@@ -1,0 +1,98 @@
+"""A stored response (``CacheEntry``) and how it is laid out in the store.
+
+An entry is one Redis hash: ``t`` = "fresh_ms swr_ms stale_ms stored_ms" (read by the scripts),
+``h`` = the head as JSON [status, headers, compressed, age, vary, metadata], ``b`` = the body,
+zlib-compressed when that pays. Status, headers and body live and expire together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+# Inflating a body this large is done off the event loop.
+_INFLATE_IN_THREAD = 256 * 1024
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """One cached response. Times are the store's clock, in seconds since the epoch."""
+
+    key: str
+    status: int
+    headers: RawHeaders
+    body: bytes
+    stored_at: float
+    fresh_until: float
+    stale_until: float
+    now: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    initial_age: int = 0
+    vary: tuple[str, ...] = ()
+
+    @property
+    def age(self) -> int:
+        """RFC 9111 4.2.3: the age it arrived with plus the time it spent here."""
+        return self.initial_age + max(0, int(self.now - self.stored_at))
+
+    @property
+    def is_fresh(self) -> bool:
+        return self.now < self.fresh_until
+
+    @property
+    def value(self) -> Any:
+        """The body as the value it encodes (JSON), as the seed's ``get`` returns it."""
+        return orjson.loads(self.body) if self.body else None
+
+
+def encode_head(status: int, headers: RawHeaders, compressed: bool, age: int,
+                vary: tuple[str, ...], metadata: dict[str, Any] | None) -> bytes:
+    pairs = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in headers]
+    return orjson.dumps([status, pairs, 1 if compressed else 0, age, list(vary), metadata or {}])
+
+
+def encode_body(body: bytes, min_size: int) -> tuple[bytes, bool]:
+    """Compressed when at least ``min_size`` and when it shrinks by a tenth (an image or a gzip
+    body would only cost CPU)."""
+    if len(body) < min_size or not body:
+        return body, False
+    packed = zlib.compress(body, 1)
+    if len(packed) > len(body) * 0.9:
+        return body, False
+    return packed, True
+
+
+def _meta(raw: bytes) -> tuple[int, int, int, int]:
+    fresh, swr, stale, stored = raw.split(b" ")
+    return int(fresh), int(swr), int(stale), int(stored)
+
+
+async def decode_entry(key: str, now_ms: int, meta: bytes, head: bytes, body: bytes) -> CacheEntry:
+    entry, compressed = _decode(key, now_ms, meta, head, body)
+    if compressed:
+        entry.body = (await asyncio.to_thread(zlib.decompress, body) if len(body) > _INFLATE_IN_THREAD
+                      else zlib.decompress(body))
+    return entry
+
+
+def decode_entry_sync(key: str, now_ms: int, meta: bytes, head: bytes, body: bytes) -> CacheEntry:
+    entry, compressed = _decode(key, now_ms, meta, head, body)
+    if compressed:
+        entry.body = zlib.decompress(body)
+    return entry
+
+
+def _decode(key: str, now_ms: int, meta: bytes, head: bytes, body: bytes) -> tuple[CacheEntry, bool]:
+    fresh, _swr, stale, stored = _meta(meta)
+    status, pairs, compressed, age, vary, metadata = orjson.loads(head)
+    headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in pairs]
+    entry = CacheEntry(key=key, status=status, headers=headers, body=body, stored_at=stored / 1000,
+                       fresh_until=fresh / 1000, stale_until=stale / 1000, now=now_ms / 1000,
+                       metadata=metadata, initial_age=age, vary=tuple(vary))
+    return entry, bool(compressed)

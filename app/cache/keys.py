@@ -1,0 +1,39 @@
+"""The cache's Redis keys. Every one carries the same hash tag, ``{c}``.
+
+One tag for the whole cache is a deliberate cost: the fleet-wide LRU index, the path index and the
+counters are single keys that every store and lookup script updates atomically with the entry, so
+they must share a slot with every entry. On Redis Cluster the whole cache therefore lives on one
+shard (README "Caching").
+"""
+
+from __future__ import annotations
+
+from app.store import Store
+
+TAG = "c"
+
+
+class CacheKeys:
+    __slots__ = ("_base", "entry_prefix", "lru", "exp", "idx", "paths", "stats", "channel")
+
+    def __init__(self, store: Store) -> None:
+        self._base = store.key("cache", TAG)
+        self.entry_prefix = f"{self._base}:e:"
+        self.lru = f"{self._base}:lru"        # ZSET id -> last read (ms): the LRU order
+        self.exp = f"{self._base}:exp"        # ZSET id -> end of grace (ms): index cleanup
+        self.idx = f"{self._base}:idx"        # HASH id -> request path
+        self.paths = f"{self._base}:paths"    # ZSET "<path>\0<id>", all scored 0: lexicographic
+        self.stats = f"{self._base}:stats"    # HASH hits, misses, evictions
+        self.channel = store.channel("cache")  # ids of filled entries: wakes coalesced waiters
+
+    def entry(self, entry_id: str) -> str:
+        return self.entry_prefix + entry_id
+
+    def lock(self, entry_id: str) -> str:
+        return f"{self._base}:lock:{entry_id}"
+
+    def pass_marker(self, entry_id: str) -> str:
+        return f"{self._base}:pass:{entry_id}"
+
+    def vary(self, base_id: str) -> str:
+        return f"{self._base}:vary:{base_id}"

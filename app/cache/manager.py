@@ -1,0 +1,154 @@
+"""``ApiCacheManager``: the seed's library API, and the store calls the pipeline stage batches.
+
+Every shared-state change is one script (lua/cache_*.lua): a lookup reads the entry and, in the
+same call, updates the fleet-wide LRU order and counters, and takes the fill lock on a miss; a
+store writes the entry, its indexes, enforces ``max_size`` and releases the lock.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from app.cache.entry import CacheEntry, decode_entry, encode_body, encode_head
+from app.cache.keys import CacheKeys
+from app.cache.policy import CacheRequest, CacheStrategy, DefaultCacheStrategy, StoreDecision, vary_names
+from app.config import CacheSection
+from app.store import MemoryStore, ScriptCall, Store
+
+# Lookup modes (lua/cache_get.lua).
+MAY_LOCK, FINAL, WARM = "0", "1", "2"
+# Lookup reply codes.
+MISS, HIT, WAIT, VARY, STALE, FRESH, DUE = 0, 1, 2, 3, 4, 5, 6
+# After an answer that cannot be kept, requests for it skip the fill lock for this long.
+PASS_MS = 10_000
+_GLOB = frozenset("*?[")
+_JSON = [(b"content-type", b"application/json")]
+
+
+def new_token() -> str:
+    return os.urandom(8).hex()
+
+
+def _json_default(value: Any) -> Any:
+    # The seed's example caches {"agents": [...]}; anything JSON cannot say is kept as its repr.
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return "..." if value is Ellipsis else repr(value)
+
+
+class ApiCacheManager:
+    """The fleet's response cache. Without a store it runs on the in-process memory store."""
+
+    def __init__(self, max_size: int | None = None, ttl: int | None = None, store: Store | None = None,
+                 strategy: CacheStrategy | None = None, settings: CacheSection | None = None,
+                 **options: Any) -> None:
+        chosen = {"max_size": max_size, "ttl": ttl, **options}
+        base = settings or CacheSection()
+        self.settings = base.model_validate({**base.model_dump(), **{k: v for k, v in chosen.items() if v is not None}})
+        self.store = store or MemoryStore()
+        self.keys = CacheKeys(self.store)
+        self.strategy = strategy or DefaultCacheStrategy(self.settings)
+
+    # -- the seed's API -------------------------------------------------------------------------
+
+    async def get(self, request_path: str, params: dict[str, Any] | None = None) -> Any:
+        """The value cached for the path and params, or None (counted as a hit or a miss)."""
+        entry = await self.get_entry(self._library_request(request_path, params))
+        return entry.value if entry is not None else None
+
+    async def set(self, request_path: str, params: dict[str, Any] | None, value: Any,
+                  metadata: dict[str, Any] | None = None) -> bool:
+        """Cache ``value`` (kept as JSON) for at most ``metadata["cache_time"]`` seconds and the
+        configured ttl; False when it is above ``max_body_size``."""
+        request = self._library_request(request_path, params)
+        body = orjson.dumps(value, default=_json_default)
+        if len(body) > self.settings.max_body_size:
+            return False
+        decision = self.strategy.storable(request, 200, list(_JSON), metadata)
+        if decision is None:
+            return False
+        entry_id = self.strategy.cache_key(request, decision.vary)
+        base_id = self.strategy.cache_key(request) if decision.vary else entry_id
+        await self.store.run(self.store_call(request, entry_id, base_id, decision, 200, body,
+                                             token="", metadata=metadata))
+        return True
+
+    async def invalidate(self, pattern: str) -> int:
+        """Remove the entries whose request path matches ``pattern``: a glob (``*``, ``?``,
+        ``[...]``), or a path, which covers that path and everything below it. Answers how many."""
+        return int((await self.store.run(self.invalidate_call(pattern)))[0])
+
+    async def get_stats(self) -> dict[str, Any]:
+        """Fleet-wide: the same numbers from every replica."""
+        k = self.keys
+        hits, misses, size, _evictions = await self.store.call(
+            "cache_stats", [k.stats, k.lru, k.exp, k.idx, k.paths], [self.settings.max_size])
+        looked = hits + misses
+        return {"hits": hits, "misses": misses, "hit_rate": hits / looked if looked else 0.0, "size": size}
+
+    async def clear(self) -> int:
+        return await self.invalidate("/")
+
+    # -- entries --------------------------------------------------------------------------------
+
+    async def get_entry(self, request: CacheRequest) -> CacheEntry | None:
+        """The fresh entry for a request (no fill lock taken), or None."""
+        names: tuple[str, ...] = ()
+        entry_id = self.strategy.cache_key(request)
+        base_id = entry_id
+        for _ in range(2):
+            reply = (await self.store.run(self.lookup_call(entry_id, base_id, names, FINAL)))[0]
+            if reply[0] != VARY:
+                break
+            names = vary_names((reply[3] or b"").decode("latin-1"))
+            entry_id = self.strategy.cache_key(request, names)
+        if reply[0] not in (HIT, STALE):
+            return None
+        return await decode_entry(entry_id, reply[2], reply[3], reply[4], reply[5])
+
+    def _library_request(self, path: str, params: dict[str, Any] | None) -> CacheRequest:
+        query = urlencode(sorted((str(k), str(v)) for k, v in (params or {}).items())).encode()
+        return CacheRequest(method="GET", route="", path=path, query=query)
+
+    # -- store calls (batched by the pipeline) --------------------------------------------------
+
+    def lookup_call(self, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
+                    token: str = "", margin_ms: int = 0) -> ScriptCall:
+        k = self.keys
+        lock_ms = int(self.settings.lock_wait * 1000)
+        return ScriptCall("cache_get",
+                          (k.entry(entry_id), k.lru, k.stats, k.lock(entry_id), k.pass_marker(entry_id),
+                           k.vary(base_id)),
+                          (mode, token, lock_ms, entry_id, ",".join(names), margin_ms))
+
+    def store_call(self, request: CacheRequest, entry_id: str, base_id: str, decision: StoreDecision,
+                   status: int, body: bytes, token: str, metadata: dict[str, Any] | None = None) -> ScriptCall:
+        k = self.keys
+        stored, compressed = encode_body(body, self.settings.compress_min_size)
+        head = encode_head(status, decision.headers, compressed, decision.age, decision.vary, metadata)
+        return ScriptCall(
+            "cache_set",
+            (k.entry(entry_id), k.lru, k.exp, k.idx, k.paths, k.lock(entry_id), k.vary(base_id),
+             k.pass_marker(entry_id), k.stats),
+            (entry_id, request.path.replace("\0", ""), decision.ttl_ms, decision.swr_ms, decision.grace_ms,
+             head, stored, self.settings.max_size, token, ",".join(decision.vary), k.entry_prefix,
+             k.channel))
+
+    def release_call(self, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
+        k = self.keys
+        return ScriptCall("cache_release", (k.lock(entry_id), k.pass_marker(entry_id)),
+                          (token, pass_ms, k.channel, entry_id))
+
+    def invalidate_call(self, pattern: str) -> ScriptCall:
+        k = self.keys
+        pattern = pattern.replace("\0", "")
+        first_glob = next((i for i, c in enumerate(pattern) if c in _GLOB), -1)
+        if first_glob >= 0:
+            args = ("glob", pattern[:first_glob], pattern, k.entry_prefix)
+        else:
+            args = ("prefix", pattern.rstrip("/"), "", k.entry_prefix)
+        return ScriptCall("cache_invalidate", (k.lru, k.exp, k.idx, k.paths), args)

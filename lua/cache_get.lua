@@ -1,0 +1,58 @@
+-- The cache lookup: one call per request, pipelined with the rate limit (DESIGN.md's hit budget).
+-- KEYS: 1 entry, 2 lru index, 3 stats, 4 fill lock, 5 pass marker, 6 vary record
+-- ARGV: 1 mode ("0" may lock or wait, "1" final: never lock nor wait, "2" warm: peek, lock when due)
+--       2 lock token, 3 lock ms, 4 entry id, 5 vary names the caller keyed with, 6 warm margin ms
+-- Reply {code, lock, now_ms, meta, head, body}; meta = "fresh_ms swr_ms stale_ms stored_ms".
+-- code: 1 HIT, 4 STALE (serve it; lock=1: this caller refreshes it), 0 MISS (lock=1: this caller
+-- fills it), 2 WAIT (another caller fills it), 3 VARY (meta = the names to key with),
+-- 5 FRESH (warm: nothing to do), 6 DUE (warm: lock=1 when this caller refreshes).
+-- A MISS, WAIT or DUE carries the expired entry, if one is kept, for stale-if-error.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local mode = ARGV[1]
+local e = redis.call('HMGET', KEYS[1], 't', 'h', 'b')
+local meta = e[1]
+local fresh, swr = 0, 0
+if meta then
+  local f, w = string.match(meta, '^(%d+) (%d+)')
+  fresh, swr = tonumber(f), tonumber(w)
+end
+
+local function lock()
+  if redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+  return 0
+end
+
+if mode == '2' then
+  if meta and fresh - now > tonumber(ARGV[6]) then return {5, 0, now, meta} end
+  return {6, lock(), now, meta or false}
+end
+
+if meta and now < fresh then
+  redis.call('ZADD', KEYS[2], 'XX', now, ARGV[4])
+  redis.call('HINCRBY', KEYS[3], 'hits', 1)
+  return {1, 0, now, meta, e[2], e[3]}
+end
+
+if meta and now < swr then
+  -- stale-while-revalidate: answer now; whoever takes the lock refreshes in the background
+  redis.call('ZADD', KEYS[2], 'XX', now, ARGV[4])
+  redis.call('HINCRBY', KEYS[3], 'hits', 1)
+  local got = 0
+  if mode == '0' then got = lock() end
+  return {4, got, now, meta, e[2], e[3]}
+end
+
+if not meta then
+  -- The variant the caller asked for does not exist: was it keyed with the resource's Vary?
+  local vary = redis.call('GET', KEYS[6]) or ''
+  if vary ~= ARGV[5] then return {3, 0, now, vary} end
+end
+
+local state = 0
+if mode == '0' and redis.call('EXISTS', KEYS[5]) == 0 then
+  state = lock()
+  if state == 0 then return {2, 0, now, meta or false, e[2] or false, e[3] or false} end
+end
+redis.call('HINCRBY', KEYS[3], 'misses', 1)
+return {0, state, now, meta or false, e[2] or false, e[3] or false}
