@@ -1,4 +1,4 @@
-"""``python -m app``: serve, demo, check-config, backend."""
+"""``python -m app``: serve, demo, check-config, backend, fleet."""
 
 from __future__ import annotations
 
@@ -127,6 +127,23 @@ def cmd_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from app.fleet import FleetPlan, FleetPorts, run_fleet
+
+    # --free-ports: a free port for each one not given.
+    given = (args.port, args.replica_port, args.backend_port, args.redis_port)
+    defaults = FleetPorts.free() if args.free_ports else FleetPorts()
+    ports = FleetPorts(*(default if port is None else port for port, default in zip(
+        given, (defaults.balancer, defaults.first_replica, defaults.first_backend, defaults.redis), strict=True)))
+    token = args.admin_token or os.environ.get("API_GATEWAY_ADMIN_TOKEN") or None
+    plan = FleetPlan(replicas=args.replicas, host=args.host, ports=ports,
+                     redis_url=args.redis_url or os.environ.get("API_GATEWAY_REDIS_URL") or os.environ.get("REDIS_URL"),
+                     use_nginx=not args.no_nginx)
+    if token:
+        plan.admin_token = token
+    return run_fleet(plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="A distributed API gateway on Redis.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file: exit 0 when good, 2 when not")
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
+
+    fleet = sub.add_parser("fleet", help="Redis, demo backends, N replicas and nginx in front, as local processes")
+    fleet.add_argument("--replicas", type=int, default=3)
+    fleet.add_argument("--host", default="127.0.0.1")
+    fleet.add_argument("--port", type=int, help="(default 8080) the load balancer's (nginx) port")
+    fleet.add_argument("--replica-port", type=int, help="(default 8081) the first replica's port; the next ones follow")
+    fleet.add_argument("--backend-port", type=int, help="(default 9001) the first demo backend's port")
+    fleet.add_argument("--redis-port", type=int, help="(default 6390) the port of the Redis started here")
+    fleet.add_argument("--free-ports", action="store_true", help="a free port for each of these not given (the tests)")
+    fleet.add_argument("--redis-url", help="use this Redis (default: $API_GATEWAY_REDIS_URL or $REDIS_URL, "
+                                           "else a redis-server started here)")
+    fleet.add_argument("--admin-token", help="the admin API's token (default: $API_GATEWAY_ADMIN_TOKEN, "
+                                             "else the demo's)")
+    fleet.add_argument("--no-nginx", action="store_true", help="no load balancer, even when nginx is installed")
+    fleet.set_defaults(func=cmd_fleet)
 
     backend = sub.add_parser("backend", help="one demo backend (app/demo.py) on its own, as the compose demo runs it")
     backend.add_argument("--name", default="backend")

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from app.fleet import find_nginx
 from tests.support import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -30,3 +40,154 @@ def test_backend_command_serves_a_demo_backend_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- python -m app fleet ---------------------------------------------------------------------
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (to tell it from a later one that got the same pid); None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _descendants(root: int) -> dict[int, tuple[str, str]]:
+    """Every process below ``root``: pid -> (command line, start time)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: dict[int, tuple[str, str]] = {}
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        start = _start_time(pid)
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        if start is not None:
+            found[pid] = (cmdline, start)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _still_running(procs: dict[int, tuple[str, str]]) -> list[str]:
+    return [cmd for pid, (cmd, start) in procs.items() if _start_time(pid) == start]
+
+
+class FleetRun:
+    """``python -m app fleet`` as a subprocess whose output is read line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "app", "fleet", *args], cwd=ROOT, env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def wait_for_line(self, prefix: str, timeout: float = 90) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.output.append(line)
+            if line == "":
+                break
+            if line.startswith(prefix):
+                return line.strip()
+        raise AssertionError(f"no line starting {prefix!r}; the fleet said:\n{''.join(self.output)}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _own_redis_env() -> dict[str, str]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    return {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_GATEWAY_REDIS_URL")}
+
+
+def test_fleet_serves_through_nginx_and_sigint_leaves_no_process_behind() -> None:
+    fleet = FleetRun("--replicas", "3", "--free-ports", env=_own_redis_env())
+    try:
+        ready = fleet.wait_for_line("fleet ready: ")
+        gw = ready.removeprefix("fleet ready: ")
+        banner = "".join(fleet.output)
+        workdir = Path(re.search(r"logs\s+(\S+)", banner).group(1))  # type: ignore[union-attr]
+        children = _descendants(fleet.proc.pid)
+        commands = [cmd for cmd, _ in children.values()]
+        assert sum(" -m app serve " in c for c in commands) == 3
+        assert sum(" -m app backend " in c for c in commands) == 2
+        assert sum(c.startswith(("redis-server", "/usr/bin/redis-server")) for c in commands) == 1
+        with_nginx = find_nginx() is not None
+        assert any("nginx: master" in c for c in commands) == with_nginx
+        if with_nginx:
+            assert "nginx, round robin over the replicas" in banner
+            assert re.search(r"replica-1\s+" + re.escape(gw), banner) is None, "GW must be the balancer"
+
+        # Real requests through the balancer: both backends answer, each with a request id.
+        seen = set()
+        for _ in range(6):
+            answer = httpx.get(f"{gw}/api/who", timeout=10)
+            assert answer.status_code == 200
+            assert answer.headers["x-request-id"]
+            seen.add(answer.json()["service"])
+        assert seen == {"backend-a", "backend-b"}
+        assert httpx.get(f"{gw}/nowhere", timeout=10).status_code == 404
+        # The walkthrough's exports name every replica, and each serves.
+        exports = dict(re.findall(r"\b(R\d)=(\S+)", banner))
+        assert sorted(exports) == ["R1", "R2", "R3"]
+        for url in exports.values():
+            assert httpx.get(f"{url}/_gateway/ready", timeout=10).status_code == 200
+
+        fleet.proc.send_signal(signal.SIGINT)
+        assert fleet.proc.wait(timeout=60) == 0
+        wait_for(lambda: not _still_running(children), timeout=10, what="the fleet's children to exit")
+        assert not workdir.exists()
+    finally:
+        fleet.kill()
+
+
+def test_fleet_killed_outright_takes_its_children_with_it() -> None:
+    fleet = FleetRun("--replicas", "1", "--free-ports", env=_own_redis_env())
+    try:
+        fleet.wait_for_line("fleet ready: ")
+        children = _descendants(fleet.proc.pid)
+        assert len(children) >= 4  # Redis, two backends, a replica (and nginx)
+        fleet.proc.kill()  # no chance to clean up: the children's parent-death signal does it
+        fleet.proc.wait(timeout=10)
+        wait_for(lambda: not _still_running(children), timeout=20, what="the orphans to exit")
+    finally:
+        fleet.kill()
+
+
+def test_fleet_refuses_a_busy_port_before_starting_anything() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "app", "fleet", "--free-ports", "--no-nginx",
+                               "--replica-port", str(port)], cwd=ROOT, env=_own_redis_env(),
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"port {port} on 127.0.0.1 is busy" in done.stderr and "--replica-port" in done.stderr
