@@ -81,7 +81,8 @@ class RateLimiterSection(_Section):
 
 class CacheSection(_Section):
     enabled: bool = True
-    strategy: Literal["default"] = "default"
+    # "default", or "package.module:Name": a CacheStrategy subclass, built with this section.
+    strategy: str = Field(default="default", pattern=r"^(default|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
     ttl: int = Field(default=300, gt=0)
     max_size: int = Field(default=1000, gt=0)
     # Bodies above this many bytes are stored compressed; above max_body_size, not at all.

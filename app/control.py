@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.cache import admin as cache_admin
 
 if TYPE_CHECKING:
     from app.server import Gateway
@@ -39,5 +41,8 @@ def build_control_app(gateway: Gateway) -> FastAPI:
         ok = await store.ping()
         body = {"status": "ready" if ok else "store unavailable", "store": type(store).__name__}
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    guard = [Depends(cache_admin.bearer_guard(gateway.config.admin.token))]
+    api.include_router(cache_admin.build_router(gateway), dependencies=guard)
 
     return api

@@ -1,7 +1,8 @@
 -- The cache lookup: one call per request, pipelined with the rate limit (DESIGN.md's hit budget).
 -- KEYS: 1 entry, 2 lru index, 3 stats, 4 fill lock, 5 pass marker, 6 vary record
 -- ARGV: 1 mode ("0" may lock or wait, "1" final: never lock nor wait, "2" warm: peek, lock when due)
---       2 lock token, 3 lock ms, 4 entry id, 5 vary names the caller keyed with, 6 warm margin ms
+--       2 lock token, 3 lock ms, 4 entry id, 5 vary names the caller keyed with,
+--       6 warm margin: due when less than this share (per mille) of the entry's lifetime is left
 -- Reply {code, lock, now_ms, meta, head, body}; meta = "fresh_ms swr_ms stale_ms stored_ms".
 -- code: 1 HIT, 4 STALE (serve it; lock=1: this caller refreshes it), 0 MISS (lock=1: this caller
 -- fills it), 2 WAIT (another caller fills it), 3 VARY (meta = the names to key with),
@@ -12,10 +13,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local mode = ARGV[1]
 local e = redis.call('HMGET', KEYS[1], 't', 'h', 'b')
 local meta = e[1]
-local fresh, swr = 0, 0
+local fresh, swr, stored = 0, 0, 0
 if meta then
-  local f, w = string.match(meta, '^(%d+) (%d+)')
-  fresh, swr = tonumber(f), tonumber(w)
+  local f, w, st = string.match(meta, '^(%d+) (%d+) %d+ (%d+)')
+  fresh, swr, stored = tonumber(f), tonumber(w), tonumber(st)
 end
 
 local function lock()
@@ -24,7 +25,7 @@ local function lock()
 end
 
 if mode == '2' then
-  if meta and fresh - now > tonumber(ARGV[6]) then return {5, 0, now, meta} end
+  if meta and (fresh - now) * 1000 > (fresh - stored) * tonumber(ARGV[6]) then return {5, 0, now, meta} end
   return {6, lock(), now, meta or false}
 end
 

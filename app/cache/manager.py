@@ -7,6 +7,7 @@ store writes the entry, its indexes, enforces ``max_size`` and releases the lock
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 from urllib.parse import urlencode
@@ -33,6 +34,18 @@ def new_token() -> str:
     return os.urandom(8).hex()
 
 
+def load_strategy(settings: CacheSection) -> CacheStrategy:
+    """``cache.strategy``: "default" or "package.module:Name" (built with the cache settings)."""
+    if settings.strategy == "default":
+        return DefaultCacheStrategy(settings)
+    module_name, _, name = settings.strategy.partition(":")
+    factory = getattr(importlib.import_module(module_name), name)
+    strategy = factory(settings)
+    if not isinstance(strategy, CacheStrategy):
+        raise TypeError(f"cache.strategy {settings.strategy} is not a CacheStrategy")
+    return strategy
+
+
 def _json_default(value: Any) -> Any:
     # The seed's example caches {"agents": [...]}; anything JSON cannot say is kept as its repr.
     if isinstance(value, set | frozenset | tuple):
@@ -51,7 +64,7 @@ class ApiCacheManager:
         self.settings = base.model_validate({**base.model_dump(), **{k: v for k, v in chosen.items() if v is not None}})
         self.store = store or MemoryStore()
         self.keys = CacheKeys(self.store)
-        self.strategy = strategy or DefaultCacheStrategy(self.settings)
+        self.strategy = strategy or load_strategy(self.settings)
 
     # -- the seed's API -------------------------------------------------------------------------
 
@@ -117,13 +130,13 @@ class ApiCacheManager:
     # -- store calls (batched by the pipeline) --------------------------------------------------
 
     def lookup_call(self, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
-                    token: str = "", margin_ms: int = 0) -> ScriptCall:
+                    token: str = "", margin: int = 0) -> ScriptCall:
         k = self.keys
         lock_ms = int(self.settings.lock_wait * 1000)
         return ScriptCall("cache_get",
                           (k.entry(entry_id), k.lru, k.stats, k.lock(entry_id), k.pass_marker(entry_id),
                            k.vary(base_id)),
-                          (mode, token, lock_ms, entry_id, ",".join(names), margin_ms))
+                          (mode, token, lock_ms, entry_id, ",".join(names), margin))
 
     def store_call(self, request: CacheRequest, entry_id: str, base_id: str, decision: StoreDecision,
                    status: int, body: bytes, token: str, metadata: dict[str, Any] | None = None) -> ScriptCall:

@@ -19,7 +19,7 @@ from typing import Any
 from app.cache.entry import CacheEntry, decode_entry, decode_entry_sync
 from app.cache.manager import (DUE, FINAL, FRESH, HIT, MAY_LOCK, MISS, PASS_MS, STALE, VARY, WAIT, WARM,
                                ApiCacheManager, new_token)
-from app.cache.policy import CacheRequest, Lookup, vary_names
+from app.cache.policy import CacheRequest, CacheStrategy, Lookup, vary_names
 from app.exchange import Exchange, Reply, new_request_id
 from app.metrics import CACHE_LOOKUPS, STORE_ERRORS
 from app.pipeline import Stage
@@ -34,6 +34,8 @@ _NOTE = "cache"
 # Waiters look again at least this often, in case the fill message was missed.
 _POLL = 0.2
 _VARY_HINTS = 10_000
+# Warmed entries are fetched again when less than this share (per mille) of their lifetime is left.
+_WARM_MARGIN = 100
 X_CACHE = b"x-cache"
 _LABELS = {b"HIT": "hit", b"MISS": "miss", b"STALE": "stale", b"BYPASS": "bypass"}
 
@@ -62,7 +64,6 @@ class CacheStage(Stage):
                  match: Callable[[str, str], Route | None] | None = None) -> None:
         self.manager = manager
         self.settings = manager.settings
-        self.strategy = manager.strategy
         self.store = manager.store
         # Background fetches (stale-while-revalidate, warming) go through the orchestrator.
         self.forward = forward
@@ -84,6 +85,10 @@ class CacheStage(Stage):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def strategy(self) -> CacheStrategy:
+        return self.manager.strategy  # replaceable at any time: the extension point
 
     def _on_filled(self, message: bytes) -> None:
         event = self._waiters.pop(message.decode("latin-1"), None)
@@ -286,7 +291,8 @@ class CacheStage(Stage):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _fetch_and_store(self, ex: Exchange, route: Route, pending: _Pending) -> None:
+    async def _fetch_and_store(self, ex: Exchange, route: Route, pending: _Pending) -> bool:
+        """Whether the answer was stored."""
         assert self.forward is not None
         ex.notes["read_body_up_to"] = self.settings.max_body_size
         reply = await self.forward(ex, route)
@@ -294,6 +300,7 @@ class CacheStage(Stage):
             call = self._completion(pending, reply)
             if call is not None:
                 await self.store.run(call)
+            return call is not None and call.script == "cache_set"
         finally:
             if reply.stream is not None:
                 reply.stream.release()
@@ -341,24 +348,25 @@ class CacheStage(Stage):
         names = self._vary_hints.get(base_id, ())
         pending = _Pending(request, self.strategy.cache_key(request, names) if names else base_id, base_id,
                            names, new_token())
-        ttl = route.spec.cache.ttl or self.settings.ttl
-        margin_ms = max(1000, ttl * 100)  # a tenth of the ttl, at least a second
         try:
-            reply = await self.store.call(*self._lookup_warm(pending, margin_ms))
+            reply = await self.store.call(*self._lookup_warm(pending, _WARM_MARGIN))
         except StoreError:
             return 1.0
         if reply[0] == FRESH:
-            fresh_ms = int(reply[3].split(b" ")[0])
-            return max(0.05, (fresh_ms - reply[2] - margin_ms) / 1000)
+            fresh_ms, _, _, stored_ms = (int(part) for part in reply[3].split(b" "))
+            due_ms = fresh_ms - (fresh_ms - stored_ms) * _WARM_MARGIN // 1000
+            return max(0.05, (due_ms - reply[2]) / 1000)
         if reply[0] == DUE and reply[1] == 1:
             pending.holds_lock = True
-            await self._fetch_and_store(ex, route, pending)
-            return 0.2  # look again: the next peek knows the stored entry's expiry
+            if await self._fetch_and_store(ex, route, pending):
+                return 0.2  # look again: the next peek knows the stored entry's expiry
+            log.warning("cache.warm: the answer for %s could not be kept", target)
+            return float(route.spec.cache.ttl or self.settings.ttl)
         return 1.0  # another replica is refreshing it
 
-    def _lookup_warm(self, pending: _Pending, margin_ms: int) -> tuple[str, Any, Any]:
+    def _lookup_warm(self, pending: _Pending, margin: int) -> tuple[str, Any, Any]:
         call = self.manager.lookup_call(pending.entry_id, pending.base_id, pending.names, WARM,
-                                        pending.token, margin_ms)
+                                        pending.token, margin)
         return call.script, call.keys, call.args
 
     def _learn_vary(self, base_id: str, names: tuple[str, ...]) -> None:

@@ -214,3 +214,24 @@ def test_redis_down_bypasses_never_500_and_never_waits(backend: BackendServer, k
             while _get(gateway, "/c/down").headers["x-cache"] == "BYPASS" and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert _get(gateway, "/c/down").headers["x-cache"] in ("HIT", "MISS")
+
+
+def test_warm_paths_are_fetched_at_start_once_per_fleet_and_kept_fresh(
+        backend: BackendServer, redis_url: str, key_prefix: str, redis_client: redis.Redis) -> None:
+    routes = [{"path": "/warm/*", "target": backend.url, "strip_prefix": True, "cache": {"ttl": 3}}]
+    raw = {"router": {"routes": routes}, "redis": {"url": redis_url, "prefix": key_prefix},
+           "cache": {"warm": ["/warm/headers/w?x=1"]}}
+    with GatewayThread(parse_config(raw, {})) as one, GatewayThread(parse_config(raw, {})) as two:
+        deadline = time.monotonic() + 5
+        while not backend.hits.get("/headers/w") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert backend.hits["/headers/w"] == 1  # two replicas started: one fetch
+        verdicts = set()
+        deadline = time.monotonic() + 4  # longer than the 3 s ttl: it must have been refreshed
+        while time.monotonic() < deadline:
+            for gateway in (one, two):
+                verdicts.add(_get(gateway, "/warm/headers/w?x=1").headers["x-cache"])
+            time.sleep(0.2)
+        assert verdicts == {"HIT"}
+        assert backend.hits["/headers/w"] == 2

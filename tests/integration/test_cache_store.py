@@ -156,13 +156,13 @@ async def test_warm_peek_locks_only_when_due(store: Store) -> None:
     cache = ApiCacheManager(store=store)
     request = CacheRequest(method="GET", route="r", path="/warm")
     entry_id = cache.strategy.cache_key(request)
-    due = await store.call(*_args(cache.lookup_call(entry_id, entry_id, (), WARM, "w1", 1000)))
+    due = await store.call(*_args(cache.lookup_call(entry_id, entry_id, (), WARM, "w1", 100)))
     assert (due[0], due[1]) == (DUE, 1)
     await store.run(cache.store_call(request, entry_id, entry_id, _decision(60_000), 200, b"x", "w1"))
-    fresh = await store.call(*_args(cache.lookup_call(entry_id, entry_id, (), WARM, "w2", 1000)))
-    assert fresh[0] == FRESH
-    soon = await store.call(*_args(cache.lookup_call(entry_id, entry_id, (), WARM, "w3", 120_000)))
-    assert (soon[0], soon[1]) == (DUE, 1)
+    fresh = await store.call(*_args(cache.lookup_call(entry_id, entry_id, (), WARM, "w2", 100)))
+    assert fresh[0] == FRESH  # a tenth of its life left is 6 s away
+    soon = await store.call(*_args(cache.lookup_call(entry_id, entry_id, (), WARM, "w3", 1000)))
+    assert (soon[0], soon[1]) == (DUE, 1)  # "due with all of its life left": due now
     assert (await cache.get_stats())["hits"] == 0  # warming is not traffic
 
 

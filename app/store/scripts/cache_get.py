@@ -14,10 +14,10 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     now = now_ms(db)
     entry = hash_of(db, entry_key) or {}
     meta = entry.get(b"t")
-    fresh = swr = 0
+    fresh = swr = stored = 0
     if meta is not None:
         parts = meta.split(b" ")
-        fresh, swr = int(parts[0]), int(parts[1])
+        fresh, swr, stored = int(parts[0]), int(parts[1]), int(parts[3])
 
     def lock() -> int:
         if db.exists(lock_key):
@@ -36,7 +36,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
             lru[entry_id] = now
 
     if mode == b"2":
-        if meta is not None and fresh - now > int(margin):
+        if meta is not None and (fresh - now) * 1000 > (fresh - stored) * int(margin):
             return [5, 0, now, meta]
         return [6, lock(), now, meta]
 
