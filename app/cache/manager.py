@@ -8,6 +8,7 @@ store writes the entry, its indexes, enforces ``max_size`` and releases the lock
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 from typing import Any
 from urllib.parse import urlencode
@@ -30,8 +31,13 @@ _GLOB = frozenset("*?[")
 _JSON = [(b"content-type", b"application/json")]
 
 
+_TOKENS = itertools.count()
+_TOKEN_PREFIX = os.urandom(6).hex()
+
+
 def new_token() -> str:
-    return os.urandom(8).hex()
+    """A fill-lock token, unique across the fleet (a random prefix per process, then a counter)."""
+    return f"{_TOKEN_PREFIX}{next(_TOKENS):x}"
 
 
 def load_strategy(settings: CacheSection) -> CacheStrategy:
