@@ -116,6 +116,7 @@ class ApiGatewayOrchestrator:
         if transform is not None:
             refused = await self._transform_request(ex, route, transform)
             if refused is not None:
+                self._ended_early(ex, route, refused)
                 return refused
         reply = await self._forward(ex, route)
         if transform is not None and reply.from_backend:
@@ -141,6 +142,7 @@ class ApiGatewayOrchestrator:
             if early is not None:
                 if early.status >= 500 and route is not None:
                     early = self._stale_instead(ex, route) or early
+                self._ended_early(ex, route, early, stage, replies)
                 return early
         return None
 
@@ -168,6 +170,12 @@ class ApiGatewayOrchestrator:
         except StoreUnavailable as error:
             return [error if call is not None else None for call in calls]
         return [next(answers) if call is not None else None for call in calls]
+
+    def _ended_early(self, ex: Exchange, route: Route | None, reply: Reply, answered_by: Stage | None = None,
+                     replies: list[Any] | None = None) -> None:
+        for i, stage in enumerate(self.stages):
+            if stage is not answered_by:
+                stage.ended_early(ex, route, reply, replies[i] if replies is not None else None)
 
     def _stale_instead(self, ex: Exchange, route: Route) -> Reply | None:
         for stage in self.stages:

@@ -45,3 +45,10 @@ class Stage:
     def stale_reply(self, ex: Exchange, route: Route) -> Reply | None:
         """A reply to serve instead of a backend failure (the cache's stale-if-error)."""
         return None
+
+    def ended_early(self, ex: Exchange, route: Route | None, reply: Reply, store_reply: Any) -> None:
+        """The request was answered before the backend by someone else (429, 503, 400): no
+        ``completion_call`` will follow, so release what ``admission_call`` took (a fill lock).
+        ``store_reply`` is the reply to this stage's ``admission_call`` (None when unknown); a
+        stage after the one that answered never had ``admit`` called with it."""
+        return None

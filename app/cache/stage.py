@@ -50,6 +50,7 @@ class _Pending:
     names: tuple[str, ...]
     token: str = ""
     holds_lock: bool = False
+    admitted: bool = False
     # Set once the answer did not come from the backend (HIT, STALE) or the cache is out (BYPASS).
     done: bool = False
     # The expired entry's raw parts, kept to answer instead of a failure.
@@ -137,6 +138,7 @@ class CacheStage(Stage):
         pending: _Pending | None = ex.notes.get(_NOTE)
         if pending is None or route is None or pending.header_at >= 0:
             return None  # no lookup made (bypassed or refreshing)
+        pending.admitted = True
         try:
             reply = await self._settle(pending, store_reply)
         except StoreError as error:
@@ -273,6 +275,19 @@ class CacheStage(Stage):
         except StoreError:
             pass
         self._wake(pending.entry_id)
+
+    def ended_early(self, ex: Exchange, route: Route | None, reply: Reply, store_reply: Any) -> None:
+        # E.g. the rate limiter refused the request whose batched lookup took the fill lock: free it
+        # now (off this request's path) rather than make the key's other requests wait it out.
+        pending: _Pending | None = ex.notes.get(_NOTE)
+        if pending is None:
+            return
+        if not pending.admitted and isinstance(store_reply, list) and store_reply[:2] == [MISS, 1]:
+            pending.holds_lock = True  # the lookup took the lock, but admit never saw it
+        if pending.holds_lock:
+            pending.done = True
+            pending.holds_lock = False
+            self._spawn(self._release_quietly(pending))
 
     def stale_reply(self, ex: Exchange, route: Route) -> Reply | None:
         pending: _Pending | None = ex.notes.get(_NOTE)

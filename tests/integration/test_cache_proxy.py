@@ -11,6 +11,8 @@ import pytest
 import redis
 
 from app.config import parse_config
+from app.exchange import Exchange, Reply, error_reply
+from app.pipeline import Stage
 from tests.support import BackendServer, GatewayThread, RedisProcess
 
 
@@ -235,3 +237,27 @@ def test_warm_paths_are_fetched_at_start_once_per_fleet_and_kept_fresh(
             time.sleep(0.2)
         assert verdicts == {"HIT"}
         assert backend.hits["/headers/w"] == 2
+
+
+class _RefuseMarked(Stage):
+    """Stands in for the rate limiter: answers 429 before the cache's stage sees its lookup."""
+
+    def admission_call(self, ex: Exchange, route: Any) -> None:
+        return None
+
+    async def admit(self, ex: Exchange, route: Any, store_reply: Any) -> Reply | None:
+        return error_reply(429, "refused") if ex.header(b"x-refuse") else None
+
+
+def test_a_request_refused_before_the_cache_frees_the_fill_lock(
+        backend: BackendServer, redis_url: str, key_prefix: str, redis_client: redis.Redis) -> None:
+    config = _config(backend, redis_url, key_prefix, lock_wait=3)
+    server = GatewayThread(config)
+    server.gateway.orchestrator.stages.insert(0, _RefuseMarked())
+    with server as gateway:
+        assert _get(gateway, "/c/locked", headers={"X-Refuse": "1"}).status_code == 429
+        started = time.monotonic()
+        answer = _get(gateway, "/c/locked")
+        assert time.monotonic() - started < 1.5  # did not wait out the 3 s lock of the refused one
+        assert answer.headers["x-cache"] == "MISS"
+        assert _get(gateway, "/c/locked").headers["x-cache"] == "HIT"
