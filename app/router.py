@@ -251,6 +251,16 @@ class ApiGatewayRouter:
     def replace_routes(self, specs: Iterable[RouteSpec]) -> None:
         self.route_manager.replace_all(self._build(spec) for spec in specs)
 
+    def sync_routes(self, specs: Iterable[RouteSpec]) -> None:
+        """Replace the routes, keeping the compiled Route (its balancer and targets' health) of every
+        route whose spec did not change: a config change elsewhere does not reset them."""
+        current = {route.key: route for route in self.routes}
+        routes = []
+        for spec in specs:
+            old = current.get(spec.key)
+            routes.append(old if old is not None and old.spec == spec else self._build(spec))
+        self.route_manager.replace_all(routes)
+
     @property
     def routes(self) -> list[Route]:
         return self.route_manager.routes

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from app.config import GatewayConfig, load_config
+from app.config_sync import ConfigSync
 from app.control import build_control_app
 from app.orchestrator import ApiGatewayOrchestrator
 from app.proxy import ProxyApp
@@ -21,6 +22,8 @@ class Gateway:
         self.config = config
         self.orchestrator = ApiGatewayOrchestrator(config, create_store(config.redis))
         self.proxy = ProxyApp(self.orchestrator)
+        # The config file's routes plus the admin API's changes kept in the store.
+        self.config_sync = ConfigSync(config, self.orchestrator.router, self.orchestrator.store)
         self.control = build_control_app(self)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -42,12 +45,14 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.orchestrator.start()
+                    await self.config_sync.start()
                 except Exception as error:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.config_sync.close()
                 await self.orchestrator.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

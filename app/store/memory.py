@@ -25,6 +25,8 @@ class MemoryDB:
         self.clock = clock
         self._values: dict[str, Any] = {}
         self._expires_at: dict[str, float] = {}
+        # Messages a script published (PUBLISH inside Lua); the store delivers them after the call.
+        self.published: list[tuple[str, bytes]] = []
 
     def now_us(self) -> int:
         """What Redis TIME gives a script: microseconds since the epoch."""
@@ -75,6 +77,11 @@ class MemoryDB:
     def keys(self) -> list[str]:
         return [key for key in list(self._values) if self._alive(key)]
 
+    def publish(self, channel: str, message: bytes | str | int) -> int:
+        """As PUBLISH inside a script: delivered once the script is done."""
+        self.published.append((channel, _as_bytes(message)))
+        return 0
+
 
 def _load_twins() -> dict[str, ModuleType]:
     twins = {}
@@ -102,7 +109,14 @@ class MemoryStore(Store):
             if twin is None:
                 raise StoreError(f"no script named {call.script!r}")
             replies.append(twin.run(self.db, list(call.keys), list(call.args)))
+        if self.db.published:
+            await self._deliver_published()
         return replies
+
+    async def _deliver_published(self) -> None:
+        sent, self.db.published = self.db.published, []
+        for channel, message in sent:
+            await self.publish(channel, message)
 
     async def get(self, key: str) -> bytes | None:
         value = self.db.get(key)
