@@ -65,7 +65,10 @@ class RuleSpec(BaseModel):
         # A missing required parameter would otherwise never reach a field validator, and a
         # model-level error can't name the field.
         if isinstance(data, Mapping):
-            param = _PARAMS.get(data.get("op"))  # type: ignore[arg-type]
+            op = data.get("op")
+            # Only a string can name an op; anything else (a list, a dict) is left to the op field's
+            # own error instead of failing here with a TypeError (a 500 on the admin API).
+            param = _PARAMS.get(op) if isinstance(op, str) else None
             if param is not None and param not in data:
                 data = {**data, param: _REQUIRED}
         return data
