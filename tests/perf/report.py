@@ -1,0 +1,119 @@
+"""The benchmark's results as markdown: the figures, the ratios to nginx, added latency, the targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Issue 8's targets: gateway CPU per request (us), Redis round trips per request, added p99 (ms).
+CPU_TARGETS = {"gw_proxy": 90, "gw_ratelimit": 140, "gw_miss": 200, "gw_hit": 90}
+ROUND_TRIP_TARGETS = {"gw_ratelimit": 1, "gw_miss": 2, "gw_hit": 1}
+ADDED_P99_TARGET_MS = 2.0
+# The bare aiohttp proxy's CPU per request when the targets were set (DESIGN.md). A machine where
+# the same program costs more scales every CPU target by the same factor (last column).
+FLOOR_WHEN_SET_US = 79
+# Above this share of the CPUs used by processes not ours, the run says so in its title.
+_BUSY = 0.05
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "-"
+    return f"{value / base:.2f}x"
+
+
+def busy_note(data: dict[str, Any]) -> str | None:
+    loads = [r["other_load"] for r in data["results"] if r.get("other_load") is not None]
+    worst = max(loads, default=0.0)
+    if worst > _BUSY:
+        return (f"measured while other work ran on the machine (other processes used up to "
+                f"{worst:.0%} of its {data['machine']['cpus']} CPUs during a run)")
+    return None
+
+
+def render(data: dict[str, Any]) -> str:
+    results = {r["name"]: r for r in data["results"]}
+    base = results.get("nginx_proxy", {})
+    direct = results.get("direct", {})
+    s = data["settings"]
+    lines = [f"### Benchmark {data['started']} (commit {data['commit']})", ""]
+    note = busy_note(data)
+    lines.append(f"**{note}.** Absolute figures from such a run are noisy; compare the ratios." if note
+                 else "Measured on a quiet machine.")
+    lines += ["", f"wrk: 1 thread, {s['connections']} connections, {s['runs']} run(s) of {s['duration_s']:g} s "
+              f"per configuration, medians. Machine: {data['machine']['cpus']} CPUs, load average before "
+              f"{data['machine']['loadavg_before'][0]}." + (" **Quick mode: too short to quote.**" if s["quick"] else ""),
+              ""]
+    lines += ["| configuration | req/s | p50 ms | p99 ms | CPU us/req | req/s vs nginx | p50 vs nginx "
+              "| p99 vs nginx | CPU vs nginx | Redis round trips/req | Redis commands/req |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in data["results"]:
+        if r["status"].startswith(("n/a", "failed")):
+            lines.append(f"| {r['title']} | {r['status']} | | | | | | | | | |")
+            continue
+        gateway = r["name"].startswith(("gw", "bare"))
+        flag = " (!)" if r["status"] != "ok" else ""
+        lines.append(
+            f"| {r['title']}{flag} | {_num(r['rps'])} | {_num(r['p50_ms'], 2)} | {_num(r['p99_ms'], 2)} "
+            f"| {_num(r['cpu_us'])} "
+            f"| {_ratio(r['rps'], base.get('rps')) if gateway else '-'} "
+            f"| {_ratio(r['p50_ms'], base.get('p50_ms')) if gateway else '-'} "
+            f"| {_ratio(r['p99_ms'], base.get('p99_ms')) if gateway else '-'} "
+            f"| {_ratio(r['cpu_us'], base.get('cpu_us')) if gateway else '-'} "
+            f"| {_num(r['redis_round_trips'], 2)} | {_num(r['redis_commands'], 2)} |")
+    suspect = [r for r in data["results"] if r["status"].startswith("suspect")]
+    for r in suspect:
+        lines.append(f"\n(!) {r['title']}: {r['status']}")
+
+    lines += ["", f"Added latency, open loop at {s['open_loop_rate']:g} req/s for {s['open_loop_duration_s']:g} s "
+              "(minus the direct backend's figures from the same run):", "",
+              "| configuration | p50 ms | p99 ms | added p50 ms | added p99 ms | failed | generator lag ms |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    d = direct.get("open_loop") or {}
+    for r in data["results"]:
+        o = r.get("open_loop")
+        if not o:
+            continue
+        added50 = o["p50_ms"] - d["p50_ms"] if d and r["name"] != "direct" else None
+        added99 = o["p99_ms"] - d["p99_ms"] if d and r["name"] != "direct" else None
+        lines.append(f"| {r['title']} | {o['p50_ms']:.2f} | {o['p99_ms']:.2f} | {_num(added50, 2)} "
+                     f"| {_num(added99, 2)} | {o['failed']} | {o['late_start_ms']:.1f} |")
+
+    floor = results.get("bare_proxy", {}).get("cpu_us")
+    scale = floor / FLOOR_WHEN_SET_US if floor else None
+    lines += ["", "Targets (issue 8). The CPU targets were set where the bare aiohttp proxy cost "
+              f"{FLOOR_WHEN_SET_US} us/req; in this run it cost {_num(floor)} us/req, so the last column scales "
+              f"each CPU target by {_num(scale, 2)}.", "",
+              "| target | measured | met as written | met, scaled to this run's floor |", "|---|---:|---|---|"]
+    lines += _targets(results, d, scale)
+    lines += ["", "Components: " + ", ".join(f"{k} {v}" for k, v in data["components"].items())]
+    return "\n".join(lines)
+
+
+def _verdict(value: float | None, limit: float) -> str:
+    return "n/a" if value is None else ("met" if value <= limit else "not met")
+
+
+def _targets(results: dict[str, dict[str, Any]], direct_open: dict[str, Any], scale: float | None) -> list[str]:
+    rows = []
+    for name, limit in CPU_TARGETS.items():
+        r = results.get(name, {})
+        value = r.get("cpu_us") if r.get("status") == "ok" else None
+        scaled = f"{_verdict(value, limit * scale)} (<= {limit * scale:.0f})" if scale and value else "n/a"
+        rows.append(f"| {r.get('title', name)}: CPU <= {limit} us/req | {_num(value)} | {_verdict(value, limit)} "
+                    f"| {scaled} |")
+    for name, limit in ROUND_TRIP_TARGETS.items():
+        r = results.get(name, {})
+        value = r.get("redis_round_trips") if r.get("status") == "ok" else None
+        rows.append(f"| {r.get('title', name)}: <= {limit} Redis round trip(s)/req | {_num(value, 2)} "
+                    f"| {_verdict(value, limit + 0.05)} | |")
+    for name in CPU_TARGETS:
+        r = results.get(name, {})
+        o = r.get("open_loop")
+        value = o["p99_ms"] - direct_open["p99_ms"] if o and direct_open else None
+        rows.append(f"| {r.get('title', name)}: added p99 <= {ADDED_P99_TARGET_MS:g} ms at 1,000 req/s "
+                     f"| {_num(value, 2)} | {_verdict(value, ADDED_P99_TARGET_MS)} | |")
+    return rows
