@@ -192,12 +192,16 @@ async def _open_loop(url: str, rate: float, duration: float, timeout: float, uni
         started = time.perf_counter()
         target = f"{path}?n={nonce}-{i}" if unique else path
         raw = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-        conn = idle.pop() if idle else None
+        conn = None
+        while idle and conn is None:
+            conn = idle.pop()
+            if conn.closed:  # the server ended it while it was idle (its keep-alive timeout)
+                conn = None
         try:
             if conn is None:
                 _, conn = await loop.create_connection(_Connection, host, port)
             status = await conn.request(raw)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RuntimeError):
             failures += 1
             if conn is not None and conn.transport is not None:
                 conn.transport.close()
