@@ -4,8 +4,9 @@
 
 Both gateways run at once (the older one from ``git archive BASE_REV app lua`` in a temp dir), and
 wrk runs alternate between them in ABBA order, so a change in the machine's other load falls on
-both alike. It prints the medians and the ratio B/A of CPU per request and req/s: the before/after
-figures quoted in the commit messages of hot-path changes.
+both alike. It prints the medians and the ratio B/A of CPU per request and req/s, and the exact
+count of Python bytecodes per request of each (tests.perf.opcount), which other work on the machine
+cannot move: the before/after figures quoted in the commit messages of hot-path changes.
 """
 
 from __future__ import annotations
@@ -34,11 +35,17 @@ def export(rev: str) -> Path:
     return target
 
 
+def _bytecodes(source: Path, case: str) -> float:
+    out = subprocess.run([sys.executable, "-m", "tests.perf.opcount", "--source", str(source), "--case", case],
+                         cwd=ROOT, capture_output=True, text=True, check=True, timeout=300).stdout
+    return float(out.split()[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.perf.ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("base", help="the commit to compare with (A); B is this checkout")
     parser.add_argument("--case", default="gw_proxy", choices=[c.name for c in CASES if c.replicas == 1])
-    parser.add_argument("--rounds", type=int, default=6, help="runs of each side (default 6)")
+    parser.add_argument("--rounds", type=int, default=6, help="runs of each side (default 6; 0: bytecodes only)")
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args(argv)
@@ -70,13 +77,16 @@ def main(argv: list[str] | None = None) -> int:
             for server in sides.values():
                 server.stop()
             backend.stop()
-            shutil.rmtree(base_tree, ignore_errors=True)
+    ops = {side: _bytecodes(source, case.name) for side, source in (("A", base_tree), ("B", ROOT))}
+    shutil.rmtree(base_tree, ignore_errors=True)
     a_cpu, b_cpu = median(figures["A"]["cpu"]), median(figures["B"]["cpu"])
     a_rps, b_rps = median(figures["A"]["rps"]), median(figures["B"]["rps"])
     print(f"{case.name}, {args.rounds} runs each of {args.duration:g} s, medians:")
     print(f"  A {args.base}: {a_cpu:.1f} us/req, {a_rps:.0f} req/s")
     print(f"  B this checkout: {b_cpu:.1f} us/req, {b_rps:.0f} req/s")
     print(f"  B/A: CPU per request {b_cpu / a_cpu:.3f}, req/s {b_rps / a_rps:.3f}")
+    print(f"  Python bytecodes per request (tests.perf.opcount, exact): A {ops['A']:.0f}, B {ops['B']:.0f}, "
+          f"B/A {ops['B'] / ops['A']:.3f}")
     return 0
 
 
