@@ -55,9 +55,21 @@ def forwardable_request_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[
 
 def forwardable_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
     """The backend's headers minus hop-by-hop ones, lower-cased as ASGI wants them."""
-    pairs = [(n.lower(), v) for n, v in raw]
-    dropped = HOP_BY_HOP | connection_listed(pairs)
-    return [(n, v) for n, v in pairs if n not in dropped]
+    pairs: RawHeaders = []
+    listed: set[bytes] = set()
+    for name, value in raw:
+        name = name.lower()
+        if name in HOP_BY_HOP:
+            # "keep-alive", what nearly every backend says, names only itself: nothing to parse.
+            if name == b"connection" and value.lower() != b"keep-alive":
+                listed.update(token.strip().lower() for token in value.split(b","))
+            continue
+        pairs.append((name, value))
+    # A second pass only when Connection named a header that is still in the list.
+    listed.difference_update(HOP_BY_HOP)
+    if listed:
+        return [(n, v) for n, v in pairs if n not in listed]
+    return pairs
 
 
 # aiohttp adds these to a request that lacks them; a proxy forwards only what the client sent.
