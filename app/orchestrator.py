@@ -25,6 +25,7 @@ from app.router import ApiGatewayRouter, Route
 from app.store import MemoryStore, ScriptCall, Store, StoreUnavailable
 from app.transformation_engine import CompiledTransform, TransformationEngine, TransformationError
 from app.upstream import (
+    NOT_FORWARDED,
     UpstreamClient,
     UpstreamError,
     UpstreamTimeout,
@@ -37,6 +38,8 @@ log = logging.getLogger("apigw.pipeline")
 
 # Answers that mean the backend could not serve: a stale cached answer is better (stale-if-error).
 _FAILURE_STATUSES = frozenset({500, 502, 503, 504})
+# Not forwarded from the client: hop-by-hop headers, and those this hop sets from what it knows.
+_NOT_FORWARDED = NOT_FORWARDED | {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
 # Bodies up to this size are read whole: one send instead of a stream, and no chunked encoding.
 _SMALL_BODY = 64 * 1024
 
@@ -286,13 +289,11 @@ class ApiGatewayOrchestrator:
 
     @staticmethod
     def _request_headers(ex: Exchange) -> list[tuple[str, str]]:
-        headers = forwardable_request_headers(ex.headers)
+        # Replace what the client claimed about hops with what this hop knows (one filtering pass).
+        headers = forwardable_request_headers(ex.headers, _NOT_FORWARDED)
         prior = ex.header(b"x-forwarded-for")
         forwarded_for = f"{prior.decode('latin-1')}, {ex.client_addr}" if prior else ex.client_addr
         host = ex.header(b"host")
-        # Replace what the client claimed about hops with what this hop knows.
-        headers = [(n, v) for n, v in headers
-                   if n not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id")]
         headers.append(("X-Forwarded-For", forwarded_for))
         headers.append(("X-Forwarded-Proto", ex.scheme))
         if host:

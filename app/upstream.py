@@ -19,7 +19,7 @@ HOP_BY_HOP = frozenset({
     b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
 })
 # Set by the transport for the backend's connection, not copied from the client.
-_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length"}
+NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length"}
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -45,11 +45,15 @@ def connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
     return frozenset(named)
 
 
-def forwardable_request_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones, as aiohttp takes them."""
-    headers = list(headers)
-    dropped = _NOT_FORWARDED | connection_listed(headers) if any(n == b"connection" for n, _ in headers) \
-        else _NOT_FORWARDED
+def forwardable_request_headers(headers: Iterable[tuple[bytes, bytes]],
+                                dropped: frozenset[bytes] = NOT_FORWARDED) -> list[tuple[str, str]]:
+    """The client's headers minus ``dropped`` (by default the hop-by-hop ones) and those its
+    Connection header names, as aiohttp takes them."""
+    headers = headers if isinstance(headers, list) else list(headers)
+    for name, _ in headers:
+        if name == b"connection":
+            dropped = dropped | connection_listed(headers)
+            break
     return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers if n not in dropped]
 
 
