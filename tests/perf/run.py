@@ -53,6 +53,7 @@ class Figures:
     name: str
     title: str
     status: str = "ok"  # or "n/a (component missing: ...)", "failed: ..."
+    incomplete: list[str] = field(default_factory=list)  # optional components not on main yet
     rps: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
@@ -194,6 +195,9 @@ class Bench:
             fig.status = f"n/a (component missing; {'; '.join(absent)})"
             self.results.append(fig)
             return
+        fig.incomplete = [name for name in case.optional if missing.get(name)]
+        if fig.incomplete:
+            fig.title += f" [without {', '.join(fig.incomplete)}: not on main yet]"
         self.redis_client.flushall()
         backend_url = f"http://127.0.0.1:{self.backend_port}"
         replicas: list[GatewayServer] = []
