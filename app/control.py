@@ -20,6 +20,7 @@ from app.admin import config_view, health, routes
 from app.cache import admin as cache_admin
 from app.admin.auth import AdminToken, admin_guard
 from app.store import StoreError, StoreUnavailable
+from app import status
 
 if TYPE_CHECKING:
     from app.server import Gateway
@@ -67,9 +68,10 @@ def build_control_app(gateway: Gateway) -> FastAPI:
         return JSONResponse({"error": "internal gateway error"}, status_code=500)
 
     api.include_router(health.build_router(gateway))
+    api.include_router(status.build_page_router())  # the page holds no data: it asks for the token
 
     guard = [Depends(admin_guard(AdminToken(gateway.config.admin.token)))]
-    for module in (routes, config_view, cache_admin):
+    for module in (routes, config_view, cache_admin, status):
         api.include_router(module.build_router(gateway), dependencies=guard)
 
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]

@@ -358,7 +358,8 @@ class Fleet:
             lines.append("  load balancer  none (nginx is not installed: apt-get install nginx-light); "
                          "GW is replica 1")
         lines += [f"  {c.name:<13}  {c.url}" for c in replicas + backends]
-        lines += [f"  logs           {self.workdir}", "",
+        lines += [f"  status page    {urls['GW']}/_gateway/#token={self.plan.admin_token}",
+                  f"  logs           {self.workdir}", "",
                   "In another shell (these are the README's walkthrough; admin token: "
                   f"{self.plan.admin_token}):", ""]
         exports = " ".join(f"{k}={v}" for k, v in urls.items())

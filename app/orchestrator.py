@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from app.activity import ClientActivity
 from app.cache_manager import ApiCacheManager, CacheStage
 from app.config import GatewayConfig
 from app.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
@@ -81,6 +82,9 @@ class ApiGatewayOrchestrator:
         self.cache_manager = ApiCacheManager(store=self.store, settings=self.config.cache)
         self.cache_stage = CacheStage(self.cache_manager, forward=self._forward, match=self._match_route)
         self.stages.append(self.cache_stage)
+        # After the rate limit stage: it counts the client that stage identified, and answers nothing.
+        self.client_activity = ClientActivity(self.store)
+        self.stages.append(self.client_activity)
 
     def _compile_route(self, route: Route) -> None:
         spec = route.spec
@@ -97,8 +101,10 @@ class ApiGatewayOrchestrator:
         await self.store.start()
         await self.upstream.start()
         await self.cache_stage.start()  # subscribes to fills; warms cache.warm paths
+        await self.client_activity.start()
 
     async def close(self) -> None:
+        await self.client_activity.close()
         await self.cache_stage.close()
         await self.upstream.close()
         await self.store.close()
