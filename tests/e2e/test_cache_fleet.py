@@ -40,7 +40,9 @@ def module_fleet(shared_backend: BackendServer, redis_url: str) -> Iterator[list
     prefix = f"t{uuid.uuid4().hex[:10]}"
     client = redis.Redis.from_url(redis_url)
     try:
-        with replicas(_config(shared_backend, redis_url, prefix), 3) as procs:
+        # A generous lock_wait: on a loaded machine a cold replica's first fetch can take seconds,
+        # and a waiter that gives up goes to the backend (the bound itself: test_cache_proxy).
+        with replicas(_config(shared_backend, redis_url, prefix, lock_wait=20), 3) as procs:
             yield procs
     finally:
         for key in client.scan_iter(f"{prefix}:*", count=1000):

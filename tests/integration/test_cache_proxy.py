@@ -261,3 +261,39 @@ def test_a_request_refused_before_the_cache_frees_the_fill_lock(
         assert time.monotonic() - started < 1.5  # did not wait out the 3 s lock of the refused one
         assert answer.headers["x-cache"] == "MISS"
         assert _get(gateway, "/c/locked").headers["x-cache"] == "HIT"
+
+
+def test_lookups_are_counted_in_the_metrics(backend: BackendServer, key_prefix: str) -> None:
+    from app.metrics import CACHE_LOOKUPS
+
+    def seen(result: str) -> float:
+        return CACHE_LOOKUPS.labels("* /m/*", result)._value.get()
+
+    routes = [{"path": "/m/*", "target": backend.url, "strip_prefix": True}]
+    before = {result: seen(result) for result in ("hit", "miss", "bypass")}
+    with GatewayThread(parse_config({"router": {"routes": routes}}, {})) as gateway:
+        _get(gateway, "/m/a")
+        _get(gateway, "/m/a")
+        httpx.post(gateway.url + "/m/a")
+    assert {result: seen(result) - before[result] for result in before} == {"hit": 1, "miss": 1, "bypass": 1}
+
+
+def test_waiters_go_to_the_backend_themselves_after_lock_wait(
+        backend: BackendServer, redis_url: str, key_prefix: str, redis_client: redis.Redis) -> None:
+    config = _config(backend, redis_url, key_prefix, lock_wait=0.5)
+    with GatewayThread(config) as gateway:
+        orchestrator = gateway.gateway.orchestrator
+        cache, stage = orchestrator.cache_manager, orchestrator.cache_stage
+        route = orchestrator.router.match("/c/held", "GET").route
+        ex = Exchange(method="GET", path="/c/held", raw_path=b"/c/held", query_string=b"", headers=[],
+                      client_addr="127.0.0.1")
+        entry_id = cache.strategy.cache_key(stage._cache_request(ex, route))
+        # Someone else (a stuck replica) holds the fill lock for 10 s.
+        redis_client.set(cache.keys.lock(entry_id), "stuck", px=10_000)
+        started = time.monotonic()
+        answer = _get(gateway, "/c/held")
+        waited = time.monotonic() - started
+        assert 0.4 < waited < 2.0
+        assert answer.status_code == 200 and answer.headers["x-cache"] == "MISS"
+        assert backend.hits["/held"] == 1
+        assert _get(gateway, "/c/held").headers["x-cache"] == "HIT"  # and its answer was kept
