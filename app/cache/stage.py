@@ -282,6 +282,8 @@ class CacheStage(Stage):
         pending: _Pending | None = ex.notes.get(_NOTE)
         if pending is None:
             return
+        if pending.header_at < 0 and route is not None:
+            self._mark(ex, route, pending, b"BYPASS")  # answered by neither the cache nor the backend
         if not pending.admitted and isinstance(store_reply, list) and store_reply[:2] == [MISS, 1]:
             pending.holds_lock = True  # the lookup took the lock, but admit never saw it
         if pending.holds_lock:

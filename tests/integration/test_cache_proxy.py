@@ -255,7 +255,8 @@ def test_a_request_refused_before_the_cache_frees_the_fill_lock(
     server = GatewayThread(config)
     server.gateway.orchestrator.stages.insert(0, _RefuseMarked())
     with server as gateway:
-        assert _get(gateway, "/c/locked", headers={"X-Refuse": "1"}).status_code == 429
+        refused = _get(gateway, "/c/locked", headers={"X-Refuse": "1"})
+        assert refused.status_code == 429 and refused.headers["x-cache"] == "BYPASS"
         started = time.monotonic()
         answer = _get(gateway, "/c/locked")
         assert time.monotonic() - started < 1.5  # did not wait out the 3 s lock of the refused one
