@@ -1,24 +1,18 @@
 """The cache's admin calls under ``/_gateway/cache``: fleet-wide stats and invalidation.
 
-``build_router`` is mounted by the control plane behind the admin guard (a bearer token); with no
-``admin.token`` configured, the calls are refused (403), never open.
+``build_router`` is mounted by the control plane (app/control.py) behind the admin API's guard
+(``app.admin.auth``: a bearer token; with no ``admin.token`` configured the calls are refused).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, HTTPException, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     from app.server import Gateway
-
-_bearer = HTTPBearer(auto_error=False, scheme_name="adminToken")
 
 
 class CacheStats(BaseModel):
@@ -36,21 +30,6 @@ class Invalidation(BaseModel):
 class Invalidated(BaseModel):
     pattern: str
     removed: int
-
-
-def bearer_guard(token: str | None) -> Callable[..., Awaitable[None]]:
-    """Until the admin API's own guard takes over: the same rule (constant-time, off without a token)."""
-    wanted = hashlib.sha256(token.encode()).digest() if token else None
-
-    async def require_admin(credentials: HTTPAuthorizationCredentials | None = Security(_bearer)) -> None:
-        if wanted is None:
-            raise HTTPException(403, "the admin API is off: set API_GATEWAY_ADMIN_TOKEN (admin.token)")
-        presented = hashlib.sha256(credentials.credentials.encode()).digest() if credentials else b""
-        if not hmac.compare_digest(presented, wanted):
-            raise HTTPException(401, "missing or wrong admin token",
-                                headers={"WWW-Authenticate": 'Bearer realm="apigw-admin"'})
-
-    return require_admin
 
 
 def build_router(gateway: Gateway) -> APIRouter:
