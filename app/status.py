@@ -156,7 +156,9 @@ def build_page_router() -> APIRouter:
     async def status_page_redirect() -> RedirectResponse:
         return RedirectResponse("/_gateway/", status_code=307)
 
-    @router.get("/_gateway/", response_class=HTMLResponse)
+    # A page for browsers, not an API call: left out of the OpenAPI document (where every call
+    # but health, readiness and metrics needs the token).
+    @router.get("/_gateway/", response_class=HTMLResponse, include_in_schema=False)
     async def status_page() -> HTMLResponse:
         """The status page (HTML); it polls /_gateway/status with the admin token."""
         return HTMLResponse(PAGE, headers=headers)
