@@ -257,6 +257,8 @@ class ServerSection(_Section):
     max_body_size: int = Field(default=10 * 1024 * 1024, gt=0)
     upstream_max_connections: int = Field(default=512, gt=0)
     upstream_keepalive: float = Field(default=30.0, gt=0)
+    # One JSON line per request on stdout (app/access_log.py), written off the request path.
+    access_log: bool = True
 
 
 class AdminSection(_Section):
@@ -286,6 +288,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "API_GATEWAY_CB_RECOVERY_TIMEOUT": "circuit_breaker.default.recovery_timeout",
     "API_GATEWAY_CB_SUCCESS_THRESHOLD": "circuit_breaker.default.success_threshold",
     "API_GATEWAY_ENABLED": "enabled",
+    "API_GATEWAY_ACCESS_LOG": "server.access_log",
     "API_GATEWAY_ADMIN_TOKEN": "admin.token",
     "API_GATEWAY_REDIS_PREFIX": "redis.prefix",
     "REDIS_URL": "redis.url",

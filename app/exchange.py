@@ -43,6 +43,10 @@ class Exchange:
     notes: dict[str, Any] = field(default_factory=dict)
     # Headers the stages add to whatever answer the client gets (RateLimit-*, X-Cache).
     response_headers: RawHeaders = field(default_factory=list)
+    # The matched route (app.router.Route; None: no route), for metrics and the access log.
+    route: Any = None
+    # Seconds spent waiting for backends (all attempts), so the gateway's own time is the rest.
+    backend_seconds: float = 0.0
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

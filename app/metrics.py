@@ -6,6 +6,8 @@ Label values are route keys and outcomes, never client ids (unbounded cardinalit
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -18,7 +20,8 @@ GATEWAY_OVERHEAD = Histogram("apigw_gateway_overhead_seconds",
                              "Time spent in the gateway itself (request duration minus backend time)",
                              ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 BACKEND_DURATION = Histogram("apigw_backend_duration_seconds",
-                             "Time from sending a request to a backend to its response headers",
+                             "Time from sending a request to a backend to its response headers "
+                             "(and its body, when the gateway reads it whole)",
                              ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 RATE_LIMITED = Counter("apigw_rate_limited_total", "Requests refused by a rate limit", ["route"],
                        registry=REGISTRY)
@@ -34,3 +37,30 @@ UPSTREAM_RETRIES = Counter("apigw_upstream_retries_total", "Retries sent to back
                            registry=REGISTRY)
 HEALTH_CHECKS = Counter("apigw_health_checks_total", "Active health-check probes by result",
                         ["target", "result"], registry=REGISTRY)
+
+
+class RouteMetrics:
+    """One route's labelled children, made once (``labels()`` costs a lock and a dict lookup per
+    call): the proxy keeps one in ``Route.compiled["metrics"]``."""
+
+    __slots__ = ("route", "_by_status", "overhead", "backend")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self._by_status: dict[int, Any] = {}
+        self.overhead = GATEWAY_OVERHEAD.labels(route)
+        self.backend = BACKEND_DURATION.labels(route)
+
+    def observe(self, status: int, seconds: float, backend_seconds: float) -> None:
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = self._by_status[status] = REQUESTS.labels(self.route, str(status))
+        counter.inc()
+        if backend_seconds > 0:
+            self.backend.observe(backend_seconds)
+            seconds = max(0.0, seconds - backend_seconds)
+        self.overhead.observe(seconds)
+
+
+# Requests that matched no route (404s, and what a stage refused before routing mattered).
+NO_ROUTE = RouteMetrics("(no route)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from time import perf_counter
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from app.activity import ClientActivity
 from app.cache_manager import ApiCacheManager, CacheStage
 from app.config import GatewayConfig
 from app.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
+from app.metrics import STORE_ERRORS
 from app.pipeline import Stage
 from app.router import ApiGatewayRouter, Route
 from app.store import MemoryStore, ScriptCall, Store, StoreUnavailable
@@ -43,6 +45,10 @@ _FAILURE_STATUSES = frozenset({500, 502, 503, 504})
 _NOT_FORWARDED = NOT_FORWARDED | {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
 # Bodies up to this size are read whole: one send instead of a stream, and no chunked encoding.
 _SMALL_BODY = 64 * 1024
+
+
+# The request pipeline's batched round trips that failed (components count their own calls).
+STORE_ERRORS_PIPELINE = STORE_ERRORS.labels("pipeline")
 
 
 class BodyTooLarge(Exception):
@@ -115,7 +121,7 @@ class ApiGatewayOrchestrator:
         if not ex.request_id:
             ex.request_id = new_request_id()
         found = self.router.match(ex.path, ex.method)
-        route = found.route if found is not None else None
+        route = ex.route = found.route if found is not None else None
         early = await self._admit(ex, route)
         if early is not None:
             return early
@@ -177,6 +183,7 @@ class ApiGatewayOrchestrator:
         try:
             answers = iter(await self.store.run(*wanted))
         except StoreUnavailable as error:
+            STORE_ERRORS_PIPELINE.inc()
             return [error if call is not None else None for call in calls]
         return [next(answers) if call is not None else None for call in calls]
 
@@ -203,16 +210,20 @@ class ApiGatewayOrchestrator:
         except BodyTooLarge:
             return error_reply(413, "request body too large", limit=limit)
         url = target.url + self._upstream_path(ex, route)
+        sent = perf_counter()
         try:
             response = await self.upstream.send(ex.method, url, self._request_headers(ex), body,
                                                 route.compiled["timeout"])
         except UpstreamError as error:
+            ex.backend_seconds += perf_counter() - sent
             if ex.notes.get("body_too_large"):
                 return error_reply(413, "request body too large", limit=limit)
             log.info("upstream %s for %s: %s", error.reason, route.key, error)
             return error_reply(error.status, error.reason, route=route.key)
         # A stage may want larger bodies whole (the cache, to keep what it may store).
-        return await self._reply_from(response, route, max(_SMALL_BODY, ex.notes.get("read_body_up_to", 0)))
+        reply = await self._reply_from(response, route, max(_SMALL_BODY, ex.notes.get("read_body_up_to", 0)))
+        ex.backend_seconds += perf_counter() - sent  # headers, and the body when it was read whole
+        return reply
 
     async def _reply_from(self, response: aiohttp.ClientResponse, route: Route,
                           read_up_to: int = _SMALL_BODY) -> Reply:

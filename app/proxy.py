@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Any
 
 import aiohttp
 
+from app.access_log import AccessLog
 from app.exchange import Exchange, Reply, error_reply
+from app.metrics import NO_ROUTE, RouteMetrics
 from app.orchestrator import ApiGatewayOrchestrator, ClientGone
 
 log = logging.getLogger("apigw.proxy")
 
 Scope = dict[str, Any]
 _CHUNK = 64 * 1024
+# What nginx logs for a client that went away before its answer.
+_CLIENT_GONE = 499
 
 
 def exchange_from_scope(scope: Scope, receive: Any) -> Exchange:
@@ -46,19 +51,40 @@ def exchange_from_scope(scope: Scope, receive: Any) -> Exchange:
 
 
 class ProxyApp:
-    def __init__(self, orchestrator: ApiGatewayOrchestrator) -> None:
+    def __init__(self, orchestrator: ApiGatewayOrchestrator, access_log: AccessLog | None = None) -> None:
         self.orchestrator = orchestrator
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        started = perf_counter()
         ex = exchange_from_scope(scope, receive)
         try:
             reply = await self.orchestrator.process(ex)
         except ClientGone:
+            self._observe(ex, _CLIENT_GONE, perf_counter() - started)
             return
         except Exception:  # the last net: a bug answers JSON and is logged, never a stack trace
             log.exception("pipeline failed for %s %s (request %s)", ex.method, ex.path, ex.request_id)
             reply = error_reply(500, "internal gateway error", request_id=ex.request_id)
-        await send_reply(send, reply, ex)
+        # Measured when the answer is ready: streaming its body is the client's and backend's time.
+        seconds = perf_counter() - started
+        try:
+            await send_reply(send, reply, ex)
+        finally:
+            # After the answer went out, so the client never waits for the bookkeeping.
+            self._observe(ex, reply.status, seconds)
+
+    def _observe(self, ex: Exchange, status: int, seconds: float) -> None:
+        route = ex.route
+        if route is None:
+            metrics = NO_ROUTE
+        else:
+            metrics = route.compiled.get("metrics")
+            if metrics is None:
+                metrics = route.compiled["metrics"] = RouteMetrics(route.key)
+        metrics.observe(status, seconds, ex.backend_seconds)
+        if self.access_log is not None:
+            self.access_log.record(ex, status, seconds)
 
 
 async def send_reply(send: Any, reply: Reply, ex: Exchange) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from app.access_log import AccessLog
 from app.config import GatewayConfig, load_config
 from app.config_sync import ConfigSync
 from app.control import build_control_app
 from app.orchestrator import ApiGatewayOrchestrator
 from app.proxy import ProxyApp
 from app.store import create_store
+from app.tracing import Tracing
 
 log = logging.getLogger("apigw.server")
 
@@ -21,7 +23,12 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.orchestrator = ApiGatewayOrchestrator(config, create_store(config.redis))
-        self.proxy = ProxyApp(self.orchestrator)
+        self.access_log = AccessLog() if config.server.access_log else None
+        self.proxy_app = ProxyApp(self.orchestrator, self.access_log)
+        # None unless OTEL_* asks for it: then the proxy is wrapped, else it runs bare.
+        self.tracing = Tracing.from_env()
+        self.proxy = (self.proxy_app if self.tracing is None
+                      else self.tracing.wrap(self.proxy_app, self.orchestrator.router))
         # The config file's routes plus the admin API's changes kept in the store.
         self.config_sync = ConfigSync(config, self.orchestrator.router, self.orchestrator.store)
         self.control = build_control_app(self)
@@ -44,6 +51,8 @@ class Gateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    if self.access_log is not None:
+                        self.access_log.start()
                     await self.orchestrator.start()
                     await self.config_sync.start()
                 except Exception as error:
@@ -54,6 +63,10 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown":
                 await self.config_sync.close()
                 await self.orchestrator.close()
+                if self.tracing is not None:
+                    self.tracing.close()
+                if self.access_log is not None:
+                    self.access_log.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -1,0 +1,127 @@
+"""Structured access logs: one JSON line per request, written by a thread of its own.
+
+The request path only stamps the time and puts a tuple on a queue (no formatting, no I/O, no lock
+held across a write); the writer thread turns queued requests into JSON lines (orjson) and writes
+them in batches to stdout. A writer that cannot keep up (a blocked stdout) never slows requests:
+past ``max_queued`` lines, new ones are dropped and counted, and the count is logged.
+
+A line::
+
+    {"time": "2026-11-26T08:30:00.123Z", "request_id": "…", "client": "ip:127.0.0.1", "method": "GET",
+     "path": "/api/v1/agents", "route": "agents", "status": 200, "duration_ms": 1.9,
+     "backend_ms": 1.2, "overhead_ms": 0.7, "cache": "MISS", "rate_limit": {"remaining": 59}}
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from typing import Any, BinaryIO
+
+import orjson
+
+from app.exchange import Exchange
+
+log = logging.getLogger("apigw.access")
+
+_BATCH = 512
+# Response headers a stage adds that say what it decided, as the log names them.
+_OUTCOME_HEADERS = {b"x-cache": "cache", b"ratelimit-remaining": "remaining", b"ratelimit-limit": "limit",
+                    b"retry-after": "retry_after"}
+_Entry = tuple[float, Exchange, int, float]
+
+
+def _iso(wall: float) -> str:
+    seconds = int(wall)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((wall - seconds) * 1000):03d}Z"
+
+
+def document(wall: float, ex: Exchange, status: int, seconds: float) -> dict[str, Any]:
+    """The JSON line of one request (run by the writer thread, off the request path)."""
+    route = ex.route
+    backend = ex.backend_seconds
+    line: dict[str, Any] = {
+        "time": _iso(wall),
+        "request_id": ex.request_id,
+        "client": ex.client_id or f"ip:{ex.client_addr}",
+        "method": ex.method,
+        "path": ex.path,
+        "route": route.key if route is not None else None,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "backend_ms": round(backend * 1000, 3) if backend > 0 else None,
+        "overhead_ms": round(max(0.0, seconds - backend) * 1000, 3),
+        "cache": None,
+    }
+    limit: dict[str, Any] = {}
+    for name, value in ex.response_headers:
+        key = _OUTCOME_HEADERS.get(name)
+        if key == "cache":
+            line["cache"] = value.decode("latin-1")
+        elif key is not None:
+            limit[key] = int(value) if value.isdigit() else value.decode("latin-1")
+    if limit:
+        limit["limited"] = status == 429
+    line["rate_limit"] = limit or None
+    # What the stages noted for the log (simple values only: they may leave objects for each other).
+    for key, value in ex.notes.items():
+        if key.startswith("log_") and isinstance(value, str | int | float | bool | None):
+            line[key[4:]] = value
+    return line
+
+
+class AccessLog:
+    def __init__(self, stream: BinaryIO | None = None, max_queued: int = 100_000) -> None:
+        self.stream = stream
+        self.max_queued = max_queued
+        self.dropped = 0
+        self._queue: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._write_forever, name="apigw-access-log", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def record(self, ex: Exchange, status: int, seconds: float) -> None:
+        """On the request path: one tuple onto the queue, nothing else."""
+        if self._queue.qsize() < self.max_queued:
+            self._queue.put((time.time(), ex, status, seconds))
+        else:
+            self.dropped += 1
+
+    def _write_forever(self) -> None:
+        stream = self.stream or sys.stdout.buffer
+        reported = 0
+        while True:
+            entry = self._queue.get()
+            batch = []
+            while entry is not None:
+                batch.append(entry)
+                if len(batch) >= _BATCH:
+                    break
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                try:
+                    stream.write(b"".join(orjson.dumps(document(*e)) + b"\n" for e in batch))
+                    stream.flush()
+                except Exception:  # a closed or broken stdout must not end the gateway
+                    log.exception("access log: cannot write")
+            if self.dropped != reported:
+                log.warning("access log: %d line(s) dropped so far (the writer could not keep up)", self.dropped)
+                reported = self.dropped
+            if entry is None:
+                return
