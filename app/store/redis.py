@@ -49,6 +49,7 @@ class RedisStore(Store):
         self._down_until = 0.0
         self._logged_down_at = 0.0
         self._listener: asyncio.Task[None] | None = None
+        self._closing = False
         self._pubsub_ready = asyncio.Event()
         self.failures = 0  # calls refused because the store was unreachable
 
@@ -60,9 +61,12 @@ class RedisStore(Store):
         self._listener = asyncio.create_task(self._listen(), name="apigw-store-events")
 
     async def close(self) -> None:
+        self._closing = True
         if self._listener is not None:
             self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+            # A cancel that lands inside redis-py's read timeout can be swallowed (the read just
+            # times out); the listener then sees _closing at its next turn, at most ~1 s later.
+            await asyncio.wait([self._listener], timeout=3)
         await self.redis.aclose()
 
     # -- failure accounting ---------------------------------------------------------------------
@@ -177,7 +181,7 @@ class RedisStore(Store):
         """Deliver messages to handlers; after any break, resubscribe and tell the reconnect handlers."""
         delay = 0.05
         first = True
-        while True:
+        while not self._closing:
             await self._pubsub_ready.wait()
             pubsub = self.redis.pubsub()
             try:
@@ -189,7 +193,7 @@ class RedisStore(Store):
                     for handler in self._reconnect_handlers:
                         await handler()
                 first = False
-                while True:
+                while not self._closing:
                     if set(self._handlers) != set(channels):
                         new = [c for c in self._handlers if c not in channels]
                         await pubsub.subscribe(*new)
