@@ -40,6 +40,16 @@ class RateLimitSpec(_Section):
     # None: no tighter bucket than the minute window (DESIGN.md).
     burst_size: int | None = Field(default=None, gt=0)
 
+    @model_validator(mode="after")
+    def _burst_needs_a_rate(self) -> RateLimitSpec:
+        # The bucket refills at the minute limit's rate (else the shortest window's): it needs one.
+        windows = (self.requests_per_second, self.requests_per_minute, self.requests_per_hour,
+                   self.requests_per_day)
+        if self.burst_size is not None and all(w is None for w in windows):
+            raise ValueError("burst_size needs a window to take its refill rate from "
+                             "(requests_per_minute, or another requests_per_*)")
+        return self
+
 
 class ClientSpec(RateLimitSpec):
     """A client's own limits, or a reference to a tier (``tier: gold``) with optional overrides."""

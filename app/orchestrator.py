@@ -24,8 +24,10 @@ from app.config import GatewayConfig
 from app.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
 from app.metrics import STORE_ERRORS
 from app.pipeline import Stage
+from app.rate_limit_stage import RateLimitStage
+from app.rate_limiter import ApiGatewayRateLimiter
 from app.router import ApiGatewayRouter, Route
-from app.store import MemoryStore, ScriptCall, Store, StoreUnavailable
+from app.store import MemoryStore, ScriptCall, Store, StoreError
 from app.transformation_engine import CompiledTransform, TransformationEngine, TransformationError
 from app.upstream import (
     NOT_FORWARDED,
@@ -83,8 +85,11 @@ class ApiGatewayOrchestrator:
                                        on_change=self._compile_route)
         # The seed's library transformer, for handle_request's data (routes compile their own).
         self.transformer = TransformationEngine()
+        self.rate_limiter = ApiGatewayRateLimiter(self.store, self.config.rate_limiter)
         # In the seed's order; each component issue adds its stage here.
         self.stages: list[Stage] = []
+        if self.config.rate_limiter.enabled:
+            self.stages.append(RateLimitStage(self.rate_limiter))
         self.cache_manager = ApiCacheManager(store=self.store, settings=self.config.cache)
         self.cache_stage = CacheStage(self.cache_manager, forward=self._forward, match=self._match_route)
         self.stages.append(self.cache_stage)
@@ -105,6 +110,7 @@ class ApiGatewayOrchestrator:
 
     async def start(self) -> None:
         await self.store.start()
+        await self.rate_limiter.start()
         await self.upstream.start()
         await self.cache_stage.start()  # subscribes to fills; warms cache.warm paths
         await self.client_activity.start()
@@ -176,13 +182,13 @@ class ApiGatewayOrchestrator:
 
     async def _run_calls(self, calls: list[ScriptCall | None]) -> list[Any]:
         """The non-None calls in one round trip; each stage gets its reply, None when it asked
-        nothing, or the StoreUnavailable when the store could not be asked."""
+        nothing, or the StoreError (usually StoreUnavailable) when the store could not answer."""
         wanted = [call for call in calls if call is not None]
         if not wanted:
             return [None] * len(calls)
         try:
             answers = iter(await self.store.run(*wanted))
-        except StoreUnavailable as error:
+        except StoreError as error:  # unreachable, or a script error: each stage degrades, never a 500
             STORE_ERRORS_PIPELINE.inc()
             return [error if call is not None else None for call in calls]
         return [next(answers) if call is not None else None for call in calls]

@@ -1,0 +1,101 @@
+"""Who a request comes from, for rate limiting (DESIGN.md, "Client identity").
+
+In order: an API key in ``X-API-Key`` (its sha256 looked up among the known keys gives the client
+id and tier; an unknown key identifies nobody and the next rule applies), else the ``X-Client-ID``
+header, else the peer address as ``ip:<addr>``. The peer is the TCP peer unless that peer is a
+trusted proxy (``rate_limiter.trusted_proxies``): then it is the rightmost address of
+X-Forwarded-For that is not itself a trusted proxy, since only the part a trusted hop appended can
+be believed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+API_KEY_HEADER = b"x-api-key"
+CLIENT_ID_HEADER = b"x-client-id"
+FORWARDED_FOR_HEADER = b"x-forwarded-for"
+
+# Client ids made from X-Client-ID are cut to this length (they become part of Redis keys).
+_MAX_CLIENT_ID = 256
+
+
+def hash_api_key(key: str) -> str:
+    """How keys are kept: only this digest is stored, never the key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    client_id: str
+    tier: str | None = None
+    # "api_key", "client_id" or "ip": how the client was recognised (for logs and tests).
+    source: str = "ip"
+
+
+class ProxyTrust:
+    """Which peers may speak for their clients through X-Forwarded-For."""
+
+    def __init__(self, trusted: Iterable[str]) -> None:
+        self.networks: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
+        self._known: dict[str, bool] = {}
+
+    def trusts(self, addr: str) -> bool:
+        if not self.networks:
+            return False
+        known = self._known.get(addr)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(addr)
+                known = any(ip in net for net in self.networks)
+            except ValueError:
+                known = False
+            if len(self._known) > 4096:  # peers are few (the load balancers); bound it anyway
+                self._known.clear()
+            self._known[addr] = known
+        return known
+
+    def client_addr(self, peer: str, forwarded_for: bytes | None) -> str:
+        if forwarded_for is None or not self.trusts(peer):
+            return peer
+        hops = [h.strip() for h in forwarded_for.decode("latin-1").split(",")]
+        for hop in reversed(hops):
+            if not hop:
+                continue
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                return peer  # a malformed chain: believe only what we saw ourselves
+            if not self.trusts(hop):
+                return hop
+        return next((h for h in hops if h), peer)
+
+
+class ClientIdentifier:
+    def __init__(self, trust: ProxyTrust, api_key_lookup: Callable[[str], tuple[str, str | None] | None]) -> None:
+        self.trust = trust
+        self.lookup = api_key_lookup
+
+    def identify(self, headers: list[tuple[bytes, bytes]], peer: str) -> Identity:
+        api_key = client_id = forwarded_for = None
+        for name, value in headers:  # one pass over the raw headers
+            if name == API_KEY_HEADER:
+                api_key = value
+            elif name == CLIENT_ID_HEADER:
+                client_id = value
+            elif name == FORWARDED_FOR_HEADER:
+                forwarded_for = value if forwarded_for is None else forwarded_for + b"," + value
+        if api_key:
+            found = self.lookup(hash_api_key(api_key.decode("latin-1").strip()))
+            if found is not None:
+                return Identity(found[0], found[1], "api_key")
+        if client_id:
+            text = client_id.decode("latin-1").strip()[:_MAX_CLIENT_ID]
+            if text:
+                return Identity(text, None, "client_id")
+        return Identity("ip:" + self.trust.client_addr(peer, forwarded_for), None, "ip")

@@ -1,0 +1,130 @@
+"""What a rate-limit spec becomes for ``lua/ratelimit.lua``: its limits, their keys and arguments,
+and the script's reply read back as a ``RateLimitState``.
+
+Everything here is computed once per (client, route) and reused by every request (see
+``ApiGatewayRateLimiter.plan``); the request path only picks a prebuilt ``ScriptCall``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import RateLimitSpec
+
+SCRIPT = "ratelimit"
+
+# Rolling windows: (spec field, key suffix, length in microseconds, buckets). A window is kept as
+# buckets + 1 counters and counts its oldest bucket whole, so it never admits more than its limit in
+# any window of its length, and frees a request at most one bucket width late (1/60 of the window,
+# 1/20 for the second). The counts bound a client's memory whatever its limits (README, "Memory").
+WINDOWS: tuple[tuple[str, str, int, int], ...] = (
+    ("requests_per_second", "s", 1_000_000, 20),
+    ("requests_per_minute", "m", 60_000_000, 60),
+    ("requests_per_hour", "h", 3_600_000_000, 60),
+    ("requests_per_day", "d", 86_400_000_000, 60),
+)
+LIMIT_FIELDS = ("requests_per_second", "requests_per_minute", "requests_per_hour",
+                "requests_per_day", "burst_size")
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One limit as the script takes it: a window ("w": limit, bucket width, buckets) or a token
+    bucket ("b": capacity, microseconds per token, 0)."""
+
+    name: str
+    kind: str
+    limit: int
+    width_us: int
+    buckets: int
+
+    @property
+    def args(self) -> tuple[str, int, int, int]:
+        return (self.kind, self.limit, self.width_us, self.buckets)
+
+
+def burst_interval_us(spec: RateLimitSpec) -> int | None:
+    """Microseconds per burst token: requests_per_minute/60 per second (DESIGN.md); without a minute
+    limit, the rate of the shortest window configured. Rounded up: refilling never runs fast."""
+    if spec.requests_per_minute is not None:
+        return -(-60_000_000 // spec.requests_per_minute)
+    for field, _, length_us, _ in WINDOWS:
+        limit = getattr(spec, field)
+        if limit is not None:
+            return -(-length_us // limit)
+    return None
+
+
+def limits_of(spec: RateLimitSpec, fields: Iterable[str] = LIMIT_FIELDS) -> tuple[Limit, ...]:
+    """The limits ``spec`` sets among ``fields`` (a route's spec names only those it adds)."""
+    wanted = set(fields)
+    limits: list[Limit] = []
+    if "burst_size" in wanted and spec.burst_size is not None:
+        interval = burst_interval_us(spec)
+        if interval is not None:
+            limits.append(Limit("b", "b", spec.burst_size, interval, 0))
+    for field, name, length_us, buckets in WINDOWS:
+        limit = getattr(spec, field)
+        if field in wanted and limit is not None:
+            limits.append(Limit(name, "w", limit, length_us // buckets, buckets))
+    return tuple(limits)
+
+
+def client_tag(client_id: str) -> str:
+    """The client's hash tag in keys: the id itself when it is short and plain (readable in
+    redis-cli), else a digest, so that a hostile X-Client-ID can't make huge keys or break the tag."""
+    if 0 < len(client_id) <= 128 and client_id.isprintable() and "{" not in client_id \
+            and "}" not in client_id and " " not in client_id:
+        return client_id
+    return "sha256:" + hashlib.sha256(client_id.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def route_tag(route_key: str) -> str:
+    """A route's part of its keys: short, stable, free of spaces and braces."""
+    return hashlib.sha1(route_key.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """One decision, with what the 429 and the RateLimit-* headers need.
+
+    ``limit``/``remaining``/``reset_ms`` describe the limit with the least left (the refusing one
+    when refused); ``reset_ms`` is the time until that limit is back to its full quota.
+    ``retry_after_ms`` is the time until the same request would be admitted (0 when admitted).
+    """
+
+    allowed: bool
+    limit: int = 0
+    remaining: int = 0
+    reset_ms: int = 0
+    retry_after_ms: int = 0
+    # Which limit refused ("m", "b", "route:m", ...), None when admitted.
+    refused_by: str | None = None
+    # True when the store could not be asked and the failure policy decided.
+    degraded: bool = False
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds, rounded up (a client that waits this long is admitted)."""
+        return -(-self.retry_after_ms // 1000)
+
+    @property
+    def reset(self) -> int:
+        return -(-self.reset_ms // 1000)
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any], names: Sequence[str]) -> RateLimitState:
+        refused = int(reply[5])
+        return cls(allowed=int(reply[0]) == 1, limit=int(reply[2]), remaining=int(reply[3]),
+                   reset_ms=int(reply[4]), retry_after_ms=int(reply[1]),
+                   refused_by=names[refused - 1] if refused else None)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """RateLimit-* (IETF draft names) and the older X-RateLimit-* names, same values."""
+        limit, remaining, reset = str(self.limit).encode(), str(self.remaining).encode(), str(self.reset).encode()
+        return [(b"ratelimit-limit", limit), (b"ratelimit-remaining", remaining), (b"ratelimit-reset", reset),
+                (b"x-ratelimit-limit", limit), (b"x-ratelimit-remaining", remaining),
+                (b"x-ratelimit-reset", reset)]
