@@ -164,12 +164,28 @@ class TimeoutSpec(_Section):
 
 
 class RetrySpec(_Section):
+    # Retries after the first attempt; 0 (the default, DESIGN.md) means none.
     attempts: int = Field(default=0, ge=0, le=10)
+    # Exponential backoff with full jitter: a wait in [0, min(backoff_max, backoff_base * 2^(n-1))].
     backoff_base: float = Field(default=0.05, ge=0)
     backoff_max: float = Field(default=1.0, ge=0)
-    # Retries may be at most this share of requests, so they cannot multiply a failing load.
+    # Retries may be at most this share of requests, so they cannot multiply a failing load...
     budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    # ...plus this many per budget window, so that a quiet route can still retry.
+    budget_min_retries: int = Field(default=3, ge=0)
+    budget_window: float = Field(default=10.0, gt=0)
+    # Idempotent methods only: POST and PATCH are refused here.
     methods: list[HttpMethod] = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+    # Answers worth another try (connection errors and timeouts always are).
+    statuses: list[int] = [502, 503, 504]
+
+    @field_validator("methods")
+    @classmethod
+    def _idempotent_only(cls, methods: list[str]) -> list[str]:
+        bad = [m for m in methods if m in ("POST", "PATCH", "*")]
+        if bad:
+            raise ValueError(f"only idempotent methods can be retried, not {', '.join(bad)}")
+        return methods
 
 
 class HealthCheckSpec(_Section):

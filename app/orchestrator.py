@@ -19,6 +19,8 @@ import aiohttp
 import orjson
 
 from app.activity import ClientActivity
+from app.breaker.manager import CircuitBreakerManager
+from app.breaker.stage import CircuitBreakerStage
 from app.cache_manager import ApiCacheManager, CacheStage
 from app.config import GatewayConfig
 from app.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
@@ -26,6 +28,7 @@ from app.metrics import STORE_ERRORS
 from app.pipeline import Stage
 from app.rate_limit_stage import RateLimitStage
 from app.rate_limiter import ApiGatewayRateLimiter
+from app.retry import BackendCall, RetryPolicy, send_with_retries
 from app.router import ApiGatewayRouter, Route
 from app.store import MemoryStore, ScriptCall, Store, StoreError
 from app.transformation_engine import CompiledTransform, TransformationEngine, TransformationError
@@ -96,11 +99,15 @@ class ApiGatewayOrchestrator:
         # After the rate limit stage: it counts the client that stage identified, and answers nothing.
         self.client_activity = ClientActivity(self.store)
         self.stages.append(self.client_activity)
+        self.circuit_breaker_manager = CircuitBreakerManager(self.store, self.config.circuit_breaker.default)
+        self.stages.append(CircuitBreakerStage(self.circuit_breaker_manager, self.config.circuit_breaker))
+        self.router.status_reporters["circuits"] = self.circuit_breaker_manager.get_all_stats
 
     def _compile_route(self, route: Route) -> None:
         spec = route.spec
         route.compiled["timeout"] = client_timeout(spec.timeout.connect, spec.timeout.read)
         route.compiled["max_body"] = spec.max_body_size or self.config.server.max_body_size
+        route.compiled["retry"] = RetryPolicy.for_route(spec.retry, route.key)
         if spec.transform is not None:
             route.compiled["transform"] = CompiledTransform(spec.transform)
 
@@ -114,8 +121,10 @@ class ApiGatewayOrchestrator:
         await self.upstream.start()
         await self.cache_stage.start()  # subscribes to fills; warms cache.warm paths
         await self.client_activity.start()
+        await self.circuit_breaker_manager.start()
 
     async def close(self) -> None:
+        await self.circuit_breaker_manager.close()
         await self.client_activity.close()
         await self.cache_stage.close()
         await self.upstream.close()
@@ -207,7 +216,9 @@ class ApiGatewayOrchestrator:
         return None
 
     async def _forward(self, ex: Exchange, route: Route) -> Reply:
-        target = route.balancer.next_target()
+        """Send the request to a target (the one the circuit check chose, if it did), retried as
+        the route's policy allows; ``ex.notes["backend"]`` tells the later stages how it went."""
+        target = ex.notes.get("target") or route.balancer.next_target()
         if target is None:
             return error_reply(503, "no healthy target", route=route.key)
         limit: int = route.compiled["max_body"]
@@ -216,20 +227,35 @@ class ApiGatewayOrchestrator:
         except BodyTooLarge:
             return error_reply(413, "request body too large", limit=limit)
         url = target.url + self._upstream_path(ex, route)
+        headers = self._request_headers(ex)
+        policy = None if ex.notes.get("no_retry") else route.compiled["retry"]
+
+        async def attempt() -> tuple[Reply, BackendCall | None]:
+            return await self._attempt(ex, route, url, headers, body, limit)
+
+        reply, backend = await send_with_retries(policy, ex.method, body, attempt, ex.notes.get("retry_guard"))
+        ex.notes["backend"] = backend
+        return reply
+
+    async def _attempt(self, ex: Exchange, route: Route, url: str, headers: list[tuple[str, str]],
+                       body: bytes | AsyncIterator[bytes] | None, limit: int) -> tuple[Reply, BackendCall | None]:
+        """One try; the BackendCall is None when the request never reached the backend."""
         sent = perf_counter()
         try:
-            response = await self.upstream.send(ex.method, url, self._request_headers(ex), body,
-                                                route.compiled["timeout"])
+            response = await self.upstream.send(ex.method, url, headers, body, route.compiled["timeout"])
         except UpstreamError as error:
             ex.backend_seconds += perf_counter() - sent
             if ex.notes.get("body_too_large"):
-                return error_reply(413, "request body too large", limit=limit)
+                return error_reply(413, "request body too large", limit=limit), None
             log.info("upstream %s for %s: %s", error.reason, route.key, error)
-            return error_reply(error.status, error.reason, route=route.key)
+            return error_reply(error.status, error.reason, route=route.key), \
+                BackendCall(None, perf_counter() - sent)
         # A stage may want larger bodies whole (the cache, to keep what it may store).
         reply = await self._reply_from(response, route, max(_SMALL_BODY, ex.notes.get("read_body_up_to", 0)))
         ex.backend_seconds += perf_counter() - sent  # headers, and the body when it was read whole
-        return reply
+        # A body that broke off is no answer, whatever the status line said.
+        status = None if reply.status != response.status else response.status
+        return reply, BackendCall(status, perf_counter() - sent)
 
     async def _reply_from(self, response: aiohttp.ClientResponse, route: Route,
                           read_up_to: int = _SMALL_BODY) -> Reply:

@@ -9,7 +9,7 @@ shorter one, a named method beats ``*``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,12 +38,13 @@ class LoadBalancer:
         self.targets = list(targets)
         self._lock = threading.Lock()  # the library API may be used from threads
 
-    def next_target(self) -> Target | None:
+    def next_target(self, exclude: Collection[str] = ()) -> Target | None:
+        """The next healthy target, skipping the URLs in ``exclude`` (e.g. those whose circuit is open)."""
         with self._lock:
             best: Target | None = None
             total = 0
             for target in self.targets:
-                if not target.healthy or target.weight <= 0:
+                if not target.healthy or target.weight <= 0 or target.url in exclude:
                     continue
                 target.current_weight += target.weight
                 total += target.weight
@@ -210,6 +211,8 @@ class ApiGatewayRouter:
         self.route_manager = RouteManager()
         # Components compile their per-route structures here (see Route.compiled).
         self._on_change = on_change
+        # Sections that components add to get_health_status (name -> a call returning its report).
+        self.status_reporters: dict[str, Callable[[], Any]] = {}
         self.replace_routes(routes)
 
     def _build(self, spec: RouteSpec) -> Route:
@@ -279,9 +282,16 @@ class ApiGatewayRouter:
         return target.url if target is not None else None
 
     def get_health_status(self) -> dict[str, Any]:
+        """The seed's keys (enabled, routes_count, targets_count), each target's health, and what
+        the components in ``status_reporters`` add (the circuit breakers' states)."""
         routes = self.routes
-        return {
+        status: dict[str, Any] = {
             "enabled": self.enabled,
             "routes_count": len(routes),
             "targets_count": len({t.url for r in routes for t in r.balancer.targets}),
+            "targets": [{"route": r.key, "url": t.url, "healthy": t.healthy}
+                        for r in routes for t in r.balancer.targets],
         }
+        for name, report in self.status_reporters.items():
+            status[name] = report()
+        return status

@@ -7,7 +7,11 @@ def test_seed_router_example() -> None:
     router = ApiGatewayRouter()
     router.add_route(path="/api/v1/agents", method="GET", target="http://agent-service:8001", weight=100)
     assert router.route_request("/api/v1/agents", "GET") == "http://agent-service:8001"
-    assert router.get_health_status() == {"enabled": True, "routes_count": 1, "targets_count": 1}
+    status = router.get_health_status()
+    # The seed's keys as the seed shows them; the targets' health comes with them.
+    assert {k: status[k] for k in ("enabled", "routes_count", "targets_count")} == \
+        {"enabled": True, "routes_count": 1, "targets_count": 1}
+    assert status["targets"] == [{"route": "GET /api/v1/agents", "url": "http://agent-service:8001", "healthy": True}]
 
 
 def test_unknown_path_and_method() -> None:

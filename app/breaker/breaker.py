@@ -1,0 +1,323 @@
+"""One circuit breaker: admission, outcomes, and the store calls that make its transitions.
+
+The happy path never touches the store: a CLOSED breaker admits from memory, and a success is
+written only when it would change something (a failure count to reset, a probe to report). Failures
+go to ``lua/breaker_record.lua``; probes of an OPEN breaker past its recovery time, or of a
+HALF_OPEN one, are reserved by ``lua/breaker_acquire.lua``. Each script is one atomic transition in
+Redis, so however many replicas report at once, the breaker opens once and the probes are counted
+for the whole fleet.
+
+When the store is unreachable, the breaker runs the same scripts' Python twins on a private
+``MemoryDB`` (local state), and reconciles when the store is back (``reconcile``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from app.config import CircuitBreakerSpec
+from app.metrics import CIRCUIT_STATE, CIRCUIT_TRANSITIONS
+from app.breaker.model import STATE_NUMBER, CircuitState, Event, Outcome, Snapshot, View
+from app.store import MemoryDB, ScriptCall, Store, StoreUnavailable
+from app.store.scripts import breaker_acquire, breaker_record, breaker_state, breaker_trip
+
+if TYPE_CHECKING:
+    from app.breaker.manager import CircuitBreakerManager
+
+log = logging.getLogger("apigw.breaker")
+
+_TWINS = {"breaker_acquire": breaker_acquire, "breaker_record": breaker_record,
+          "breaker_state": breaker_state, "breaker_trip": breaker_trip}
+
+
+class CircuitBreakerOpenError(Exception):
+    """The circuit refuses the call: it is OPEN, or HALF_OPEN with every probe slot taken."""
+
+    def __init__(self, name: str, state: CircuitState, retry_after: float) -> None:
+        super().__init__(f"circuit {name!r} is {state.value}; retry after {retry_after:.1f}s")
+        self.name = name
+        self.state = state
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class CircuitBreakerStats:
+    """Calls through this breaker on this replica (the state itself is the fleet's)."""
+
+    total_calls: int = 0
+    success_count: int = 0
+    failure_count: int = 0
+    slow_call_count: int = 0
+    rejected_count: int = 0
+    state_changes: int = 0
+    last_failure_time: float | None = None
+    last_state_change: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """An admitted call: the generation it was admitted under, and whether it holds a probe slot."""
+
+    gen: int
+    probe: bool = False
+
+
+def breaker_tag(name: str) -> str:
+    # The hash tag is the text between the first { and the next }: a route's "{id}" must not end it.
+    return name.replace("{", "(").replace("}", ")")
+
+
+def default_is_failure(result: Any) -> bool:
+    """A returned value fails when it is an HTTP answer with a 5xx status (DESIGN.md); 4xx succeed."""
+    status = getattr(result, "status_code", None)
+    if status is None:
+        status = getattr(result, "status", None)
+    if status is None and isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], int):
+        status = result[1]  # the seed's (body, status)
+    return isinstance(status, int) and status >= 500
+
+
+class ApiCircuitBreaker:
+    def __init__(self, name: str, config: CircuitBreakerSpec, store: Store,
+                 manager: CircuitBreakerManager | None = None,
+                 is_failure: Callable[[Any], bool] = default_is_failure) -> None:
+        self.name = name
+        self.config = config
+        self.store = store
+        self.manager = manager
+        self.is_failure = is_failure
+        self.key = store.key("cb", breaker_tag(name))
+        self.view = View()
+        self.stats = CircuitBreakerStats()
+        # Successes not written yet; only the rate rule needs them (flushed with the next write).
+        self.pending_successes = 0
+        # Set while the store is unreachable: the scripts' twins run here instead.
+        self._local: MemoryDB | None = None
+        CIRCUIT_STATE.labels(name).set(0)
+
+    # -- what callers see -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        return self.view.state
+
+    @property
+    def local_only(self) -> bool:
+        """True while the store is unreachable and this breaker decides alone."""
+        return self._local is not None
+
+    def retry_after(self) -> float:
+        return max(1.0, math.ceil(self.view.open_left()))
+
+    def get_stats(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "state": self.view.state.value, "failure_count": s.failure_count, "success_count": s.success_count,
+            "slow_call_count": s.slow_call_count, "rejected_count": s.rejected_count,
+            "total_calls": s.total_calls, "state_changes": s.state_changes,
+            "consecutive_failures": self.view.failures, "generation": self.view.gen,
+            "open_seconds_left": round(self.view.open_left(), 3), "local_only": self.local_only,
+        }
+
+    async def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``func`` (sync or async) through the breaker; raises CircuitBreakerOpenError when
+        the circuit refuses. An exception, or a 5xx answer, counts as a failure."""
+        ticket = await self.admit(lease=self.config.recovery_timeout)
+        started = time.monotonic()
+        try:
+            result = func(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except asyncio.CancelledError:
+            await self.record(ticket, Outcome.NONE)
+            raise
+        except Exception:
+            await self.record(ticket, Outcome.FAILURE, time.monotonic() - started)
+            raise
+        outcome = Outcome.FAILURE if self.is_failure(result) else Outcome.SUCCESS
+        await self.record(ticket, outcome, time.monotonic() - started)
+        return result
+
+    # -- admission ------------------------------------------------------------------------------
+
+    def admits_locally(self) -> bool:
+        """Whether a call could be admitted (without reserving anything): for target selection."""
+        return self.view.state is not CircuitState.OPEN or self.view.open_left() <= 0
+
+    async def admit(self, lease: float = 30.0) -> Ticket:
+        """Admit a call or raise CircuitBreakerOpenError. CLOSED answers from memory; otherwise one
+        script call reserves a probe (``lease``: seconds the slot is held if never reported)."""
+        view = self.view
+        if view.state is CircuitState.CLOSED:
+            self.stats.total_calls += 1
+            return Ticket(view.gen)
+        if view.state is CircuitState.OPEN and view.open_left() > 0:
+            self.stats.rejected_count += 1
+            raise CircuitBreakerOpenError(self.name, view.state, self.retry_after())
+        snap = await self._run("breaker_acquire", [self.config.half_open_max_calls, int(lease * 1000)])
+        if not snap.flag:
+            self.stats.rejected_count += 1
+            retry = max(1.0, math.ceil(snap.open_left_ms / 1000)) if snap.state is CircuitState.OPEN else 1.0
+            raise CircuitBreakerOpenError(self.name, snap.state, retry)
+        self.stats.total_calls += 1
+        return Ticket(snap.gen, probe=snap.state is CircuitState.HALF_OPEN)
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def classify(self, outcome: Outcome, seconds: float | None) -> Outcome:
+        slow = self.config.slow_call_seconds
+        if outcome is Outcome.SUCCESS and slow is not None and seconds is not None and seconds >= slow:
+            self.stats.slow_call_count += 1
+            return Outcome.FAILURE
+        return outcome
+
+    def outcome_call(self, ticket: Ticket, outcome: Outcome, seconds: float | None = None) -> ScriptCall | None:
+        """The store write this outcome needs, or None when it would change nothing. Counts the call
+        in this replica's stats; pass the reply (or StoreUnavailable) to ``outcome_reply``."""
+        outcome = self.classify(outcome, seconds)
+        if outcome is Outcome.SUCCESS:
+            self.stats.success_count += 1
+        elif outcome is Outcome.FAILURE:
+            self.stats.failure_count += 1
+            self.stats.last_failure_time = time.time()
+        view = self.view
+        rate_rule = self.config.failure_rate_threshold is not None
+        if outcome is Outcome.NONE and not ticket.probe:
+            return None
+        if ticket.gen != view.gen:
+            return None  # admitted before a transition we already know of: the script would drop it
+        if not ticket.probe and outcome is not Outcome.FAILURE and view.state is CircuitState.CLOSED \
+                and view.failures == 0:
+            if rate_rule and outcome is Outcome.SUCCESS:
+                self.pending_successes += 1
+            return None
+        batch = 0
+        if rate_rule and outcome is Outcome.FAILURE:
+            batch, self.pending_successes = self.pending_successes, 0
+        return self._record_call(ticket.gen, outcome, ticket.probe, batch)
+
+    def _record_call(self, gen: int, outcome: Outcome, probe: bool, batch: int) -> ScriptCall:
+        c = self.config
+        args = [gen, int(outcome), int(probe), batch, c.failure_threshold, c.success_threshold,
+                int(c.recovery_timeout * 1000), c.failure_rate_threshold or 0, c.window_seconds * 1000,
+                c.min_calls]
+        return ScriptCall("breaker_record", [self.key], args)
+
+    async def outcome_reply(self, call: ScriptCall, reply: Any) -> None:
+        """Learn from the store's reply to ``outcome_call``; a StoreUnavailable (or being in local
+        mode) decides on local state instead."""
+        if isinstance(reply, StoreUnavailable) or isinstance(reply, BaseException):
+            self._run_local(call.script, list(call.args))
+            return
+        await self._learned(Snapshot.parse(reply))
+
+    async def record(self, ticket: Ticket, outcome: Outcome, seconds: float | None = None) -> None:
+        """``outcome_call`` and its reply in one go (the library path; the pipeline batches them)."""
+        call = self.outcome_call(ticket, outcome, seconds)
+        if call is None:
+            return
+        try:
+            reply = (await self.store.run(call))[0]
+        except StoreUnavailable as error:
+            reply = error
+        await self.outcome_reply(call, reply)
+
+    def flush_call(self) -> ScriptCall | None:
+        """The successes the rate rule still needs to count, as a write that changes nothing else."""
+        if not self.pending_successes or self._local is not None:
+            return None
+        batch, self.pending_successes = self.pending_successes, 0
+        return self._record_call(self.view.gen, Outcome.NONE, False, batch)
+
+    # -- the store, or local state when it is unreachable ----------------------------------------
+
+    async def _run(self, script: str, args: list[Any]) -> Snapshot:
+        try:
+            reply = await self.store.call(script, [self.key], args)
+        except StoreUnavailable:
+            return self._run_local(script, args)
+        snap = Snapshot.parse(reply)
+        await self._learned(snap)
+        return snap
+
+    def _run_local(self, script: str, args: list[Any]) -> Snapshot:
+        if self._local is None:
+            self._local = self._seed_local()
+            log.warning("circuit %s: store unreachable, deciding on local state", self.name)
+        snap = Snapshot.parse(_TWINS[script].run(self._local, [self.key], args))
+        self._adopt(snap)
+        return snap
+
+    def _seed_local(self) -> MemoryDB:
+        """Start local state from what we knew of the fleet's."""
+        db = MemoryDB()
+        view = self.view
+        open_until = db.now_us() + int(view.open_left() * 1_000_000) if view.state is CircuitState.OPEN else 0
+        db.set(self.key, {b"state": view.state.value.encode(), b"gen": str(view.gen).encode(),
+                          b"failures": str(view.failures).encode(), b"open_until": str(open_until).encode()})
+        return db
+
+    async def _learned(self, snap: Snapshot) -> None:
+        """A reply from the shared store: adopt it, and tell the fleet when it was a transition."""
+        if self._local is not None:
+            await self.reconcile()
+            return
+        self._adopt(snap)
+        if snap.event is not Event.NONE and self.manager is not None:
+            await self.manager.announce(self, snap)
+
+    def _adopt(self, snap: Snapshot, force: bool = False) -> None:
+        before = self.view.state
+        if self.view.adopt(snap, force=force):
+            self._changed(before)
+
+    def _changed(self, before: CircuitState) -> None:
+        state = self.view.state
+        self.stats.state_changes += 1
+        self.stats.last_state_change = time.time()
+        CIRCUIT_STATE.labels(self.name).set(STATE_NUMBER[state])
+        if state is not before:
+            CIRCUIT_TRANSITIONS.labels(self.name, state.value).inc()
+            level = logging.WARNING if state is CircuitState.OPEN else logging.INFO
+            log.log(level, "circuit %s: %s -> %s (generation %d)", self.name, before.value, state.value,
+                    self.view.gen)
+
+    def learn_event(self, snap: Snapshot) -> None:
+        """Another replica's transition, from the fleet's events."""
+        if self._local is None:
+            self._adopt(snap)
+
+    def state_call(self) -> ScriptCall:
+        return ScriptCall("breaker_state", [self.key], [])
+
+    def learn_state(self, reply: Any, force: bool) -> None:
+        """A re-read of the shared state (``force``: after a reconnect, Redis may have restarted)."""
+        self._adopt(Snapshot.parse(reply), force=force)
+
+    async def reconcile(self) -> None:
+        """The store is reachable again: a circuit that this replica opened alone is opened for the
+        fleet (if the fleet's is closed), then the shared state is taken as it is."""
+        view = self.view
+        try:
+            if self._local is not None and view.state is CircuitState.OPEN and view.open_left() > 0:
+                trip = Snapshot.parse(await self.store.call(
+                    "breaker_trip", [self.key], [int(view.open_left() * 1000)]))
+                if trip.event is not Event.NONE and self.manager is not None:
+                    self._local = None
+                    self._adopt(trip, force=True)
+                    await self.manager.announce(self, trip)
+                    return
+            reply = await self.store.call("breaker_state", [self.key], [])
+        except StoreUnavailable:
+            return
+        if self._local is not None:
+            log.info("circuit %s: store reachable again, back on the fleet's state", self.name)
+        self._local = None
+        self.learn_state(reply, force=True)
