@@ -13,6 +13,8 @@ from tests.support import BackendServer, GatewayThread, free_port
 
 
 def _gateway(routes: list[dict[str, Any]], **sections: Any) -> GatewayThread:
+    # The cache would answer repeated GETs itself; these tests count what reaches the backends.
+    sections.setdefault("cache", {"enabled": False})
     return GatewayThread(parse_config({"router": {"routes": routes}, **sections}, {}))
 
 
