@@ -28,6 +28,17 @@ from app.store.scripts import LUA_DIR
 log = logging.getLogger("apigw.store")
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
+# Errors worth one immediate second try: a pooled connection that died while Redis restarted fails
+# once, and redis-py drops it, so the retry gets a fresh one (and a Redis that is really gone refuses
+# it at once). Timeouts are not retried: that would double the wait.
+_STALE = (RedisConnectionError, ConnectionError)
+
+
+async def _once_more_if_stale(command: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return await command()
+    except _STALE:
+        return await command()
 
 
 class RedisStore(Store):
@@ -93,7 +104,7 @@ class RedisStore(Store):
     async def _guarded(self, command: Callable[[], Awaitable[Any]]) -> Any:
         self._refuse_while_down()
         try:
-            result = await command()
+            result = await _once_more_if_stale(command)
         except _UNREACHABLE as error:
             raise self._mark_down(error) from None
         except RedisError as error:
@@ -113,7 +124,7 @@ class RedisStore(Store):
         self._refuse_while_down()
         try:
             try:
-                replies = await self._evalsha(calls)
+                replies = await _once_more_if_stale(lambda: self._evalsha(calls))
             except NoScriptError:
                 await self._load_scripts()
                 replies = await self._evalsha(calls)
