@@ -124,6 +124,8 @@ class ApiCircuitBreaker:
             "total_calls": s.total_calls, "state_changes": s.state_changes,
             "consecutive_failures": self.view.failures, "generation": self.view.gen,
             "open_seconds_left": round(self.view.open_left(), 3), "local_only": self.local_only,
+            # Wall-clock time at which this replica learned of the current state.
+            "state_since": self.view.learned_at,
         }
 
     async def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
