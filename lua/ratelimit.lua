@@ -13,7 +13,8 @@
 --   "b", capacity, interval_us, 0  a token bucket (GCRA): one token back every interval_us.
 --
 -- Window hash: "c" the bucket index of the last charge, "n" the requests in buckets c-K..c, and
--- one field per bucket, named by its slot in a ring of K+1 (index % (K+1)).
+-- one field per bucket, named by its slot in a ring of K+1 (index % (K+1)). An admission in the
+-- current bucket costs one HMGET and one HSET (redis.call is the script's main cost).
 -- Bucket key: the theoretical arrival time (TAT) in microseconds; absent means full.
 --
 -- Reply (integers): allowed (1/0), retry_after_ms (when the same request would be admitted),
@@ -61,26 +62,39 @@ for i = 1, #KEYS do
   local ok, remaining, reset, wait
   if kind == "w" then
     local ring = buckets + 1
-    local state = redis.call("HMGET", key, "c", "n")
-    local last, n = tonumber(state[1]), tonumber(state[2]) or 0
     local c = floordiv(now, width)
+    local slot = fmt(c % ring)
+    -- One read for the common case: the state and what the current bucket's slot holds.
+    local state = redis.call("HMGET", key, "c", "n", slot)
+    local last, n = tonumber(state[1]), tonumber(state[2]) or 0
+    local in_slot = tonumber(state[3]) or 0
     if last == nil then
-      n = 0
+      n, in_slot = 0, 0
+      p.moved = true
     elseif c < last then
       c = last  -- the clock went back: count into the newest bucket, which only counts more
+      slot = fmt(c % ring)
+      in_slot = tonumber(redis.call("HGET", key, slot)) or 0
     elseif c > last then
+      p.moved = true
       if last < c - buckets then
         p.clear = true  -- every counted bucket has left the window
-        n = 0
+        n, in_slot = 0, 0
       else
-        local gone = {}
-        for b = last - buckets, c - buckets - 1 do gone[#gone + 1] = fmt(b % ring) end
-        local counts = redis.call("HMGET", key, unpack(gone))
-        for j = 1, #gone do n = n - (tonumber(counts[j]) or 0) end
-        p.gone = gone
+        -- Buckets last-K .. c-K-1 leave the window; their slots are those of the new buckets
+        -- last+1 .. c. The last of them (slot(c)) was read above; the others only after a gap.
+        n = n - in_slot
+        in_slot = 0
+        if c - last > 1 then
+          local gone = {}
+          for b = last + 1, c - 1 do gone[#gone + 1] = fmt(b % ring) end
+          local counts = redis.call("HMGET", key, unpack(gone))
+          for j = 1, #gone do n = n - (tonumber(counts[j]) or 0) end
+          p.gone = gone
+        end
       end
     end
-    p.c, p.n, p.slot = c, n, fmt(c % ring)
+    p.c, p.n, p.slot, p.in_slot = c, n, slot, in_slot
     p.ttl = ms((c + ring) * width - now) + 1
     ok = n + cost <= limit
     if ok then
@@ -151,9 +165,11 @@ if allowed and cost > 0 then
       elseif p.gone then
         redis.call("HDEL", p.key, unpack(p.gone))
       end
-      redis.call("HINCRBY", p.key, p.slot, cost)
-      redis.call("HSET", p.key, "c", fmt(p.c), "n", fmt(p.n + cost))
-      redis.call("PEXPIRE", p.key, fmt(p.ttl))
+      redis.call("HSET", p.key, p.slot, fmt(p.in_slot + cost), "c", fmt(p.c), "n", fmt(p.n + cost))
+      if p.moved then
+        -- The key lives until the bucket of its last charge has left: set once per bucket.
+        redis.call("PEXPIRE", p.key, fmt(p.ttl))
+      end
     else
       redis.call("SET", p.key, fmt(p.tat), "PX", fmt(p.ttl))
     end
