@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     case = next(c for c in CASES if c.name == args.case)
     base_tree = export(args.base)
     backend_port = free_port()
-    figures: dict[str, dict[str, list[float]]] = {"A": {"cpu": [], "rps": []}, "B": {"cpu": [], "rps": []}}
+    figures: dict[str, dict[str, list[float]]] = {side: {"cpu": [], "rps": [], "p99": []} for side in "AB"}
     with RedisProcess() as redis_server:
         backend = backend_nginx(backend_port).start(backend_port)
         config = case.config(f"http://127.0.0.1:{backend_port}")
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu = (tree_cpu_seconds([server.pid]) - cpu0) * 1e6 / max(result.requests, 1)
                 figures[side]["cpu"].append(cpu)
                 figures[side]["rps"].append(result.rps)
+                figures[side]["p99"].append(result.p99_ms)
                 print(f"{side}: {result.rps:8.0f} req/s  {cpu:6.1f} us/req  p50 {result.p50_ms:.2f} ms", flush=True)
         finally:
             for server in sides.values():
@@ -82,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     a_cpu, b_cpu = median(figures["A"]["cpu"]), median(figures["B"]["cpu"])
     a_rps, b_rps = median(figures["A"]["rps"]), median(figures["B"]["rps"])
     print(f"{case.name}, {args.rounds} runs each of {args.duration:g} s, medians:")
-    print(f"  A {args.base}: {a_cpu:.1f} us/req, {a_rps:.0f} req/s")
-    print(f"  B this checkout: {b_cpu:.1f} us/req, {b_rps:.0f} req/s")
-    print(f"  B/A: CPU per request {b_cpu / a_cpu:.3f}, req/s {b_rps / a_rps:.3f}")
+    a_p99, b_p99 = median(figures["A"]["p99"]), median(figures["B"]["p99"])
+    print(f"  A {args.base}: {a_cpu:.1f} us/req, {a_rps:.0f} req/s, p99 {a_p99:.2f} ms")
+    print(f"  B this checkout: {b_cpu:.1f} us/req, {b_rps:.0f} req/s, p99 {b_p99:.2f} ms")
+    print(f"  B/A: CPU per request {b_cpu / a_cpu:.3f}, req/s {b_rps / a_rps:.3f}, p99 {b_p99 / a_p99:.3f}")
     print(f"  Python bytecodes per request (tests.perf.opcount, exact): A {ops['A']:.0f}, B {ops['B']:.0f}, "
           f"B/A {ops['B'] / ops['A']:.3f}")
     return 0

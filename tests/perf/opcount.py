@@ -34,7 +34,7 @@ def _local(frame: Any, event: str, arg: Any) -> Any:
     return _local
 
 
-async def _measure(app: Any, requests: int) -> float:
+async def _measure(app: Any, requests: int, unique: bool = False) -> float:
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
              "scheme": "http", "path": "/bench", "raw_path": b"/bench", "query_string": b"",
              "headers": [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"bench"), (b"accept", b"*/*")],
@@ -48,14 +48,18 @@ async def _measure(app: Any, requests: int) -> float:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
-    for _ in range(20):  # warm: connection pool, caches, lazily built structures
-        await app(dict(scope), receive, send)
+    def request(i: int) -> dict[str, Any]:
+        # For the cache-miss configuration every request its own URL, as in tests.perf.run.
+        return {**scope, "query_string": f"n={i}".encode()} if unique else dict(scope)
+
+    for i in range(20):  # warm: connection pool, caches, lazily built structures
+        await app(request(-i - 1), receive, send)
     global _count
     _count = 0
     sys.settrace(_tracer)
     try:
-        for _ in range(requests):
-            await app(dict(scope), receive, send)
+        for i in range(requests):
+            await app(request(i), receive, send)
     finally:
         sys.settrace(None)
     if set(statuses) != {200}:
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             gateway = Gateway(config)  # the memory store: no Redis traffic in the count
             await gateway.orchestrator.start()
             try:
-                return await _measure(gateway, args.requests)
+                return await _measure(gateway, args.requests, case.unique_paths)
             finally:
                 await gateway.orchestrator.close()
 
