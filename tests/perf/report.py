@@ -50,7 +50,7 @@ def render(data: dict[str, Any]) -> str:
               f"{data['machine']['loadavg_before'][0]}." + (" **Quick mode: too short to quote.**" if s["quick"] else ""),
               ""]
     lines += ["| configuration | req/s | p50 ms | p99 ms | CPU us/req | req/s vs nginx | p50 vs nginx "
-              "| p99 vs nginx | CPU vs nginx | Redis round trips/req | Redis commands/req |",
+              "| p99 vs nginx | CPU vs nginx | Redis round trips/req | Redis commands/req (in scripts too) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["results"]:
         if r["status"].startswith(("n/a", "failed")):
