@@ -54,6 +54,18 @@ def demo_backend(name: str) -> web.Application:
         await response.write_eof()
         return response
 
+    async def stream_chunks(request: web.Request) -> web.StreamResponse:
+        size = int(request.match_info["n"])
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        block = (b"%08d" % hits[request.path]) * 8192  # which call answered shows in the bytes
+        while size > 0:
+            await response.write(block[:size])
+            size -= len(block)
+        await response.write_eof()
+        return response
+
     async def flaky(request: web.Request) -> web.Response:
         fail = int(request.query.get("fail", "1"))
         if hits[request.path] <= fail:
@@ -97,6 +109,7 @@ def demo_backend(name: str) -> web.Application:
     app.router.add_route("*", "/status/{code:\\d+}", status)
     app.router.add_route("*", "/bytes/{n:\\d+}", stream_bytes)
     app.router.add_route("*", "/flaky", flaky)
+    app.router.add_route("*", "/chunks/{n:\\d+}", stream_chunks)
     app.router.add_route("*", "/headers", set_headers)
     app.router.add_route("*", "/headers/{tail:.*}", set_headers)
     app.router.add_route("*", "/{tail:.*}", describe)

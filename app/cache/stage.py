@@ -19,7 +19,8 @@ from typing import Any
 from app.cache.entry import CacheEntry, decode_entry, decode_entry_sync
 from app.cache.manager import (DUE, FINAL, FRESH, HIT, MAY_LOCK, MISS, PASS_MS, STALE, VARY, WAIT, WARM,
                                ApiCacheManager, new_token)
-from app.cache.policy import CacheRequest, CacheStrategy, Lookup, vary_names
+from app.cache.policy import CacheRequest, CacheStrategy, Lookup, StoreDecision, vary_names
+from app.cache.tee import TeeResponse
 from app.exchange import Exchange, Reply, new_request_id
 from app.metrics import CACHE_LOOKUPS, STORE_ERRORS
 from app.pipeline import Stage
@@ -238,14 +239,22 @@ class CacheStage(Stage):
 
     def _completion(self, pending: _Pending, reply: Reply) -> ScriptCall | None:
         decision = None
-        if reply.stream is None and len(reply.body) <= self.settings.max_body_size:
+        if reply.stream is not None or len(reply.body) <= self.settings.max_body_size:
             decision = self.strategy.storable(pending.request, reply.status, reply.headers)
+        if decision is not None and reply.stream is not None:
+            # Unknown length: keep a copy while the client is served; store it once complete
+            # (one more round trip, after the answer went out).
+            self._tee(pending, reply, decision)
+            return None
         if decision is None:
             if not pending.holds_lock:
                 return None
             # A failure may pass; anything else will not be kept next time either: skip the lock.
             pass_ms = 0 if reply.status >= 500 else PASS_MS
             return self.manager.release_call(pending.entry_id, pending.token, pass_ms)
+        return self._store_call(pending, decision, reply.status, reply.body)
+
+    def _store_call(self, pending: _Pending, decision: StoreDecision, status: int, body: bytes) -> ScriptCall:
         entry_id = pending.entry_id
         if decision.vary != pending.names:
             self._learn_vary(pending.base_id, decision.vary)
@@ -254,8 +263,30 @@ class CacheStage(Stage):
             # Filed under another variant than the one locked: free the lock, waiters look again.
             self._spawn(self._release_quietly(pending))
         token = pending.token if pending.holds_lock and entry_id == pending.entry_id else ""
-        return self.manager.store_call(pending.request, entry_id, pending.base_id, decision, reply.status,
-                                       reply.body, token)
+        return self.manager.store_call(pending.request, entry_id, pending.base_id, decision, status, body, token)
+
+    def _tee(self, pending: _Pending, reply: Reply, decision: StoreDecision) -> None:
+        status = reply.status
+
+        def complete(body: bytes) -> None:
+            self._spawn(self._store_later(pending, self._store_call(pending, decision, status, body)))
+
+        def abandon(too_large: bool) -> None:
+            if pending.holds_lock:
+                pass_ms = PASS_MS if too_large else 0
+                self._spawn(self._store_later(pending, self.manager.release_call(
+                    pending.entry_id, pending.token, pass_ms)))
+
+        reply.stream = TeeResponse(reply.stream, self.settings.max_body_size, complete, abandon)  # type: ignore[assignment]
+
+    async def _store_later(self, pending: _Pending, call: ScriptCall) -> None:
+        try:
+            await self.store.run(call)
+        except StoreError as error:
+            STORE_ERRORS.labels("cache").inc()
+            log.debug("cache store after a stream failed: %s", error)
+        finally:
+            self._wake(pending.entry_id)
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
         pending: _Pending | None = ex.notes.get(_NOTE)
@@ -317,7 +348,10 @@ class CacheStage(Stage):
             call = self._completion(pending, reply)
             if call is not None:
                 await self.store.run(call)
-            return call is not None and call.script == "cache_set"
+                return call.script == "cache_set"
+            if isinstance(reply.stream, TeeResponse):
+                return await reply.stream.drain()  # stored by the tee on release
+            return False
         finally:
             if reply.stream is not None:
                 reply.stream.release()

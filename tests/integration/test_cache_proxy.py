@@ -163,6 +163,24 @@ def test_large_bodies_are_cached_whole(gateway: GatewayThread, backend: BackendS
     assert too_big == ["MISS", "MISS"]  # above cache.max_body_size (1 MiB)
 
 
+def test_streamed_answers_are_kept_while_they_are_sent(gateway: GatewayThread, backend: BackendServer) -> None:
+    first = _get(gateway, "/c/chunks/200000")
+    assert "content-length" not in first.headers  # chunked from the backend, chunked to us
+    assert first.headers["x-cache"] == "MISS" and len(first.content) == 200000
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # stored after the answer went out
+        second = _get(gateway, "/c/chunks/200000")
+        if second.headers["x-cache"] == "HIT":
+            break
+        time.sleep(0.05)
+    assert second.headers["x-cache"] == "HIT"
+    assert second.content == first.content
+    assert backend.hits["/chunks/200000"] == 1
+    too_big = [_get(gateway, "/c/chunks/1200000").headers["x-cache"] for _ in range(2)]
+    assert too_big == ["MISS", "MISS"]
+    assert backend.hits["/chunks/1200000"] == 2
+
+
 def test_stale_answer_when_the_backend_fails(backend: BackendServer, redis_url: str, key_prefix: str,
                                              redis_client: redis.Redis) -> None:
     spare = BackendServer("spare").start()
