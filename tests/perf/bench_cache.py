@@ -5,8 +5,9 @@ One run, same machine, same backend, same wrk settings for each target:
   nginx     nginx proxy_cache, answering from its cache (HIT)
   gateway   one gateway replica on Redis, answering from the cache (X-Cache: HIT)
   proxy     the same replica on a route with caching off (every request goes to the backend)
-It prints requests/s and latency for each, the ratios, and the Redis commands per cache hit (from
-INFO commandstats before and after the gateway's run).
+It prints requests/s and latency for each, the ratios, and per cache hit: the Redis round trips
+(INFO stats total_reads_processed: a pipeline arrives in one read) and the scripts run (INFO
+commandstats), before and after the gateway's run.
 
 Run: .venv/bin/python -m tests.perf.bench_cache [--seconds 5] [--connections 32]
 (needs nginx and wrk: apt-get install -y nginx-light wrk). Only loopback addresses are used, and
@@ -110,6 +111,10 @@ def _backend_hits(backend: str) -> int:
     return int(httpx.get(backend + "/__hits").json().get("/headers/bench", 0))
 
 
+def _reads(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_reads_processed"])
+
+
 def _commandstats(client: redis.Redis) -> dict[str, int]:
     return {name: int(stats["calls"]) for name, stats in client.info("commandstats").items()}
 
@@ -128,7 +133,10 @@ def run(seconds: int = 5, connections: int = 32) -> dict[str, Any]:
             procs.append(_start_backend(backend_port, tmp / "backend.log"))
             procs.append(_start_nginx(tmp, nginx_port, backend_port))
             backend = f"http://127.0.0.1:{backend_port}"
-            config = {"redis": {"url": server.url}, "router": {"routes": [
+            # Limits too high to refuse anything: the rate-limit script still runs on every
+            # request, pipelined with the cache lookup, as in production.
+            limits = {"requests_per_minute": 10**9, "requests_per_hour": 10**10}
+            config = {"redis": {"url": server.url}, "rate_limiter": {"default": limits}, "router": {"routes": [
                 {"path": "/headers/*", "target": backend},
                 {"path": "/nc/*", "target": backend, "strip_prefix": True, "cache": {"enabled": False}}]}}
             gateway = GatewayProcess(config).start()
@@ -143,18 +151,20 @@ def run(seconds: int = 5, connections: int = 32) -> dict[str, Any]:
             results["backend"] = wrk(backend + PATH, seconds, connections)
             results["nginx"] = wrk(f"http://127.0.0.1:{nginx_port}{PATH}", seconds, connections)
             backend_before = _backend_hits(backend)
-            before = _commandstats(client)
+            before, reads_before = _commandstats(client), _reads(client)
             results["gateway"] = wrk(gateway.url + PATH, seconds, connections)
-            after = _commandstats(client)
+            after, reads_after = _commandstats(client), _reads(client)
             results["backend_requests_during_gateway_hits"] = _backend_hits(backend) - backend_before
             results["proxy"] = wrk(gateway.url + "/nc" + PATH, seconds, connections)
             hits = results["gateway"]["requests"]
             delta = {name.removeprefix("cmdstat_"): after.get(name, 0) - before.get(name, 0) for name in after}
             delta = {name: calls for name, calls in delta.items() if calls > 0 and name != "info"}
-            # A script call (EVALSHA) is one round trip; the commands it runs inside Redis are listed
-            # too but cost no network; HELLO/PING are the pool opening connections.
+            # Round trips: the socket reads Redis made (a pipeline arrives in one read). Scripts:
+            # EVALSHA calls (rate limit + cache lookup); the commands they run inside Redis are
+            # listed too but cost no network; HELLO/PING are the pool opening connections.
             results["redis_commands_during_hits"] = delta
-            results["redis_round_trips_per_hit"] = round(delta.get("evalsha", 0) / hits, 3)
+            results["redis_scripts_per_hit"] = round(delta.get("evalsha", 0) / hits, 3)
+            results["redis_round_trips_per_hit"] = round((reads_after - reads_before - 1) / hits, 3)
             client.close()
         finally:
             for proc in reversed(procs):
@@ -181,7 +191,8 @@ def main() -> None:
         print(f"{name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
               f"non-2xx {r['non_2xx']}")
     print("ratios:", results["ratios"])
-    print("redis round trips (EVALSHA) per cache hit:", results["redis_round_trips_per_hit"],
+    print("redis round trips per cache hit:", results["redis_round_trips_per_hit"],
+          "| scripts (EVALSHA) per hit:", results["redis_scripts_per_hit"],
           "| commands during the hit run:", results["redis_commands_during_hits"],
           "| backend requests during it:", results["backend_requests_during_gateway_hits"])
     print(json.dumps(results))

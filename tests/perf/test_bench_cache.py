@@ -19,4 +19,4 @@ def test_cache_hit_benchmark_runs() -> None:
     print(results)
     assert results["gateway"]["non_2xx"] == 0
     assert results["backend_requests_during_gateway_hits"] == 0
-    assert results["redis_round_trips_per_hit"] <= 1.01
+    assert results["redis_round_trips_per_hit"] <= 1.05
