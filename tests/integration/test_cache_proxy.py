@@ -316,3 +316,26 @@ def test_waiters_go_to_the_backend_themselves_after_lock_wait(
         assert answer.status_code == 200 and answer.headers["x-cache"] == "MISS"
         assert backend.hits["/held"] == 1
         assert _get(gateway, "/c/held").headers["x-cache"] == "HIT"  # and its answer was kept
+
+
+def test_stale_answer_while_the_circuit_is_open(redis_url: str, key_prefix: str, redis_client: redis.Redis) -> None:
+    spare = BackendServer("spare").start()
+    routes = [{"path": "/cb/*", "target": spare.url, "strip_prefix": True, "cache": {"ttl": 1},
+               "circuit_breaker": {"failure_threshold": 1, "recovery_timeout": 60}}]
+    raw = {"router": {"routes": routes}, "redis": {"url": redis_url, "prefix": key_prefix},
+           "cache": {"stale_grace": 30}}
+    with GatewayThread(parse_config(raw, {})) as gateway:
+        fresh = _get(gateway, "/cb/data")
+        assert fresh.headers["x-cache"] == "MISS"
+        spare.stop()
+        time.sleep(1.1)
+        assert _get(gateway, "/cb/data").headers["x-cache"] == "STALE"  # the backend failed: circuit opens
+        stats = gateway.gateway.orchestrator.circuit_breaker_manager.get_all_stats()
+        assert [s["state"] for s in stats.values()] == ["open"]
+        started = time.monotonic()
+        answer = _get(gateway, "/cb/data")  # refused by the open circuit, answered from the cache
+        assert time.monotonic() - started < 1.0
+        assert answer.status_code == 200 and answer.headers["x-cache"] == "STALE"
+        assert answer.content == fresh.content
+        no_entry = _get(gateway, "/cb/other")
+        assert no_entry.status_code == 503 and no_entry.headers["x-cache"] == "MISS"
