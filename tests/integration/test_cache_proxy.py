@@ -201,16 +201,19 @@ def test_stale_answer_when_the_backend_fails(backend: BackendServer, redis_url: 
 def test_stale_while_revalidate_answers_at_once_and_refreshes(backend: BackendServer, redis_url: str,
                                                               key_prefix: str, redis_client: redis.Redis) -> None:
     config = _config(backend, redis_url, key_prefix, stale_while_revalidate=30)
+    config.router.routes.append(config.router.routes[0].model_copy(
+        update={"path": "/swr/*", "cache": config.router.routes[0].cache.model_copy(update={"ttl": 2})}))
     with GatewayThread(config) as gateway:
-        first = _get(gateway, "/short/headers/swr")
-        time.sleep(1.1)
-        stale = _get(gateway, "/short/headers/swr")
+        # ttl 2 s: the refreshed entry must still be fresh when looked at, on a loaded machine too
+        first = _get(gateway, "/swr/headers/swr")
+        time.sleep(2.1)
+        stale = _get(gateway, "/swr/headers/swr")
         assert stale.headers["x-cache"] == "STALE" and stale.content == first.content
         deadline = time.monotonic() + 5
         while backend.hits.get("/headers/swr", 0) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.2)
-        refreshed = _get(gateway, "/short/headers/swr")
+        refreshed = _get(gateway, "/swr/headers/swr")
         assert refreshed.headers["x-cache"] == "HIT"
         assert refreshed.json()["n"] == 2  # the background fetch's answer
         assert backend.hits["/headers/swr"] == 2
