@@ -150,6 +150,20 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return run_fleet(plan)
 
 
+def cmd_state(args: argparse.Namespace) -> int:
+    from app.state import SECTIONS, read_state
+
+    logging.getLogger("apigw").setLevel(logging.ERROR)  # its own message says what went wrong
+    config = _load_or_exit(args.config)
+    url = args.redis_url or config.redis.url
+    if not url:
+        print("state: no Redis configured (--redis-url, API_GATEWAY_REDIS_URL or redis.url); "
+              "the memory store lives inside one gateway process: ask its admin API", file=sys.stderr)
+        return 1
+    wanted = list(SECTIONS) if args.section == "all" else [args.section]
+    return asyncio.run(read_state(url, args.prefix or config.redis.prefix, wanted, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="A distributed API gateway on Redis.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
                                              "else the demo's)")
     fleet.add_argument("--no-nginx", action="store_true", help="no load balancer, even when nginx is installed")
     fleet.set_defaults(func=cmd_fleet)
+
+    state = sub.add_parser("state", help="the fleet's shared state in Redis, for people (reads only)")
+    state.add_argument("section", nargs="?", default="all",
+                       help="all (default), config, cache, clients, client, circuits")
+    state.add_argument("client_id", nargs="?", help="with 'client': the client id")
+    state.add_argument("--config", help="config file (for redis.url and redis.prefix)")
+    state.add_argument("--redis-url", help="default: API_GATEWAY_REDIS_URL, REDIS_URL or the config's redis.url")
+    state.add_argument("--prefix", help="key prefix (default: the config's redis.prefix, apigw)")
+    state.add_argument("--json", action="store_true", help="JSON instead of text")
+    state.set_defaults(func=cmd_state)
 
     backend = sub.add_parser("backend", help="one demo backend (app/demo.py) on its own, as the compose demo runs it")
     backend.add_argument("--name", default="backend")

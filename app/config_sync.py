@@ -59,12 +59,17 @@ class ConfigSync:
         self.poll_interval = poll_interval
         self.version = 0
         self.overrides: dict[str, Override] = {}
-        self.keys = [store.key("config", "config", "routes"), store.key("config", "config", "version")]
+        self.keys = self.keys_of(store)
         self.channel = store.channel("config")
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._logged_failure_at = 0.0
+
+    @staticmethod
+    def keys_of(store: Store) -> list[str]:
+        """The overrides hash and the version counter (one hash tag: one script touches both)."""
+        return [store.key("config", "config", "routes"), store.key("config", "config", "version")]
 
     # -- life cycle -----------------------------------------------------------------------------
 

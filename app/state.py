@@ -1,0 +1,127 @@
+"""``python -m app state``: the fleet's shared state in Redis, for people.
+
+It reads with the components' key schemas (never a scan of the keyspace) and changes nothing. Each
+section also prints the ``redis-cli`` commands that show the same keys, so the README's key table
+and what this command prints cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.cache.keys import CacheKeys
+from app.config_sync import ConfigSync
+from app.store.redis import RedisStore
+
+BUSIEST = 10
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    data: Any
+    commands: list[str] = field(default_factory=list)
+
+
+def _cli(*words: str) -> str:
+    """A redis-cli command line, keys quoted (they hold braces)."""
+    return "redis-cli " + " ".join(w if w.isupper() or w.lstrip("-").isdigit() else f"'{w}'" for w in words)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class StateReader:
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+
+    async def config(self, args: Any = None) -> Section:
+        routes_key, version_key = ConfigSync.keys_of(self.store)
+        raw = await self.store.hgetall(routes_key)
+        version = await self.store.get(version_key)
+        overrides = {}
+        for key, value in sorted(raw.items()):
+            document = orjson.loads(value)
+            overrides[key.decode()] = {"version": document["version"],
+                                       "route": document["spec"] if document["spec"] is not None else "deleted"}
+        data = {"version": int(version or 0), "route_overrides": overrides}
+        return Section("config", "config (the admin API's changes on top of the config file)", data,
+                       [_cli("GET", version_key), _cli("HGETALL", routes_key)])
+
+    async def cache(self, args: Any = None) -> Section:
+        keys = CacheKeys(self.store)
+        stats = {k.decode(): int(v) for k, v in (await self.store.hgetall(keys.stats)).items()}
+        hits, misses = stats.get("hits", 0), stats.get("misses", 0)
+        entries = await self._zcard(keys.lru)
+        data = {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+                "evictions": stats.get("evictions", 0), "entries": entries}
+        return Section("cache", "cache (fleet-wide)", data, [
+            _cli("HGETALL", keys.stats), _cli("ZCARD", keys.lru), _cli("ZREVRANGE", keys.lru, "0", "9", "WITHSCORES")])
+
+    async def clients(self, args: Any = None, count: int = BUSIEST) -> Section:
+        from app.activity import WINDOW_SECONDS, ClientActivity
+
+        activity = ClientActivity(self.store)
+        flat = await self.store.call("activity_top", list(activity.keys), [WINDOW_SECONDS, count])
+        busiest = [{"client": _text(flat[i]), "requests": int(flat[i + 1])} for i in range(0, len(flat), 2)]
+        current, previous, meta = activity.keys
+        return Section("clients", f"busiest clients (requests in the last {WINDOW_SECONDS}-{2 * WINDOW_SECONDS} s)", busiest, [
+            _cli("ZREVRANGE", current, "0", str(count - 1), "WITHSCORES"), _cli("HGETALL", meta)])
+
+    async def _zcard(self, key: str) -> int:
+        return int(await self.store.redis.zcard(key))
+
+
+Reader = Callable[[StateReader, Any], Coroutine[Any, Any, Section]]
+SECTIONS: dict[str, Reader] = {
+    "config": StateReader.config,
+    "cache": StateReader.cache,
+    "clients": StateReader.clients,
+}
+
+
+def render(sections: list[Section]) -> str:
+    lines: list[str] = []
+    for section in sections:
+        lines.append(f"== {section.title}")
+        body = orjson.dumps(section.data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+        lines.extend("  " + line for line in body.splitlines())
+        if section.commands:
+            lines.append("  # the same with redis-cli:")
+            lines.extend(f"  {command}" for command in section.commands)
+        lines.append("")
+    return "\n".join(lines)
+
+
+async def read_state(url: str, prefix: str, wanted: list[str], args: Any) -> int:
+    """Print the wanted sections; 0, or 1 when Redis cannot be read or a section is unknown."""
+    import sys
+
+    from app.store import StoreError
+
+    unknown = [name for name in wanted if name not in SECTIONS]
+    if unknown:
+        print(f"state: unknown section {unknown[0]!r}; one of: all, {', '.join(SECTIONS)}", file=sys.stderr)
+        return 1
+    store = RedisStore(url, prefix, retry_after_failure=0.01)
+    try:
+        await store.start()
+        reader = StateReader(store)
+        sections = [await SECTIONS[name](reader, args) for name in wanted]
+    except StoreError as error:
+        print(f"state: cannot read Redis at {url}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    if getattr(args, "json", False):
+        print(orjson.dumps({s.key: {"data": s.data, "redis_cli": s.commands} for s in sections},
+                           option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(sections))
+    return 0

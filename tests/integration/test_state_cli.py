@@ -1,0 +1,95 @@
+"""``python -m app state`` against a real Redis that a real gateway wrote, and the redis-cli
+commands it prints (the README's) showing the same keys."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from app.config import parse_config
+from tests.support import ROOT, BackendServer, GatewayThread
+
+pytestmark = pytest.mark.redis
+
+TOKEN = "state-cli-admin-token"
+
+
+def _state(redis_url: str, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app", "state", *args, "--redis-url", redis_url, "--prefix", prefix],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def busy_gateway(redis_url: str, key_prefix: str, redis_client: object, backend: BackendServer) -> Iterator[str]:
+    config = parse_config({"redis": {"url": redis_url, "prefix": key_prefix}, "admin": {"token": TOKEN},
+                           "router": {"routes": [{"id": "a", "path": "/a/*", "target": backend.url}]}}, {})
+    with GatewayThread(config) as gateway:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert httpx.post(gateway.url + "/_gateway/routes", headers=auth,
+                          json={"id": "b", "path": "/b", "target": backend.url}).status_code == 201
+        assert httpx.delete(gateway.url + "/_gateway/routes/a", headers=auth).status_code == 200
+        assert httpx.post(gateway.url + "/_gateway/routes", headers=auth,
+                          json={"id": "a", "path": "/a/*", "target": backend.url, "strip_prefix": True}).status_code == 201
+        for client in ("alice", "alice", "alice", "bob"):
+            httpx.get(gateway.url + "/a/x", headers={"X-Client-ID": client})
+        time.sleep(1.5)  # client activity reaches Redis about once a second
+        yield gateway.url
+
+
+def test_state_shows_config_cache_and_clients(busy_gateway: str, redis_url: str, key_prefix: str) -> None:
+    run = _state(redis_url, key_prefix, "--json")
+    assert run.returncode == 0, run.stderr
+    state = json.loads(run.stdout)
+    config = state["config"]["data"]
+    assert config["version"] == 3
+    assert config["route_overrides"]["b"] == {"version": 1, "route": {
+        "id": "b", "path": "/b", "targets": [{"url": config["route_overrides"]["b"]["route"]["targets"][0]["url"]}]}}
+    assert config["route_overrides"]["a"]["version"] == 3  # deleted, then added again (changed)
+    assert config["route_overrides"]["a"]["route"]["strip_prefix"] is True
+    cache = state["cache"]["data"]
+    assert (cache["hits"], cache["misses"], cache["entries"]) == (3, 1, 1)
+    assert cache["hit_rate"] == 0.75
+    assert state["clients"]["data"][:2] == [{"client": "alice", "requests": 3}, {"client": "bob", "requests": 1}]
+
+    text = _state(redis_url, key_prefix, "cache")
+    assert text.returncode == 0 and '"hit_rate": 0.75' in text.stdout
+    assert f"redis-cli HGETALL '{key_prefix}:cache:{{c}}:stats'" in text.stdout
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
+def test_the_printed_redis_cli_commands_show_the_same_keys(busy_gateway: str, redis_url: str, key_prefix: str) -> None:
+    state = json.loads(_state(redis_url, key_prefix, "--json").stdout)
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    for section in state.values():
+        for command in section["redis_cli"]:
+            shown = subprocess.run(command.replace("redis-cli ", f"redis-cli -p {port} ", 1), shell=True,
+                                   capture_output=True, text=True, timeout=10)
+            assert shown.returncode == 0 and shown.stdout.strip(), command
+            assert "ERR" not in shown.stdout and "WRONGTYPE" not in shown.stdout, (command, shown.stdout)
+
+    # The README's table of keys: every command without a placeholder shows something here too.
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Redis keys", 1)[1].split("\n## ", 1)[0]
+    commands = [c for c in re.findall(r"`(redis-cli [^`]+)`", table) if "<" not in c]
+    assert len(commands) >= 6
+    for command in commands:
+        command = command.replace("'apigw:", f"'{key_prefix}:").replace("redis-cli ", f"redis-cli -p {port} ", 1)
+        shown = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)
+        assert shown.returncode == 0 and shown.stdout.strip() and "ERR" not in shown.stdout, command
+
+
+def test_state_without_redis_says_so(tmp_path: object) -> None:
+    run = subprocess.run([sys.executable, "-m", "app", "state"], capture_output=True, text=True, timeout=30, cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert run.returncode == 1 and "no Redis configured" in run.stderr
+    down = subprocess.run([sys.executable, "-m", "app", "state", "--redis-url", "redis://127.0.0.1:1/0"],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
+    assert down.returncode == 1 and "cannot read Redis" in down.stderr and "Traceback" not in down.stderr
