@@ -35,7 +35,7 @@ def gateway(backend: BackendServer) -> Iterator[GatewayThread]:
 ADMIN_CALLS = [("GET", "/_gateway/routes"), ("POST", "/_gateway/routes"), ("GET", "/_gateway/routes/agents"),
                ("PATCH", "/_gateway/routes/agents"), ("DELETE", "/_gateway/routes/agents"),
                ("POST", "/_gateway/routes/agents/disable"), ("GET", "/_gateway/config"),
-               ("DELETE", "/_gateway/config/overrides")]
+               ("DELETE", "/_gateway/config/overrides"), ("GET", "/_gateway/targets")]
 
 
 def test_without_a_token_the_admin_api_is_off_not_open(backend: BackendServer) -> None:
@@ -177,6 +177,18 @@ def test_bad_input_is_400_naming_the_field(gateway: GatewayThread, body: dict, f
     patched = _admin(gateway, "PATCH", "/routes/agents", json={k: v for k, v in body.items() if k != "path"} | (
         {"path": body["path"]} if "path" in body else {"timeout": {"read": "soon"}}))
     assert patched.status_code == 400 and patched.json()["fields"]
+
+
+def test_targets_with_their_health_per_route(gateway: GatewayThread, backend: BackendServer) -> None:
+    route = gateway.gateway.orchestrator.router.route_manager.get("agents")
+    assert route is not None
+    shown = _admin(gateway, "GET", "/targets").json()
+    assert shown == [{"url": backend.url, "healthy": True, "routes": [
+        {"route": "agents", "weight": 100, "healthy": True}, {"route": "* /files/*", "weight": 100, "healthy": True}]}]
+    route.balancer.set_healthy(backend.url, False)  # what a failing health check does
+    shown = _admin(gateway, "GET", "/targets").json()
+    assert shown[0]["healthy"] is False
+    assert [u["healthy"] for u in shown[0]["routes"]] == [False, True]
 
 
 def test_body_that_is_not_json_is_400(gateway: GatewayThread) -> None:
