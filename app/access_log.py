@@ -9,7 +9,8 @@ A line::
 
     {"time": "2026-11-26T08:30:00.123Z", "request_id": "…", "client": "ip:127.0.0.1", "method": "GET",
      "path": "/api/v1/agents", "route": "agents", "status": 200, "duration_ms": 1.9,
-     "backend_ms": 1.2, "overhead_ms": 0.7, "cache": "MISS", "rate_limit": {"remaining": 59}}
+     "backend_ms": 1.2, "overhead_ms": 0.7, "cache": "MISS",
+     "rate_limit": {"limit": 60, "remaining": 59, "outcome": "allowed"}}
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def document(wall: float, ex: Exchange, status: int, seconds: float) -> dict[str
             line["cache"] = value.decode("latin-1")
         elif key is not None:
             limit[key] = int(value) if value.isdigit() else value.decode("latin-1")
-    if limit:
-        limit["limited"] = status == 429
+    outcome = ex.notes.get("ratelimit_outcome")  # allowed, limited, degraded (store unreachable)
+    if outcome is not None:
+        limit["outcome"] = outcome
     line["rate_limit"] = limit or None
     # What the stages noted for the log (simple values only: they may leave objects for each other).
     for key, value in ex.notes.items():

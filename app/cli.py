@@ -151,7 +151,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    from app.state import SECTIONS, read_state
+    from app.state import OVERVIEW, read_state
 
     logging.getLogger("apigw").setLevel(logging.ERROR)  # its own message says what went wrong
     config = _load_or_exit(args.config)
@@ -160,8 +160,8 @@ def cmd_state(args: argparse.Namespace) -> int:
         print("state: no Redis configured (--redis-url, API_GATEWAY_REDIS_URL or redis.url); "
               "the memory store lives inside one gateway process: ask its admin API", file=sys.stderr)
         return 1
-    wanted = list(SECTIONS) if args.section == "all" else [args.section]
-    return asyncio.run(read_state(url, args.prefix or config.redis.prefix, wanted, args))
+    wanted = list(OVERVIEW) if args.section == "all" else [args.section]
+    return asyncio.run(read_state(url, config, args.prefix or config.redis.prefix, wanted, args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     state = sub.add_parser("state", help="the fleet's shared state in Redis, for people (reads only)")
     state.add_argument("section", nargs="?", default="all",
-                       help="all (default), config, cache, clients, client, circuits")
+                       help="all (default), config, cache, clients, ratelimits, client <id>")
     state.add_argument("client_id", nargs="?", help="with 'client': the client id")
     state.add_argument("--config", help="config file (for redis.url and redis.prefix)")
     state.add_argument("--redis-url", help="default: API_GATEWAY_REDIS_URL, REDIS_URL or the config's redis.url")

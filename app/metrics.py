@@ -63,4 +63,4 @@ class RouteMetrics:
 
 
 # Requests that matched no route (404s, and what a stage refused before routing mattered).
-NO_ROUTE = RouteMetrics("(no route)")
+NO_ROUTE = RouteMetrics("(none)")

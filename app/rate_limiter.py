@@ -203,6 +203,23 @@ class ApiGatewayManager:
         base = self._tiers.get(tier, self.section.default) if tier else self.section.default
         return _merge(base, entry) if entry is not None else base
 
+    # Read-only views for the admin API and ``python -m app state``.
+    @property
+    def tiers(self) -> dict[str, RateLimitSpec]:
+        """Each tier's limits, with what it leaves unset taken from ``default``."""
+        return dict(self._tiers)
+
+    @property
+    def runtime_clients(self) -> dict[str, ClientSpec]:
+        """Client configs set at runtime (set_client_config), as kept in Redis."""
+        return dict(self._runtime)
+
+    def api_key_entries(self) -> dict[str, tuple[str, str | None, str]]:
+        """sha256 of each key -> (client id, tier, "config" or "api"); the keys themselves are not kept."""
+        entries = {digest: (*owner, "config") for digest, owner in self._api_keys.items()}
+        entries.update({digest: (*owner, "api") for digest, owner in self._runtime_keys.items()})
+        return entries
+
     def client_config(self, client_id: str) -> dict[str, Any]:
         """The limits in force for ``client_id`` (as the admin API and the status page show them)."""
         spec = self.spec_for(client_id)

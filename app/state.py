@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from app.cache.keys import CacheKeys
+from app.config import GatewayConfig
 from app.config_sync import ConfigSync
 from app.store.redis import RedisStore
 
@@ -38,8 +39,9 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 class StateReader:
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: RedisStore, config: GatewayConfig | None = None) -> None:
         self.store = store
+        self.config = config or GatewayConfig()
 
     async def config(self, args: Any = None) -> Section:
         routes_key, version_key = ConfigSync.keys_of(self.store)
@@ -74,6 +76,37 @@ class StateReader:
         return Section("clients", f"busiest clients (requests in the last {WINDOW_SECONDS}-{2 * WINDOW_SECONDS} s)", busiest, [
             _cli("ZREVRANGE", current, "0", str(count - 1), "WITHSCORES"), _cli("HGETALL", meta)])
 
+    async def ratelimits(self, args: Any = None) -> Section:
+        limiter = self._limiter()
+        await limiter.manager.reload()
+        clients = {client_id: spec.model_dump(include=spec.model_fields_set)
+                   for client_id, spec in sorted(limiter.manager.runtime_clients.items())}
+        keys = [{"hash": digest, "client_id": client_id, "tier": tier}
+                for digest, (client_id, tier, source) in sorted(limiter.manager.api_key_entries().items())
+                if source == "api"]
+        manager = limiter.manager
+        return Section("ratelimits", "rate limits set through the admin API (on top of the config file)",
+                       {"client_configs": clients, "api_keys": keys},
+                       [_cli("HGETALL", manager.clients_key), _cli("HGETALL", manager.api_keys_key)])
+
+    async def client(self, args: Any = None) -> Section:
+        client_id = getattr(args, "client_id", None)
+        if not client_id:
+            raise ValueError("state client: which client? (python -m app state client <id>)")
+        limiter = self._limiter()
+        stats = await limiter.get_client_stats(client_id)
+        plan = limiter.plan(client_id)
+        commands = [_cli("GET" if name == "b" else "HGETALL", key) for name, key in zip(plan.names, plan.keys,
+                                                                                        strict=True)]
+        data = {"client_id": client_id, "limits": limiter.manager.client_config(client_id), "counters": stats,
+                "keys": dict(zip(plan.names, plan.keys, strict=True))}
+        return Section("client", f"client {client_id!r}: its limits and counters (fleet-wide)", data, commands)
+
+    def _limiter(self) -> Any:
+        from app.rate_limiter import ApiGatewayRateLimiter
+
+        return ApiGatewayRateLimiter(self.store, self.config.rate_limiter)
+
     async def _zcard(self, key: str) -> int:
         return int(await self.store.redis.zcard(key))
 
@@ -83,7 +116,11 @@ SECTIONS: dict[str, Reader] = {
     "config": StateReader.config,
     "cache": StateReader.cache,
     "clients": StateReader.clients,
+    "ratelimits": StateReader.ratelimits,
+    "client": StateReader.client,
 }
+# What "all" shows (one client needs its id).
+OVERVIEW = ("config", "cache", "clients", "ratelimits")
 
 
 def render(sections: list[Section]) -> str:
@@ -99,7 +136,7 @@ def render(sections: list[Section]) -> str:
     return "\n".join(lines)
 
 
-async def read_state(url: str, prefix: str, wanted: list[str], args: Any) -> int:
+async def read_state(url: str, config: GatewayConfig, prefix: str, wanted: list[str], args: Any) -> int:
     """Print the wanted sections; 0, or 1 when Redis cannot be read or a section is unknown."""
     import sys
 
@@ -112,10 +149,13 @@ async def read_state(url: str, prefix: str, wanted: list[str], args: Any) -> int
     store = RedisStore(url, prefix, retry_after_failure=0.01)
     try:
         await store.start()
-        reader = StateReader(store)
+        reader = StateReader(store, config)
         sections = [await SECTIONS[name](reader, args) for name in wanted]
     except StoreError as error:
         print(f"state: cannot read Redis at {url}: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:
+        print(f"state: {error}", file=sys.stderr)
         return 1
     finally:
         await store.close()

@@ -17,9 +17,9 @@ from tests.support import BackendServer, GatewayProcess, RedisProcess, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 # Families whose component is not on main yet: present in the scrape (HELP/TYPE), without samples.
-# Each leaves this set when its component lands (rate limiter, circuit breaker/retries/health checks).
-NOT_YET_WIRED = {"apigw_rate_limited", "apigw_circuit_state", "apigw_circuit_transitions",
-                 "apigw_upstream_retries", "apigw_health_checks"}
+# Each leaves this set when its component lands (circuit breaker, retries, health checks).
+NOT_YET_WIRED = {"apigw_circuit_state", "apigw_circuit_transitions", "apigw_upstream_retries",
+                 "apigw_health_checks"}
 
 
 def _routes(backend: BackendServer) -> list[dict]:
@@ -27,6 +27,7 @@ def _routes(backend: BackendServer) -> list[dict]:
         {"id": "ok", "path": "/ok/*", "target": backend.url, "strip_prefix": True},
         {"id": "slow", "path": "/slow", "target": backend.url, "timeout": {"read": 0.2}, "cache": {"enabled": False}},
         {"id": "dead", "path": "/dead", "target": f"http://127.0.0.1:{free_port()}"},
+        {"id": "tight", "path": "/tight", "target": backend.url, "rate_limit": {"requests_per_minute": 1}},
     ]
 
 
@@ -48,6 +49,7 @@ def test_metrics_scrape_after_mixed_traffic_shows_every_family(backend: BackendS
             assert client.get("/slow", params={"seconds": 1}).status_code == 504
             assert client.get("/dead").status_code == 502
             assert client.get("/nowhere").status_code == 404
+            assert [client.get("/tight").status_code for _ in range(2)] == [200, 429]
             redis_server.stop()  # the store goes away: the pipeline and the cache count store errors
             assert client.get("/ok/c").status_code == 200
             scrape = client.get("/_gateway/metrics")
@@ -66,7 +68,9 @@ def test_metrics_scrape_after_mixed_traffic_shows_every_family(backend: BackendS
     assert value("apigw_requests", "apigw_requests_total", route="ok", status="200") == 5
     assert value("apigw_requests", "apigw_requests_total", route="slow", status="504") == 1
     assert value("apigw_requests", "apigw_requests_total", route="dead", status="502") == 1
-    assert value("apigw_requests", "apigw_requests_total", route="(no route)", status="404") == 1
+    assert value("apigw_requests", "apigw_requests_total", route="(none)", status="404") == 1
+    assert value("apigw_requests", "apigw_requests_total", route="tight", status="429") == 1
+    assert value("apigw_rate_limited", "apigw_rate_limited_total", route="tight") == 1
     assert value("apigw_cache_lookups", "apigw_cache_lookups_total", route="ok", result="hit") == 2
     assert value("apigw_store_errors", "apigw_store_errors_total", component="pipeline") >= 1
     # The backend time is apart from the gateway's own: the 0.2 s timeout is the backend's.
@@ -101,6 +105,8 @@ def test_access_log_has_one_json_line_per_request_and_can_be_turned_off(backend:
     assert lines[0]["backend_ms"] > 0 and lines[1]["backend_ms"] is None  # a hit never reached the backend
     assert all(line["duration_ms"] >= line["overhead_ms"] >= 0 for line in lines)
     assert lines[0]["time"].endswith("Z")
+    assert lines[1]["client"] == "alice"
+    assert lines[1]["rate_limit"]["outcome"] == "allowed" and lines[1]["rate_limit"]["remaining"] >= 0
 
     with GatewayProcess(config, env={"API_GATEWAY_ACCESS_LOG": "false"}) as quiet:
         assert httpx.get(quiet.url + "/ok/x").status_code == 200

@@ -38,6 +38,9 @@ def busy_gateway(redis_url: str, key_prefix: str, redis_client: object, backend:
         assert httpx.delete(gateway.url + "/_gateway/routes/a", headers=auth).status_code == 200
         assert httpx.post(gateway.url + "/_gateway/routes", headers=auth,
                           json={"id": "a", "path": "/a/*", "target": backend.url, "strip_prefix": True}).status_code == 201
+        assert httpx.put(gateway.url + "/_gateway/clients/alice/limits", headers=auth,
+                         json={"requests_per_minute": 10, "burst_size": 5}).status_code == 200
+        assert httpx.post(gateway.url + "/_gateway/api-keys", headers=auth, json={"client_id": "bob"}).status_code == 201
         for client in ("alice", "alice", "alice", "bob"):
             httpx.get(gateway.url + "/a/x", headers={"X-Client-ID": client})
         time.sleep(1.5)  # client activity reaches Redis about once a second
@@ -58,6 +61,18 @@ def test_state_shows_config_cache_and_clients(busy_gateway: str, redis_url: str,
     assert (cache["hits"], cache["misses"], cache["entries"]) == (3, 1, 1)
     assert cache["hit_rate"] == 0.75
     assert state["clients"]["data"][:2] == [{"client": "alice", "requests": 3}, {"client": "bob", "requests": 1}]
+    limits = state["ratelimits"]["data"]
+    assert limits["client_configs"] == {"alice": {"requests_per_minute": 10, "burst_size": 5}}
+    assert [k["client_id"] for k in limits["api_keys"]] == ["bob"] and len(limits["api_keys"][0]["hash"]) == 64
+
+    alice = json.loads(_state(redis_url, key_prefix, "client", "alice", "--json").stdout)["client"]["data"]
+    assert alice["limits"]["requests_per_minute"] == 10
+    counters = alice["counters"]
+    assert (counters["requests_this_minute"], counters["requests_this_hour"]) == (3, 3)
+    assert 2 <= counters["burst_tokens"] <= 3  # 5 - 3, refilled at one per 6 s meanwhile
+    assert alice["keys"]["m"] == f"{key_prefix}:rl:{{alice}}:m"
+    missing = _state(redis_url, key_prefix, "client")
+    assert missing.returncode == 1 and "which client" in missing.stderr
 
     text = _state(redis_url, key_prefix, "cache")
     assert text.returncode == 0 and '"hit_rate": 0.75' in text.stdout
@@ -67,7 +82,9 @@ def test_state_shows_config_cache_and_clients(busy_gateway: str, redis_url: str,
 @pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
 def test_the_printed_redis_cli_commands_show_the_same_keys(busy_gateway: str, redis_url: str, key_prefix: str) -> None:
     state = json.loads(_state(redis_url, key_prefix, "--json").stdout)
+    state.update(json.loads(_state(redis_url, key_prefix, "client", "alice", "--json").stdout))
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    assert len(state) == 5
     for section in state.values():
         for command in section["redis_cli"]:
             shown = subprocess.run(command.replace("redis-cli ", f"redis-cli -p {port} ", 1), shell=True,
