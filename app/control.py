@@ -16,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.admin import config_view, health, ratelimits, routes, targets
+from app.admin import circuits, config_view, health, ratelimits, routes, targets
 from app.cache import admin as cache_admin
 from app.admin.auth import AdminToken, admin_guard
 from app.store import StoreError, StoreUnavailable
@@ -71,7 +71,7 @@ def build_control_app(gateway: Gateway) -> FastAPI:
     api.include_router(status.build_page_router())  # the page holds no data: it asks for the token
 
     guard = [Depends(admin_guard(AdminToken(gateway.config.admin.token)))]
-    for module in (routes, config_view, ratelimits, targets, cache_admin, status):
+    for module in (routes, config_view, ratelimits, circuits, targets, cache_admin, status):
         api.include_router(module.build_router(gateway), dependencies=guard)
 
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]

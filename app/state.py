@@ -7,6 +7,7 @@ and what this command prints cannot drift apart.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,33 @@ class StateReader:
                 "keys": dict(zip(plan.names, plan.keys, strict=True))}
         return Section("client", f"client {client_id!r}: its limits and counters (fleet-wide)", data, commands)
 
+    async def circuits(self, args: Any = None) -> Section:
+        """Every circuit of the effective routes (the config file's plus the API's changes)."""
+        from app.breaker.breaker import breaker_tag
+        from app.breaker.stage import target_breaker_name
+        from app.router import ApiGatewayRouter
+
+        sync = ConfigSync(self.config, ApiGatewayRouter(self.config.router.routes), self.store)
+        await sync.refresh()
+        names = []
+        for spec in sync.effective_routes():
+            urls = [t.url for t in spec.targets]
+            names.extend([spec.key] if len(urls) == 1 else [target_breaker_name(spec.key, u) for u in urls])
+        now_ms = int(time.time() * 1000)
+        circuits, commands = {}, []
+        for name in names:
+            key = self.store.key("cb", breaker_tag(name))
+            h = {k.decode(): v.decode() for k, v in (await self.store.hgetall(key)).items()}
+            state = h.get("state", "closed")
+            open_until_ms = float(h.get("open_until", 0)) / 1000
+            circuits[name] = {"state": state, "failures": int(h.get("failures", 0)),
+                              "times_opened": int(h.get("opened", 0)), "generation": int(h.get("gen", 0)),
+                              "open_seconds_left": round(max(0.0, open_until_ms - now_ms) / 1000, 1)
+                              if state == "open" else 0}
+            commands.append(_cli("HGETALL", key))
+        return Section("circuits", "circuits (shared by the fleet; a missing hash is a closed circuit)",
+                       circuits, commands)
+
     def _limiter(self) -> Any:
         from app.rate_limiter import ApiGatewayRateLimiter
 
@@ -117,10 +145,11 @@ SECTIONS: dict[str, Reader] = {
     "cache": StateReader.cache,
     "clients": StateReader.clients,
     "ratelimits": StateReader.ratelimits,
+    "circuits": StateReader.circuits,
     "client": StateReader.client,
 }
 # What "all" shows (one client needs its id).
-OVERVIEW = ("config", "cache", "clients", "ratelimits")
+OVERVIEW = ("config", "cache", "clients", "ratelimits", "circuits")
 
 
 def render(sections: list[Section]) -> str:

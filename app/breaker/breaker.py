@@ -303,6 +303,18 @@ class ApiCircuitBreaker:
         """A re-read of the shared state (``force``: after a reconnect, Redis may have restarted)."""
         self._adopt(Snapshot.parse(reply), force=force)
 
+    async def force(self, to: str, seconds: float | None = None) -> Snapshot:
+        """Move the circuit by hand for the whole fleet: "open" (for ``seconds``, default the
+        recovery timeout; then HALF_OPEN as usual), "closed", or "reset" (closed, counts cleared).
+        Raises StoreUnavailable when the fleet cannot be told (a hand move is never local only)."""
+        open_ms = int((self.config.recovery_timeout if seconds is None else seconds) * 1000)
+        snap = Snapshot.parse(await self.store.call("breaker_force", [self.key], [to, open_ms]))
+        self._local = None
+        self._adopt(snap, force=True)
+        if self.manager is not None:
+            await self.manager.announce(self, snap)
+        return snap
+
     async def reconcile(self) -> None:
         """The store is reachable again: a circuit that this replica opened alone is opened for the
         fleet (if the fleet's is closed), then the shared state is taken as it is."""

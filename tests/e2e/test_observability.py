@@ -17,16 +17,16 @@ from tests.support import BackendServer, GatewayProcess, RedisProcess, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 # Families whose component is not on main yet: present in the scrape (HELP/TYPE), without samples.
-# Each leaves this set when its component lands (circuit breaker, retries, health checks).
-NOT_YET_WIRED = {"apigw_circuit_state", "apigw_circuit_transitions", "apigw_upstream_retries",
-                 "apigw_health_checks"}
+# Each leaves this set when its component lands (active health checks).
+NOT_YET_WIRED = {"apigw_health_checks"}
 
 
 def _routes(backend: BackendServer) -> list[dict]:
     return [
         {"id": "ok", "path": "/ok/*", "target": backend.url, "strip_prefix": True},
         {"id": "slow", "path": "/slow", "target": backend.url, "timeout": {"read": 0.2}, "cache": {"enabled": False}},
-        {"id": "dead", "path": "/dead", "target": f"http://127.0.0.1:{free_port()}"},
+        {"id": "dead", "path": "/dead", "target": f"http://127.0.0.1:{free_port()}",
+         "retry": {"attempts": 1, "budget_ratio": 1.0}, "circuit_breaker": {"failure_threshold": 2}},
         {"id": "tight", "path": "/tight", "target": backend.url, "rate_limit": {"requests_per_minute": 1}},
     ]
 
@@ -47,7 +47,7 @@ def test_metrics_scrape_after_mixed_traffic_shows_every_family(backend: BackendS
                 assert client.get("/ok/a").status_code == 200  # MISS, then HITs
             assert client.post("/ok/b", content=b"x").status_code == 200  # not cacheable: BYPASS
             assert client.get("/slow", params={"seconds": 1}).status_code == 504
-            assert client.get("/dead").status_code == 502
+            assert [client.get("/dead").status_code for _ in range(3)] == [502, 502, 503]  # then open
             assert client.get("/nowhere").status_code == 404
             assert [client.get("/tight").status_code for _ in range(2)] == [200, 429]
             redis_server.stop()  # the store goes away: the pipeline and the cache count store errors
@@ -67,7 +67,11 @@ def test_metrics_scrape_after_mixed_traffic_shows_every_family(backend: BackendS
 
     assert value("apigw_requests", "apigw_requests_total", route="ok", status="200") == 5
     assert value("apigw_requests", "apigw_requests_total", route="slow", status="504") == 1
-    assert value("apigw_requests", "apigw_requests_total", route="dead", status="502") == 1
+    assert value("apigw_requests", "apigw_requests_total", route="dead", status="502") == 2
+    assert value("apigw_requests", "apigw_requests_total", route="dead", status="503") == 1
+    assert value("apigw_upstream_retries", "apigw_upstream_retries_total", route="dead") >= 1
+    assert value("apigw_circuit_transitions", "apigw_circuit_transitions_total", circuit="dead", to_state="open") == 1
+    assert value("apigw_circuit_state", "apigw_circuit_state", circuit="dead") == 2
     assert value("apigw_requests", "apigw_requests_total", route="(none)", status="404") == 1
     assert value("apigw_requests", "apigw_requests_total", route="tight", status="429") == 1
     assert value("apigw_rate_limited", "apigw_rate_limited_total", route="tight") == 1

@@ -41,6 +41,8 @@ def busy_gateway(redis_url: str, key_prefix: str, redis_client: object, backend:
         assert httpx.put(gateway.url + "/_gateway/clients/alice/limits", headers=auth,
                          json={"requests_per_minute": 10, "burst_size": 5}).status_code == 200
         assert httpx.post(gateway.url + "/_gateway/api-keys", headers=auth, json={"client_id": "bob"}).status_code == 201
+        assert httpx.post(gateway.url + "/_gateway/circuits/b/open", headers=auth,
+                          json={"seconds": 600}).status_code == 200
         for client in ("alice", "alice", "alice", "bob"):
             httpx.get(gateway.url + "/a/x", headers={"X-Client-ID": client})
         time.sleep(1.5)  # client activity reaches Redis about once a second
@@ -71,6 +73,11 @@ def test_state_shows_config_cache_and_clients(busy_gateway: str, redis_url: str,
     assert (counters["requests_this_minute"], counters["requests_this_hour"]) == (3, 3)
     assert 2 <= counters["burst_tokens"] <= 3  # 5 - 3, refilled at one per 6 s meanwhile
     assert alice["keys"]["m"] == f"{key_prefix}:rl:{{alice}}:m"
+    circuits = state["circuits"]["data"]
+    assert circuits["b"]["state"] == "open" and 590 < circuits["b"]["open_seconds_left"] <= 600
+    assert circuits["b"]["times_opened"] == 1
+    assert circuits["a"]["state"] == "closed"
+
     missing = _state(redis_url, key_prefix, "client")
     assert missing.returncode == 1 and "which client" in missing.stderr
 
@@ -84,12 +91,13 @@ def test_the_printed_redis_cli_commands_show_the_same_keys(busy_gateway: str, re
     state = json.loads(_state(redis_url, key_prefix, "--json").stdout)
     state.update(json.loads(_state(redis_url, key_prefix, "client", "alice", "--json").stdout))
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
-    assert len(state) == 5
+    assert len(state) == 6
     for section in state.values():
         for command in section["redis_cli"]:
             shown = subprocess.run(command.replace("redis-cli ", f"redis-cli -p {port} ", 1), shell=True,
                                    capture_output=True, text=True, timeout=10)
-            assert shown.returncode == 0 and shown.stdout.strip(), command
+            # A circuit that never failed has no hash yet (closed); everything else was written.
+            assert shown.returncode == 0 and (shown.stdout.strip() or ":cb:" in command), command
             assert "ERR" not in shown.stdout and "WRONGTYPE" not in shown.stdout, (command, shown.stdout)
 
     # The README's table of keys: every command without a placeholder shows something here too.
@@ -100,7 +108,8 @@ def test_the_printed_redis_cli_commands_show_the_same_keys(busy_gateway: str, re
     for command in commands:
         command = command.replace("'apigw:", f"'{key_prefix}:").replace("redis-cli ", f"redis-cli -p {port} ", 1)
         shown = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)
-        assert shown.returncode == 0 and shown.stdout.strip() and "ERR" not in shown.stdout, command
+        assert shown.returncode == 0 and "ERR" not in shown.stdout, command
+        assert shown.stdout.strip() or ":cb:" in command, command  # the README's example circuit is not here
 
 
 def test_state_without_redis_says_so(tmp_path: object) -> None:
