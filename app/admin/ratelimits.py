@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
+from app.admin.validation import check_numbers
 from app.client_identity import hash_api_key
 from app.config import ClientSpec
 from app.rate_limits import LIMIT_FIELDS
@@ -123,10 +124,12 @@ def build_router(gateway: Gateway) -> APIRouter:
         """Set a client's limits (a tier and/or limits; unset ones are inherited) for the whole fleet."""
         if config.tier is not None and config.tier not in manager.tiers:
             raise _unknown_tier(config.tier, ("body", "tier"))
+        check_numbers(config.model_dump())
         await limiter.set_client_config(client_id, config)
         return view(client_id)
 
-    @router.delete("/clients/{client_id}/limits", response_model=ClientView)
+    @router.delete("/clients/{client_id}/limits", response_model=ClientView,
+                   responses={404: {"description": "no limits were set through the API for this client"}})
     async def remove_client_limits(client_id: str) -> ClientView:
         """Forget the limits set through the API: the config file's (or the default) apply again."""
         if client_id not in manager.runtime_clients:

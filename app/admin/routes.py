@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
+from app.admin.validation import check_numbers
 from app.config import RouteSpec
 from app.config_sync import route_document
 
@@ -78,6 +79,7 @@ def build_router(gateway: Gateway) -> APIRouter:
         return route.spec
 
     async def changed(spec: RouteSpec, replaces: str | None = None) -> RouteChanged:
+        check_numbers(route_document(spec))
         version = await sync.put(spec, replaces)
         return RouteChanged(version=version, key=spec.key, route=view(current(spec.key)))
 
