@@ -339,6 +339,9 @@ class Fleet:
         replicas = [c.url for c in self.children if c.name.startswith("replica-")]
         out = {"GW": self.balancer_url or replicas[0]}
         out.update({f"R{i + 1}": url for i, url in enumerate(replicas)})
+        # backend-a, backend-b: A, B
+        out.update({c.name.removeprefix("backend-").upper(): c.url for c in self.children
+                    if c.name.startswith("backend-")})
         return out
 
     def redis_cli(self) -> str:
@@ -364,26 +367,25 @@ class Fleet:
                   f"{self.plan.admin_token}):", ""]
         exports = " ".join(f"{k}={v}" for k, v in urls.items())
         lines.append(f"  {exports} REDIS=\"{self.redis_cli()}\"")
-        every_replica = " ".join(f"${k}" for k in urls if k != "GW")
+        every_replica = " ".join(f"${k}" for k in urls if k.startswith("R"))
         walkthrough = WALKTHROUGH.replace("$R1 $R2 $R3", every_replica)
         lines += [f"  {line}" if line else "" for line in walkthrough.strip("\n").splitlines()]
         lines += ["", f"fleet ready: {urls['GW']}", "Ctrl-C stops the fleet.", ""]
         return "\n".join(lines)
 
 
-# What to try; the README's "Run it as a fleet" section explains each line.
+# What to try: the first command of each part of the README's "Run it as a fleet" (a test checks
+# that each line is there, word for word).
 WALKTHROUGH = """
-# Round robin over the replicas, each request with its own id:
-for i in 1 2 3 4; do curl -s $GW/api/who | grep -o '"service": "[a-z-]*"'; done
+# The balancer takes turns over the replicas, each replica over the backends:
+for i in 1 2 3 4 5 6; do curl -s $GW/api/who | grep -o '"service": "[a-z-]*"'; done | sort | uniq -c
 # A shared rate limit: 5 a minute for each client on /limited, counted once for the fleet:
 for i in $(seq 7); do curl -s -o /dev/null -w '%{http_code} ' -H 'X-Client-ID: alice' $GW/limited/x; done; echo
 # A shared cache: a MISS on replica 1, then a HIT on replicas 2 and 3:
 for r in $R1 $R2 $R3; do curl -s -o /dev/null -D - $r/cached/report | grep -i '^x-cache'; done
 # A circuit opened for the fleet: 3 failures through any replicas, then every replica refuses:
 for i in 1 2 3; do curl -s -o /dev/null -w '%{http_code} ' $GW/fragile/status/500; done; echo
-for r in $R1 $R2 $R3; do curl -s $r/fragile/ok; echo; done
-# What the replicas share, in Redis:
-$REDIS --scan --pattern 'apigw:*'
+for r in $R1 $R2 $R3; do curl -s -o /dev/null -w '%{http_code} ' $r/fragile/ok; done; echo
 """
 
 
