@@ -329,3 +329,16 @@ def test_k8s_config_is_the_compose_config_and_its_backends_exist(tmp_path: Path)
         argv = shlex.split(" ".join(container["command"]))
         assert argv[:4] == ["python", "-m", "app", "backend"]
         assert int(option(argv, "--port")) in {p["port"] for p in services_by_name[name]["spec"]["ports"]}
+
+
+def test_the_fleet_runs_the_compose_config_with_local_addresses() -> None:
+    from app.fleet import fleet_config
+
+    compose_side = compose_config()
+    local = fleet_config("redis://127.0.0.1:6390/0", "http://127.0.0.1:9001", "http://127.0.0.1:9002",
+                         "token-for-the-test", "127.0.0.1")
+    for section in ("cache", "circuit_breaker"):
+        assert local[section] == compose_side[section], section
+    assert local["rate_limiter"]["default"] == compose_side["rate_limiter"]["default"]
+    assert local["router"]["routes"] == demo_routes("http://127.0.0.1:9001", "http://127.0.0.1:9002")
+    parse_config(local, {}, "fleet")
