@@ -23,6 +23,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from app.admin.config_view import REPLICA
+from app.store import ScriptCall
 
 if TYPE_CHECKING:
     from app.orchestrator import ApiGatewayOrchestrator
@@ -72,6 +73,8 @@ async def _cache(orch: ApiGatewayOrchestrator) -> dict[str, Any]:
 
 
 async def _quota(orch: ApiGatewayOrchestrator, client_id: str) -> dict[str, Any] | None:
+    """The client's own limits (the seed's get_client_stats), and what it has left on each route
+    that sets limits of its own."""
     limiter = getattr(orch, "rate_limiter", None)
     if limiter is None or not hasattr(limiter, "get_client_stats"):
         return None
@@ -85,7 +88,34 @@ async def _quota(orch: ApiGatewayOrchestrator, client_id: str) -> dict[str, Any]
         limit = getattr(spec, limit_field, None) if spec is not None else None
         remaining = max(0, limit - count) if limit is not None and count is not None else None
         quota[window] = {"used": count, "limit": limit, "remaining": remaining}
+    quota["routes"] = await _route_quotas(orch, limiter, client_id)
     return quota
+
+
+async def _route_quotas(orch: ApiGatewayOrchestrator, limiter: Any, client_id: str) -> list[dict[str, Any]]:
+    """Per rate-limited route: the limit with the least left for this client. The limiter's own
+    script asked at cost 0 (as get_client_stats does): it reads without counting."""
+    try:
+        from app.rate_limits import RateLimitState
+    except ImportError:
+        return []
+    asked = []
+    for route in orch.router.routes:
+        if route.spec.rate_limit is None:
+            continue
+        plan = limiter.plan(client_id, None, route)
+        if plan.call is not None:
+            call = ScriptCall(plan.call.script, plan.call.keys, (0, *plan.call.args[1:]))
+            asked.append((route, plan, call))
+    if not asked:
+        return []
+    replies = await orch.store.run(*(call for _, _, call in asked))
+    out = []
+    for (route, plan, _), reply in zip(asked, replies, strict=True):
+        state = RateLimitState.from_reply(reply, plan.names)
+        out.append({"route": route.key, "limit": state.limit, "remaining": state.remaining,
+                    "reset_seconds": state.reset})
+    return out
 
 
 async def _clients(orch: ApiGatewayOrchestrator) -> dict[str, Any]:
@@ -228,7 +258,7 @@ button { font: inherit; padding: 4px 12px; }
 <table id="circuits"><thead><tr><th>circuit</th><th>state</th><th>details</th></tr></thead><tbody></tbody></table>
 <p id="circuits-note" class="muted"></p></section>
 <section class="wide"><h2>Busiest clients <span class="muted" id="clients-window"></span></h2>
-<table id="clients"><thead><tr><th>client</th><th>requests</th><th>minute quota left</th><th></th><th>hour quota left</th><th>burst tokens</th></tr></thead><tbody></tbody></table>
+<table id="clients"><thead><tr><th>client</th><th>requests</th><th>minute quota left</th><th></th><th>hour quota left</th><th>burst tokens</th><th>left on limited routes</th></tr></thead><tbody></tbody></table>
 <p id="clients-note" class="muted"></p></section>
 </main>
 <script>
@@ -297,8 +327,12 @@ function renderCircuits(s) {
   if (!c.available) { fill(tbody, []); note.textContent = c.reason || c.error || "unavailable"; return; }
   note.textContent = c.items.length ? "" : "no circuit has seen traffic yet";
   fill(tbody, c.items.map(item => {
-    const details = Object.entries(item.stats || {}).filter(([, v]) => typeof v !== "object")
-      .map(([k, v]) => k + " " + v).join(", ");
+    const st = item.stats || {};
+    const shown = [["failure_count", "failures"], ["success_count", "successes"], ["rejected_count", "refused"],
+                   ["state_changes", "changes"]].filter(([k]) => typeof st[k] === "number").map(([k, label]) => label + " " + st[k]);
+    if (st.open_seconds_left > 0) shown.push("half-open in " + Math.ceil(st.open_seconds_left) + " s");
+    if (st.local_only) shown.push("local state only (store unreachable)");
+    const details = shown.join(", ") + (shown.length ? " (this replica)" : "");
     return el("tr", {"data-circuit": item.name}, el("td", {}, el("code", {}, item.name)),
               el("td", {}, pill(stateClass(item.state))), el("td", {class: "muted"}, details));
   }));
@@ -326,6 +360,16 @@ function quotaBar(q) {
   return el("td", {}, el("div", {class: "bar"}, fillBar));
 }
 
+function routeQuotas(routes) {
+  const cell = el("td", {class: "route-quotas"});
+  for (const r of routes || []) {
+    cell.append(el("span", {class: "target"}, el("code", {}, r.route), " ",
+                   el("span", {class: r.remaining === 0 ? "pill open" : ""}, r.remaining + " of " + r.limit)));
+  }
+  if (!cell.childNodes.length) cell.append(el("span", {class: "muted"}, "-"));
+  return cell;
+}
+
 function renderClients(s) {
   const tbody = document.querySelector("#clients tbody");
   const note = document.getElementById("clients-note");
@@ -337,7 +381,8 @@ function renderClients(s) {
     const q = item.quota && !item.quota.error ? item.quota : null;
     return el("tr", {"data-client": item.client_id}, el("td", {}, el("code", {}, item.client_id)),
               el("td", {class: "requests"}, item.requests), quotaCell(q && q.minute), quotaBar(q && q.minute),
-              quotaCell(q && q.hour), el("td", {}, q && q.burst_tokens !== null && q.burst_tokens !== undefined ? q.burst_tokens : "-"));
+              quotaCell(q && q.hour), el("td", {}, q && q.burst_tokens !== null && q.burst_tokens !== undefined ? q.burst_tokens : "-"),
+              routeQuotas(q && q.routes));
   }));
 }
 

@@ -24,6 +24,10 @@ def _config(redis_url: str, prefix: str, a: str, b: str, token: str | None = TOK
             {"id": "cached", "path": "/cached/*", "target": a, "strip_prefix": True, "cache": {"ttl": 30}},
             {"id": "api", "path": "/api/*", "targets": [{"url": a}, {"url": b}], "strip_prefix": True,
              "cache": {"enabled": False}},
+            {"id": "limited", "path": "/limited/*", "target": b, "strip_prefix": True, "cache": {"enabled": False},
+             "rate_limit": {"requests_per_minute": 3}},
+            {"id": "fragile", "path": "/fragile/*", "target": b, "strip_prefix": True, "cache": {"enabled": False},
+             "circuit_breaker": {"failure_threshold": 2, "recovery_timeout": 60}},
         ]},
     }, {})
 
@@ -62,10 +66,35 @@ def test_status_shows_the_fleet_after_traffic_through_two_replicas(pair: tuple[G
     assert status["cache"]["available"] and (status["cache"]["hits"], status["cache"]["misses"]) == (5, 1)
     assert status["cache"]["hit_rate"] == pytest.approx(5 / 6)
     routes = {r["key"]: r for r in status["routes"]}
-    assert set(routes) == {"cached", "api"}
+    assert set(routes) == {"cached", "api", "limited", "fragile"}
     assert [t["healthy"] for t in routes["api"]["targets"]] == [True, True]
     assert status["replica"]["store"] == "RedisStore" and status["replica"]["store_ok"] is True
-    assert status["health"]["routes_count"] == 2
+    assert status["health"]["routes_count"] == 4
+
+
+def test_status_shows_quotas_left_and_open_circuits(pair: tuple[GatewayThread, GatewayThread]) -> None:
+    one, two = pair
+    codes = [httpx.get(f"{gw.url}/limited/x", headers={"X-Client-ID": "dave"}).status_code
+             for gw in (one, two, one, two)]
+    assert codes == [200, 200, 200, 429]
+    for gw in (one, two):
+        assert httpx.get(f"{gw.url}/fragile/status/500").status_code == 500
+    assert httpx.get(f"{two.url}/fragile/ok").status_code == 503
+
+    def dave() -> dict | None:
+        return next((c for c in _status(one)["clients"]["items"] if c["client_id"] == "dave"), None)
+    wait_for(lambda: dave() is not None, timeout=10, what="dave counted")
+    quota = dave()["quota"]  # type: ignore[index]
+    # Refused requests are not counted (DESIGN.md): 3 of the client's own 60 a minute are gone.
+    assert quota["minute"] == {"used": 3, "limit": 60, "remaining": 57}
+    assert quota["hour"] == {"used": 3, "limit": 1000, "remaining": 997}
+    (limited,) = quota["routes"]
+    assert (limited["route"], limited["limit"], limited["remaining"]) == ("limited", 3, 0)
+    assert 0 < limited["reset_seconds"] <= 60
+    # The circuit opened through two replicas is open on both.
+    for gw in (one, two):
+        circuits = {c["name"]: c for c in _status(gw)["circuits"]["items"]}
+        assert circuits["fragile"]["state"] == "open"
 
 
 def test_status_needs_the_admin_token(pair: tuple[GatewayThread, GatewayThread]) -> None:
@@ -114,4 +143,4 @@ def test_status_answers_while_redis_is_down(backend: BackendServer, backend_b: B
             assert time.monotonic() - started < 5  # nothing waits out a timeout
             assert status["replica"]["store_ok"] is False
             assert status["cache"]["available"] is False and status["clients"]["available"] is False
-            assert [r["key"] for r in status["routes"]] == ["cached", "api"]
+            assert [r["key"] for r in status["routes"]] == ["cached", "api", "limited", "fragile"]
