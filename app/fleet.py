@@ -358,8 +358,8 @@ class Fleet:
         if self.balancer_url:
             lines.append(f"  load balancer  {self.balancer_url}   nginx, round robin over the replicas")
         else:
-            lines.append("  load balancer  none (nginx is not installed: apt-get install nginx-light); "
-                         "GW is replica 1")
+            why = "nginx is not installed: apt-get install nginx-light" if self.plan.use_nginx else "--no-nginx"
+            lines.append(f"  load balancer  none ({why}); GW is replica 1")
         lines += [f"  {c.name:<13}  {c.url}" for c in replicas + backends]
         lines += [f"  status page    {urls['GW']}/_gateway/#token={self.plan.admin_token}",
                   f"  logs           {self.workdir}", "",
