@@ -47,6 +47,7 @@ class ClientActivity(Stage):
         self.flush_every = flush_every
         self.pending: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.keys = (store.key("activity", "clients", "current"), store.key("activity", "clients", "previous"),
                      store.key("activity", "clients", "meta"))
 
@@ -86,22 +87,26 @@ class ClientActivity(Stage):
         return [(client.decode("utf-8", "replace"), int(count)) for client, count in pairs]
 
     async def _flush_loop(self) -> None:
-        while True:
+        # The flag as well as the cancel: redis-py can turn a cancellation that lands inside a read
+        # into a TimeoutError, which the except below would otherwise take for a failed flush.
+        while not self._closing:
             await asyncio.sleep(self.flush_every)
             try:
                 await self.flush()
             except Exception:  # never let the loop die: the page would go quiet
-                log.exception("client activity flush failed")
+                if not self._closing:
+                    log.exception("client activity flush failed")
 
     async def start(self) -> None:
+        self._closing = False
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task], timeout=3)
             self._task = None
         with contextlib.suppress(Exception):
             await self.flush()

@@ -54,3 +54,25 @@ async def test_counts_roll_out_after_two_windows(store: Store) -> None:
     assert await activity.busiest() == [("alice", 3), ("bob", 1)]  # this window and the one before
     await _next_second()
     assert await activity.busiest() == [("bob", 1)]
+
+
+async def test_close_returns_even_when_the_store_swallows_the_cancellation() -> None:
+    """redis-py can turn a cancellation inside a read into a TimeoutError; closing must not hang
+    (a replica's shutdown waits for it)."""
+    from app.store import MemoryStore
+
+    class SlowStore(MemoryStore):
+        async def run(self, *calls: ScriptCall) -> list:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise TimeoutError("read timed out") from None
+            return await super().run(*calls)
+
+    activity = ClientActivity(SlowStore(), flush_every=0.01)
+    activity.admission_call(_exchange("alice"), None)
+    await activity.start()
+    await asyncio.sleep(0.1)  # the loop is inside the store call now
+    started = time.monotonic()
+    await asyncio.wait_for(activity.close(), timeout=8)
+    assert time.monotonic() - started < 5
