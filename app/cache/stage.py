@@ -145,6 +145,9 @@ class CacheStage(Stage):
         except StoreError as error:
             return self._bypass(ex, route, pending, error)
         code = reply[0]
+        if code == STALE and reply[1] == 1 and route.compiled.get("transform") is not None:
+            # A background refresh would skip the route's transform: refresh in this request instead.
+            code = MISS
         if code == HIT or code == STALE:
             entry = await decode_entry(pending.entry_id, reply[2], reply[3], reply[4], reply[5])
             if code == STALE:
@@ -392,6 +395,9 @@ class CacheStage(Stage):
         if route is None or not route.spec.cache.enabled:
             log.warning("cache.warm: no caching GET route for %s", target)
             return 60.0
+        if route.compiled.get("transform") is not None:
+            log.warning("cache.warm: %s is on a route with a transform; not warmed", target)
+            return 3600.0
         ex = Exchange(method="GET", path=path, raw_path=path.encode(), query_string=query.encode(),
                       headers=[(b"host", b"apigw-warm")], client_addr="127.0.0.1", request_id=new_request_id())
         request = self._cache_request(ex, route)

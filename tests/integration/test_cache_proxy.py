@@ -342,3 +342,20 @@ def test_stale_answer_while_the_circuit_is_open(redis_url: str, key_prefix: str,
         assert answer.content == fresh.content
         no_entry = _get(gateway, "/cb/other")
         assert no_entry.status_code == 503 and no_entry.headers["x-cache"] == "MISS"
+
+
+def test_a_transformed_route_refreshes_in_the_request_not_in_the_background(
+        backend: BackendServer, redis_url: str, key_prefix: str, redis_client: redis.Redis) -> None:
+    routes = [{"path": "/t/*", "target": backend.url, "strip_prefix": True, "cache": {"ttl": 1},
+               "transform": {"response_headers": {"add": {"X-Transformed": "yes"}}}}]
+    raw = {"router": {"routes": routes}, "redis": {"url": redis_url, "prefix": key_prefix},
+           "cache": {"stale_while_revalidate": 30}}
+    with GatewayThread(parse_config(raw, {})) as gateway:
+        first = _get(gateway, "/t/headers/tr")
+        assert first.headers["x-cache"] == "MISS" and first.headers["x-transformed"] == "yes"
+        time.sleep(1.1)
+        again = _get(gateway, "/t/headers/tr")  # expired: fetched through the whole pipeline
+        assert again.headers["x-cache"] == "MISS" and again.headers["x-transformed"] == "yes"
+        hit = _get(gateway, "/t/headers/tr")
+        assert hit.headers["x-cache"] == "HIT" and hit.headers["x-transformed"] == "yes"
+        assert hit.json()["n"] == 2
