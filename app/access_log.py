@@ -1,8 +1,8 @@
 """Structured access logs: one JSON line per request, written by a thread of its own.
 
 The request path only stamps the time and puts a tuple on a queue (no formatting, no I/O, no lock
-held across a write); the writer thread turns queued requests into JSON lines (orjson) and writes
-them in batches to stdout. A writer that cannot keep up (a blocked stdout) never slows requests:
+held across a write); the writer thread wakes every 50 ms, turns what was queued into JSON lines
+(orjson) and writes them in batches to stdout. A writer that cannot keep up (a blocked stdout) never slows requests:
 past ``max_queued`` lines, new ones are dropped and counted, and the count is logged.
 
 A line::
@@ -29,15 +29,20 @@ from app.exchange import Exchange
 log = logging.getLogger("apigw.access")
 
 _BATCH = 512
+# How often the writer wakes to write what was queued (the delay a line may have).
+FLUSH_SECONDS = 0.05
 # Response headers a stage adds that say what it decided, as the log names them.
 _OUTCOME_HEADERS = {b"x-cache": "cache", b"ratelimit-remaining": "remaining", b"ratelimit-limit": "limit",
                     b"retry-after": "retry_after"}
 _Entry = tuple[float, Exchange, int, float]
+_second: list[Any] = [0, ""]  # the last whole second formatted (only the writer thread uses it)
 
 
 def _iso(wall: float) -> str:
     seconds = int(wall)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((wall - seconds) * 1000):03d}Z"
+    if seconds != _second[0]:
+        _second[0], _second[1] = seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{_second[1]}.{int((wall - seconds) * 1000):03d}Z"
 
 
 def document(wall: float, ex: Exchange, status: int, seconds: float) -> dict[str, Any]:
@@ -103,27 +108,30 @@ class AccessLog:
             self.dropped += 1
 
     def _write_forever(self) -> None:
+        # Woken by a clock, not by each line: a thread woken per request would take the GIL from
+        # the event loop once per request; every FLUSH_SECONDS it takes it once for a whole batch.
         stream = self.stream or sys.stdout.buffer
         reported = 0
-        while True:
-            entry = self._queue.get()
-            batch = []
-            while entry is not None:
-                batch.append(entry)
-                if len(batch) >= _BATCH:
-                    break
+        stopping = False
+        while not stopping:
+            time.sleep(FLUSH_SECONDS)
+            batch: list[_Entry] = []
+            while True:
                 try:
                     entry = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch:
+                if entry is None:
+                    stopping = True
+                    break
+                batch.append(entry)
+            for start in range(0, len(batch), _BATCH):
                 try:
-                    stream.write(b"".join(orjson.dumps(document(*e)) + b"\n" for e in batch))
+                    stream.write(b"".join(orjson.dumps(document(*e)) + b"\n" for e in batch[start:start + _BATCH]))
                     stream.flush()
                 except Exception:  # a closed or broken stdout must not end the gateway
                     log.exception("access log: cannot write")
+                    break
             if self.dropped != reported:
                 log.warning("access log: %d line(s) dropped so far (the writer could not keep up)", self.dropped)
                 reported = self.dropped
-            if entry is None:
-                return
