@@ -24,6 +24,7 @@ from app.breaker.stage import CircuitBreakerStage
 from app.cache_manager import ApiCacheManager, CacheStage
 from app.config import GatewayConfig
 from app.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
+from app.health import HealthChecker
 from app.metrics import STORE_ERRORS
 from app.pipeline import Stage
 from app.rate_limit_stage import RateLimitStage
@@ -102,6 +103,8 @@ class ApiGatewayOrchestrator:
         self.circuit_breaker_manager = CircuitBreakerManager(self.store, self.config.circuit_breaker.default)
         self.stages.append(CircuitBreakerStage(self.circuit_breaker_manager, self.config.circuit_breaker))
         self.router.status_reporters["circuits"] = self.circuit_breaker_manager.get_all_stats
+        # Active health checks of the targets of routes with health_check (a background task).
+        self.health_checker = HealthChecker(self.router, self.store, lambda: self.upstream.session)
 
     def _compile_route(self, route: Route) -> None:
         spec = route.spec
@@ -122,8 +125,10 @@ class ApiGatewayOrchestrator:
         await self.cache_stage.start()  # subscribes to fills; warms cache.warm paths
         await self.client_activity.start()
         await self.circuit_breaker_manager.start()
+        await self.health_checker.start()
 
     async def close(self) -> None:
+        await self.health_checker.close()
         await self.circuit_breaker_manager.close()
         await self.client_activity.close()
         await self.cache_stage.close()

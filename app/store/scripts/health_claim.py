@@ -1,0 +1,16 @@
+"""Twin of lua/health_claim.lua."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.store.memory import MemoryDB
+
+
+def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
+    owner = str(args[0]).encode()
+    holder = db.get(keys[0])
+    if holder is None or holder == owner:
+        db.set(keys[0], owner, float(args[1]))
+        return 1
+    return 0
