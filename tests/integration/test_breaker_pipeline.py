@@ -166,3 +166,16 @@ def test_a_retried_request_counts_once_towards_the_breaker(backend: BackendServe
         assert circuit["state"] == "closed" and circuit["consecutive_failures"] == 1
         assert httpx.get(f"{gateway.url}/s/status/503").status_code == 503
         assert _breakers(gateway)["* /s/*"]["state"] == "open"
+
+
+def test_breaker_works_on_local_state_when_redis_is_unreachable(backend: BackendServer) -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    route = {"path": "/svc/*", "target": backend.url, "strip_prefix": True,
+             "circuit_breaker": {"failure_threshold": 2, "recovery_timeout": 30}}
+    with _gateway([route], redis={"url": dead_redis},
+                  rate_limiter={"failure_policy": "fail_open"}) as gateway:
+        assert [httpx.get(f"{gateway.url}/svc/status/500").status_code for _ in range(2)] == [500, 500]
+        refused = httpx.get(f"{gateway.url}/svc/status/500")
+        assert refused.status_code == 503 and refused.json()["error"] == "circuit open"
+        assert _breakers(gateway)["* /svc/*"]["local_only"] is True
+        assert backend.hits == {"/status/500": 2}
