@@ -36,6 +36,7 @@ class CircuitBreakerManager:
         self.resync_every = resync_every
         self._breakers: dict[str, ApiCircuitBreaker] = {}
         self._task: asyncio.Task[None] | None = None
+        self._reads: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
         self.channel = self.store.channel("breaker")
         self.store.subscribe(self.channel, self._on_event)
         self.store.on_reconnect(self.reconcile)
@@ -79,7 +80,9 @@ class CircuitBreakerManager:
         """A breaker made after start-up learns the fleet's state without waiting for a failure."""
         if self._task is None:
             return
-        asyncio.get_running_loop().create_task(self._read([breaker], force=False))
+        task = asyncio.get_running_loop().create_task(self._read([breaker], force=False))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
 
     # -- events ---------------------------------------------------------------------------------
 
