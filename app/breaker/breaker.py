@@ -85,6 +85,8 @@ def default_is_failure(result: Any) -> bool:
 
 
 class ApiCircuitBreaker:
+    PROBE_LEASE = 60.0  # seconds; for call(), which cannot know how long ``func`` may take
+
     def __init__(self, name: str, config: CircuitBreakerSpec, store: Store,
                  manager: CircuitBreakerManager | None = None,
                  is_failure: Callable[[Any], bool] = default_is_failure) -> None:
@@ -131,7 +133,9 @@ class ApiCircuitBreaker:
     async def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``func`` (sync or async) through the breaker; raises CircuitBreakerOpenError when
         the circuit refuses. An exception, or a 5xx answer, counts as a failure."""
-        ticket = await self.admit(lease=self.config.recovery_timeout)
+        # A probe whose caller vanished holds its slot this long: longer than any call should take
+        # (the pipeline uses the route's timeouts instead), so a slow probe is never doubled.
+        ticket = await self.admit(lease=max(self.PROBE_LEASE, self.config.recovery_timeout))
         started = time.monotonic()
         try:
             result = func(*args, **kwargs)
