@@ -194,6 +194,9 @@ async def test_half_open_probes_are_counted_fleet_wide(fleet: list[CircuitBreake
     breakers = [m.get_circuit_breaker("probe", config) for m in fleet]
     with pytest.raises(ConnectionError):
         await breakers[0].call(Backend.__call__, _failing_backend(), {})
+    deadline = time.monotonic() + 5
+    while not all(b.state is CircuitState.OPEN for b in breakers) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # every replica has heard of it (the event streams may attach late)
     await asyncio.sleep(0.25)
     reached = 0
 
