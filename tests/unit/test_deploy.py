@@ -342,3 +342,11 @@ def test_the_fleet_runs_the_compose_config_with_local_addresses() -> None:
     assert local["rate_limiter"]["default"] == compose_side["rate_limiter"]["default"]
     assert local["router"]["routes"] == demo_routes("http://127.0.0.1:9001", "http://127.0.0.1:9002")
     parse_config(local, {}, "fleet")
+
+
+def test_every_manifest_validates_against_the_kubernetes_schema() -> None:
+    # kubernetes-validate (a test dependency) ships the API's schemas; strict: an unknown field is an error.
+    import kubernetes_validate
+    version = kubernetes_validate.latest_version()
+    for doc in k8s_documents():
+        kubernetes_validate.validate(doc, version, strict=True)
