@@ -170,8 +170,10 @@ def test_fleet_serves_through_nginx_and_sigint_leaves_no_process_behind() -> Non
 
 def test_fleet_killed_outright_takes_its_children_with_it() -> None:
     fleet = FleetRun("--replicas", "1", "--free-ports", env=_own_redis_env())
+    workdir = None
     try:
         fleet.wait_for_line("fleet ready: ")
+        workdir = re.search(r"logs\s+(\S+)", "".join(fleet.output))
         children = _descendants(fleet.proc.pid)
         assert len(children) >= 4  # Redis, two backends, a replica (and nginx)
         fleet.proc.kill()  # no chance to clean up: the children's parent-death signal does it
@@ -179,6 +181,8 @@ def test_fleet_killed_outright_takes_its_children_with_it() -> None:
         wait_for(lambda: not _still_running(children), timeout=20, what="the orphans to exit")
     finally:
         fleet.kill()
+        if workdir is not None:  # what the killed fleet could not remove
+            shutil.rmtree(workdir.group(1), ignore_errors=True)
 
 
 def test_fleet_refuses_a_busy_port_before_starting_anything() -> None:
