@@ -69,7 +69,8 @@ async def _run_demo(host: str, port: int) -> None:
             {"path": "/api/v1/agents/{id}", "method": ["GET", "PUT", "DELETE"], "target": a},
             {"path": "/api/v1/threads", "method": "POST", "target": b},
             {"path": "/demo/*", "targets": [{"url": a, "weight": 3}, {"url": b, "weight": 1}],
-             "strip_prefix": True, "timeout": {"read": 1.0}},
+             # Not cached, so that each request shows which backend the 3:1 weights picked.
+             "strip_prefix": True, "timeout": {"read": 1.0}, "cache": {"enabled": False}},
         ]},
     }
     config = parse_config(raw, os.environ, "demo")
