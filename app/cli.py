@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     state = sub.add_parser("state", help="the fleet's shared state in Redis, for people (reads only)")
     state.add_argument("section", nargs="?", default="all",
-                       help="all (default), config, cache, clients, ratelimits, circuits, client <id>")
+                       help="all (default), config, cache, clients, ratelimits, circuits, health, client <id>")
     state.add_argument("client_id", nargs="?", help="with 'client': the client id")
     state.add_argument("--config", help="config file (for redis.url and redis.prefix)")
     state.add_argument("--redis-url", help="default: API_GATEWAY_REDIS_URL, REDIS_URL or the config's redis.url")

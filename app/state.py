@@ -130,6 +130,24 @@ class StateReader:
         return Section("circuits", "circuits (shared by the fleet; a missing hash is a closed circuit)",
                        circuits, commands)
 
+    async def health(self, args: Any = None) -> Section:
+        """The fleet's verdict on each target of the routes that have active health checks."""
+        from app.breaker.breaker import breaker_tag
+        from app.router import ApiGatewayRouter
+
+        sync = ConfigSync(self.config, ApiGatewayRouter(self.config.router.routes), self.store)
+        await sync.refresh()
+        routes, commands = {}, []
+        for spec in sync.effective_routes():
+            if spec.health_check is None:
+                continue
+            key = self.store.key("health", breaker_tag(spec.key))
+            verdicts = {k.decode(): v.decode() for k, v in (await self.store.hgetall(key)).items()}
+            routes[spec.key] = {t.url: {"healthy": verdicts.get(t.url, "1") == "1"} for t in spec.targets}
+            commands += [_cli("HGETALL", key), _cli("GET", f"{key}:lease")]
+        return Section("health", "target health (active checks, the fleet's verdict; no verdict yet = healthy)",
+                       routes, commands)
+
     def _limiter(self) -> Any:
         from app.rate_limiter import ApiGatewayRateLimiter
 
@@ -146,10 +164,11 @@ SECTIONS: dict[str, Reader] = {
     "clients": StateReader.clients,
     "ratelimits": StateReader.ratelimits,
     "circuits": StateReader.circuits,
+    "health": StateReader.health,
     "client": StateReader.client,
 }
 # What "all" shows (one client needs its id).
-OVERVIEW = ("config", "cache", "clients", "ratelimits", "circuits")
+OVERVIEW = ("config", "cache", "clients", "ratelimits", "circuits", "health")
 
 
 def render(sections: list[Section]) -> str:

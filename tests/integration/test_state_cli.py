@@ -34,7 +34,8 @@ def busy_gateway(redis_url: str, key_prefix: str, redis_client: object, backend:
     with GatewayThread(config) as gateway:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert httpx.post(gateway.url + "/_gateway/routes", headers=auth,
-                          json={"id": "b", "path": "/b", "target": backend.url}).status_code == 201
+                          json={"id": "b", "path": "/b", "target": backend.url,
+                                "health_check": {"path": "/", "interval": 0.2}}).status_code == 201
         assert httpx.delete(gateway.url + "/_gateway/routes/a", headers=auth).status_code == 200
         assert httpx.post(gateway.url + "/_gateway/routes", headers=auth,
                           json={"id": "a", "path": "/a/*", "target": backend.url, "strip_prefix": True}).status_code == 201
@@ -56,7 +57,8 @@ def test_state_shows_config_cache_and_clients(busy_gateway: str, redis_url: str,
     config = state["config"]["data"]
     assert config["version"] == 3
     assert config["route_overrides"]["b"] == {"version": 1, "route": {
-        "id": "b", "path": "/b", "targets": [{"url": config["route_overrides"]["b"]["route"]["targets"][0]["url"]}]}}
+        "id": "b", "path": "/b", "targets": [{"url": config["route_overrides"]["b"]["route"]["targets"][0]["url"]}],
+        "health_check": {"interval": 0.2}}}
     assert config["route_overrides"]["a"]["version"] == 3  # deleted, then added again (changed)
     assert config["route_overrides"]["a"]["route"]["strip_prefix"] is True
     cache = state["cache"]["data"]
@@ -78,6 +80,9 @@ def test_state_shows_config_cache_and_clients(busy_gateway: str, redis_url: str,
     assert circuits["b"]["times_opened"] == 1
     assert circuits["a"]["state"] == "closed"
 
+    assert state["health"]["data"] == {"b": {config["route_overrides"]["b"]["route"]["targets"][0]["url"]:
+                                             {"healthy": True}}}
+
     missing = _state(redis_url, key_prefix, "client")
     assert missing.returncode == 1 and "which client" in missing.stderr
 
@@ -91,7 +96,7 @@ def test_the_printed_redis_cli_commands_show_the_same_keys(busy_gateway: str, re
     state = json.loads(_state(redis_url, key_prefix, "--json").stdout)
     state.update(json.loads(_state(redis_url, key_prefix, "client", "alice", "--json").stdout))
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
-    assert len(state) == 6
+    assert len(state) == 7
     for section in state.values():
         for command in section["redis_cli"]:
             shown = subprocess.run(command.replace("redis-cli ", f"redis-cli -p {port} ", 1), shell=True,
@@ -109,7 +114,8 @@ def test_the_printed_redis_cli_commands_show_the_same_keys(busy_gateway: str, re
         command = command.replace("'apigw:", f"'{key_prefix}:").replace("redis-cli ", f"redis-cli -p {port} ", 1)
         shown = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)
         assert shown.returncode == 0 and "ERR" not in shown.stdout, command
-        assert shown.stdout.strip() or ":cb:" in command, command  # the README's example circuit is not here
+        # The README's example route ("svc") is not in this test's Redis.
+        assert shown.stdout.strip() or "{svc}" in command, command
 
 
 def test_state_without_redis_says_so(tmp_path: object) -> None:
