@@ -239,12 +239,14 @@ class RouteSpec(_Section):
 
     @model_validator(mode="after")
     def _one_kind_of_target(self) -> RouteSpec:
-        if self.target is not None and self.targets:
+        own = [TargetSpec(url=self.target, weight=self.weight)] if self.target is not None else []
+        # A dumped spec carries the targets that `target` was expanded to: that round-trips.
+        if self.target is not None and self.targets and self.targets != own:
             raise ValueError("give either target or targets, not both")
         if self.target is None and not self.targets:
             raise ValueError("a route needs a target or targets")
         if self.target is not None:
-            self.targets = [TargetSpec(url=self.target, weight=self.weight)]
+            self.targets = own
         if not any(t.weight > 0 for t in self.targets):
             raise ValueError("targets: at least one target needs a weight above 0")
         return self

@@ -52,10 +52,8 @@ def build_router(gateway: Gateway) -> APIRouter:
     @router.get("", response_model=EffectiveConfig)
     async def effective_config() -> EffectiveConfig:
         """What this replica runs now and the config version it has applied."""
-        # model_construct: validating RouteSpec instances again would refuse those the file gave
-        # with ``target`` (the model fills ``targets`` from it, and then both are set).
         effective = sync.baseline_config.model_copy(
-            update={"router": RouterSection.model_construct(routes=sync.effective_routes())})
+            update={"router": RouterSection(routes=sync.effective_routes())})
         return EffectiveConfig(version=sync.version, replica=REPLICA, changed_routes=sorted(sync.overrides),
                                config=redacted(effective))
 

@@ -83,3 +83,12 @@ def test_unreadable_yaml_and_missing_file_exit_2(tmp_path: Path) -> None:
     broken.write_text("router: [unclosed\n")
     assert _cli("check-config", str(broken)).returncode == 2
     assert _cli("check-config", str(tmp_path / "none.yaml")).returncode == 2
+
+
+def test_a_route_spec_round_trips_through_its_dump() -> None:
+    from app.config import RouteSpec
+
+    spec = RouteSpec(path="/a", target="http://x", weight=5)
+    assert RouteSpec.model_validate(spec.model_dump()) == spec
+    with pytest.raises(ValueError, match="either target or targets"):
+        RouteSpec(path="/a", target="http://x", targets=[{"url": "http://y"}])
