@@ -10,6 +10,7 @@ in-place rules. Rules address the backend's field names: request rules run after
 client's version to the backend's, response rules before mapping the answer back.
 """
 
+import app.transform as _package
 from app.transform import (
     CONVERT_TYPES,
     CompiledTransform,
@@ -28,20 +29,5 @@ from app.transform import (
     rule_from_spec,
 )
 
-__all__ = [
-    "CONVERT_TYPES",
-    "CompiledTransform",
-    "ConvertType",
-    "DataConverter",
-    "Direction",
-    "HeaderOps",
-    "MappingSpec",
-    "QueryOps",
-    "RouteTransform",
-    "RuleSpec",
-    "SchemaMapper",
-    "TransformationEngine",
-    "TransformationError",
-    "TransformationRule",
-    "rule_from_spec",
-]
+# One list of public names, kept where the package defines them.
+__all__ = list(_package.__all__)
