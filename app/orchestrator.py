@@ -85,8 +85,6 @@ class ApiGatewayOrchestrator:
         self.store = store or MemoryStore(prefix=self.config.redis.prefix)
         self.upstream = upstream or UpstreamClient(self.config.server.upstream_max_connections,
                                                    self.config.server.upstream_keepalive)
-        self.router = ApiGatewayRouter(self.config.router.routes, enabled=self.config.enabled,
-                                       on_change=self._compile_route)
         # The seed's library transformer, for handle_request's data (routes compile their own).
         self.transformer = TransformationEngine()
         self.rate_limiter = ApiGatewayRateLimiter(self.store, self.config.rate_limiter)
@@ -102,6 +100,11 @@ class ApiGatewayOrchestrator:
         self.stages.append(self.client_activity)
         self.circuit_breaker_manager = CircuitBreakerManager(self.store, self.config.circuit_breaker.default)
         self.stages.append(CircuitBreakerStage(self.circuit_breaker_manager, self.config.circuit_breaker))
+        # The stages that run for requests that matched no route (each route compiles its own list).
+        self.unrouted_stages = self._stages_applying_to(None)
+        # Built after the stages: compiling a route picks the stages that apply to it.
+        self.router = ApiGatewayRouter(self.config.router.routes, enabled=self.config.enabled,
+                                       on_change=self._compile_route)
         self.router.status_reporters["circuits"] = self.circuit_breaker_manager.get_all_stats
         # Active health checks of the targets of routes with health_check (a background task).
         self.health_checker = HealthChecker(self.router, self.store, lambda: self.upstream.session)
@@ -113,6 +116,18 @@ class ApiGatewayOrchestrator:
         route.compiled["retry"] = RetryPolicy.for_route(spec.retry, route.key)
         if spec.transform is not None:
             route.compiled["transform"] = CompiledTransform(spec.transform)
+        route.compiled["stages"] = self._stages_applying_to(route)
+
+    def insert_stage(self, index: int, stage: Stage) -> None:
+        """Add a stage after construction (a test's stand-in, a plugin): every route's list of
+        stages is chosen again."""
+        self.stages.insert(index, stage)
+        self.unrouted_stages = self._stages_applying_to(None)
+        for route in self.router.routes:
+            route.compiled["stages"] = self._stages_applying_to(route)
+
+    def _stages_applying_to(self, route: Route | None) -> tuple[Stage, ...]:
+        return tuple(stage for stage in self.stages if stage.applies_to(route))
 
     def _match_route(self, path: str, method: str) -> Route | None:
         found = self.router.match(path, method)
@@ -165,9 +180,12 @@ class ApiGatewayOrchestrator:
                 return stale
         return reply
 
+    def _stages_for(self, route: Route | None) -> tuple[Stage, ...]:
+        return route.compiled["stages"] if route is not None else self.unrouted_stages
+
     async def _admit(self, ex: Exchange, route: Route | None) -> Reply | None:
         """Rate limit, cache lookup, circuit check: every store read in one round trip."""
-        stages = self.stages
+        stages = self._stages_for(route)
         if not stages:
             return None
         calls = [stage.admission_call(ex, route) for stage in stages]
@@ -183,7 +201,7 @@ class ApiGatewayOrchestrator:
 
     async def _complete(self, ex: Exchange, route: Route, reply: Reply) -> None:
         """Cache store and breaker outcome: every store write in one round trip (or none)."""
-        stages = self.stages
+        stages: tuple[Stage, ...] = route.compiled["stages"]
         if not stages:
             return
         calls = [stage.completion_call(ex, route, reply) for stage in stages]
@@ -209,12 +227,12 @@ class ApiGatewayOrchestrator:
 
     def _ended_early(self, ex: Exchange, route: Route | None, reply: Reply, answered_by: Stage | None = None,
                      replies: list[Any] | None = None) -> None:
-        for i, stage in enumerate(self.stages):
+        for i, stage in enumerate(self._stages_for(route)):
             if stage is not answered_by:
                 stage.ended_early(ex, route, reply, replies[i] if replies is not None else None)
 
     def _stale_instead(self, ex: Exchange, route: Route) -> Reply | None:
-        for stage in self.stages:
+        for stage in route.compiled["stages"]:
             stale = stage.stale_reply(ex, route)
             if stale is not None:
                 return stale

@@ -25,6 +25,12 @@ class Stage:
 
     name = "stage"
 
+    def applies_to(self, route: Route | None) -> bool:
+        """Whether the stage has anything to do for requests on ``route`` (None: requests that
+        matched no route). Asked once when a route is compiled, not per request: a stage that
+        says no costs those requests nothing."""
+        return True
+
     def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
         """What the stage needs from the store before the backend (``route`` is None when no route
         matched: the rate limit still counts the request)."""

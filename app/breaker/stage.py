@@ -60,6 +60,9 @@ class CircuitBreakerStage(Stage):
             route.compiled["breakers"] = found
         return found
 
+    def applies_to(self, route: Route | None) -> bool:
+        return route is not None and self.section.enabled
+
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
         if route is None or not self.section.enabled:
             return None

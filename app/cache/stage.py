@@ -111,6 +111,9 @@ class CacheStage(Stage):
         return CacheRequest(method=ex.method, route=route.key, path=ex.path, query=ex.query_string,
                             headers=ex.headers, schema_version=version, settings=route.spec.cache)
 
+    def applies_to(self, route: Route | None) -> bool:
+        return route is not None and self.settings.enabled and route.spec.cache.enabled
+
     def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
         if route is None or not self.settings.enabled or not route.spec.cache.enabled:
             return None

@@ -274,7 +274,7 @@ def test_a_request_refused_before_the_cache_frees_the_fill_lock(
         backend: BackendServer, redis_url: str, key_prefix: str, redis_client: redis.Redis) -> None:
     config = _config(backend, redis_url, key_prefix, lock_wait=3)
     server = GatewayThread(config)
-    server.gateway.orchestrator.stages.insert(0, _RefuseMarked())
+    server.gateway.orchestrator.insert_stage(0, _RefuseMarked())
     with server as gateway:
         refused = _get(gateway, "/c/locked", headers={"X-Refuse": "1"})
         assert refused.status_code == 429 and refused.headers["x-cache"] == "BYPASS"
