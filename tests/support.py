@@ -46,12 +46,13 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05, what
 class RedisProcess:
     """A redis-server of the test's own on a free port, which the test may stop and restart."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.exe = exe
         self.port = port or free_port()
+        self.args = args  # more redis-server options (--requirepass ...)
         self.dir = tempfile.mkdtemp(prefix="apigw-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +63,7 @@ class RedisProcess:
     def start(self) -> RedisProcess:
         self.proc = subprocess.Popen(
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning"],
+             "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._pings, timeout=10, what=f"redis-server on {self.port}")
         return self
@@ -70,7 +71,7 @@ class RedisProcess:
     def _pings(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up (asking for a password or not)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -1,10 +1,14 @@
-"""The fleet's store: Redis through redis-py asyncio (hiredis parser), scripts called by SHA.
+"""The fleet's store: Redis, scripts called by SHA.
+
+The request path's script calls go through one multiplexed connection (app/store/pipe.py); script
+loading, plain commands and pub/sub, off that path, through redis-py asyncio.
 
 Failure handling is the point of this module. A refused or timed-out connection becomes
 ``StoreUnavailable``, and for ``retry_after_failure`` seconds after it every call fails at once
 without touching the network, so requests never queue behind a dead Redis; the first call after the
-pause probes it again. A Redis that restarted has forgotten the scripts: NOSCRIPT reloads them all
-and the call is retried once.
+pause probes it again. A call whose connection broke after it was sent is not sent again (it may
+have run: a rate limit would be charged twice). A Redis that restarted has forgotten the scripts:
+NOSCRIPT reloads them all and the calls that got it are sent again.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.store.base import ScriptCall, Store, StoreError, StoreUnavailable
+from app.store.pipe import PipeBroken, PipeUnavailable, RedisPipe, ReplyError, bulk, encode
 from app.store.scripts import LUA_DIR
 
 log = logging.getLogger("apigw.store")
@@ -52,6 +57,9 @@ class RedisStore(Store):
         self.retry_after_failure = retry_after_failure
         self._sources = {p.stem: p.read_text() for p in sorted(scripts_dir.glob("*.lua"))}
         self._shas = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._sources.items()}
+        # "EVALSHA <sha>" of each script, encoded once.
+        self._heads = {name: bulk("EVALSHA") + bulk(sha) for name, sha in self._shas.items()}
+        self.pipe = RedisPipe(url, connect_timeout=connect_timeout, reply_timeout=socket_timeout)
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=socket_timeout,
             socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
@@ -67,7 +75,8 @@ class RedisStore(Store):
     async def start(self) -> None:
         try:
             await self._load_scripts()
-        except StoreUnavailable:
+            await self.pipe.execute([("PING",)])  # the request path's connection, before the first request
+        except (StoreUnavailable, PipeUnavailable, PipeBroken):
             log.warning("redis at %s is not reachable yet; serving degraded until it is", self.url)
         self._listener = asyncio.create_task(self._listen(), name="apigw-store-events")
 
@@ -78,6 +87,7 @@ class RedisStore(Store):
             # A cancel that lands inside redis-py's read timeout can be swallowed (the read just
             # times out); the listener then sees _closing at its next turn, at most ~1 s later.
             await asyncio.wait([self._listener], timeout=3)
+        await self.pipe.close()
         await self.redis.aclose()
 
     # -- failure accounting ---------------------------------------------------------------------
@@ -122,36 +132,37 @@ class RedisStore(Store):
 
     async def run(self, *calls: ScriptCall) -> list[Any]:
         self._refuse_while_down()
-        try:
-            try:
-                replies = await _once_more_if_stale(lambda: self._evalsha(calls))
-            except NoScriptError:
-                await self._load_scripts()
-                replies = await self._evalsha(calls)
-        except _UNREACHABLE as error:
-            raise self._mark_down(error) from None
-        except ResponseError as error:
-            raise StoreError(str(error)) from error
+        commands = [self._evalsha(call) for call in calls]
+        replies = await self._send(commands)
+        again = [i for i, reply in enumerate(replies)
+                 if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")]
+        if again:  # a restarted or flushed Redis: those calls did not run
+            await self._load_scripts()
+            for i, reply in zip(again, await self._send([commands[i] for i in again]), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                raise StoreError(str(reply))
         self._mark_up()
         return replies
 
-    async def _evalsha(self, calls: tuple[ScriptCall, ...]) -> list[Any]:
-        for call in calls:
-            if call.script not in self._shas:
-                raise StoreError(f"no script named {call.script!r}")
-        if len(calls) == 1:
-            call = calls[0]
-            return [await self.redis.evalsha(self._shas[call.script], len(call.keys), *call.keys, *call.args)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.evalsha(self._shas[call.script], len(call.keys), *call.keys, *call.args)
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, NoScriptError):
-                raise reply
-            if isinstance(reply, ResponseError):
-                raise StoreError(str(reply))
-        return replies
+    def _evalsha(self, call: ScriptCall) -> bytes:
+        head = self._heads.get(call.script)
+        if head is None:
+            raise StoreError(f"no script named {call.script!r}")
+        return encode((len(call.keys), *call.keys, *call.args), head, 2)
+
+    async def _send(self, commands: list[bytes]) -> list[Any]:
+        try:
+            return await self.pipe.execute(commands)
+        except PipeUnavailable as error:
+            raise self._mark_down(error) from None
+        except PipeBroken as error:
+            if error.timed_out:  # a stalled Redis: pause rather than queue every request behind it
+                raise self._mark_down(error) from None
+            # Gone while the calls were in flight: they may have run, so they are not sent again;
+            # the next call connects anew (and pauses only if that fails).
+            raise StoreUnavailable(str(error)) from None
 
     # -- plain commands -------------------------------------------------------------------------
 

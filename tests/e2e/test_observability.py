@@ -83,9 +83,10 @@ def test_metrics_scrape_after_mixed_traffic_shows_every_family(backend: BackendS
     assert value("apigw_rate_limited", "apigw_rate_limited_total", route="tight") == 1
     assert value("apigw_cache_lookups", "apigw_cache_lookups_total", route="ok", result="hit") == 2
     assert value("apigw_store_errors", "apigw_store_errors_total", component="pipeline") >= 1
-    # The backend time is apart from the gateway's own: the 0.2 s timeout is the backend's.
+    # The backend time is apart from the gateway's own: the 0.2 s timeout is the backend's (the
+    # event loop's timer may fire a fraction of a millisecond before perf_counter says 0.2 s).
     assert value("apigw_backend_duration_seconds", "apigw_backend_duration_seconds_count", route="slow") == 1
-    assert value("apigw_backend_duration_seconds", "apigw_backend_duration_seconds_sum", route="slow") >= 0.2
+    assert value("apigw_backend_duration_seconds", "apigw_backend_duration_seconds_sum", route="slow") >= 0.19
     assert value("apigw_gateway_overhead_seconds", "apigw_gateway_overhead_seconds_sum", route="slow") < 0.2
     # Cache hits never reach a backend: 5 answers on "ok", only the misses and the bypasses were sent.
     assert value("apigw_gateway_overhead_seconds", "apigw_gateway_overhead_seconds_count", route="ok") == 5
