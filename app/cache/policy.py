@@ -1,11 +1,16 @@
 """What is cacheable and under which key: ``CacheStrategy`` (the extension point) and the default.
 
-The storage rules of RFC 9111 section 3 come from hishel's sans-IO ``CacheMiss`` state (method,
-final status, no-store, private, Authorization, explicit freshness) and its freshness and header
+The storage rules of RFC 9111 section 3 are those of hishel's sans-IO ``CacheMiss`` state (method,
+final status, no-store, private, Authorization, explicit freshness) and its header and freshness
 helpers; this module adds what a gateway needs on top (DESIGN.md "Cache"): status allow-list per
 route, no-cache responses not stored (we do not revalidate), Vary: * and Set-Cookie not stored,
 an Authorization'd request stored only when the response says ``public``, and the TTL rule
 min(metadata cache_time, route ttl, s-maxage/max-age minus Age).
+
+Every miss is judged, so ``storable`` does not build hishel's objects per response: it applies the
+verdict they reduce to for a shared cache that stores GET only (see ``storable``), with hishel's
+Cache-Control parser (its results kept per header value) and, for an ``Expires``, its freshness
+rule. Header names are lower-case, as ASGI and the proxy give them.
 """
 
 from __future__ import annotations
@@ -16,17 +21,27 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from hishel import CacheMiss, CacheOptions, Headers, Request, Response, StoreAndUse
-from hishel._core._headers import parse_cache_control
-from hishel._core._spec import HEURISTICALLY_CACHEABLE_STATUS_CODES, get_freshness_lifetime
+from hishel import Headers, Response
+from hishel._core._headers import CacheControl, parse_cache_control
+from hishel._core._spec import get_freshness_lifetime
 
 from app.config import CacheSection, RouteCacheSpec
 
 RawHeaders = list[tuple[bytes, bytes]]
 
-_OPTIONS = CacheOptions(shared=True, supported_methods=["GET", "HEAD"], allow_stale=False)
 # Never served from a shared store: they describe one exchange, not the resource.
 _NOT_STORED_HEADERS = frozenset({b"age", b"x-request-id", b"x-cache", b"set-cookie"})
+# Connection-specific fields, never stored (RFC 9111 3.1; hishel's exclude_unstorable_headers).
+_CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"te", b"transfer-encoding", b"upgrade",
+                                 b"proxy-connection", b"proxy-authenticate", b"proxy-authentication-info",
+                                 b"proxy-authorization"})
+_NEVER_KEPT = _NOT_STORED_HEADERS | _CONNECTION_HEADERS
+# The response fields the storage decision reads.
+_DECIDING = frozenset({b"cache-control", b"vary", b"age", b"expires", b"set-cookie"})
+_OK = (200,)
+_NO_DIRECTIVES = CacheControl()
+_CONTROLS: dict[bytes, CacheControl] = {}
+_CONTROLS_KEPT = 512
 
 
 class Lookup(Enum):
@@ -46,10 +61,18 @@ class CacheRequest:
     headers: RawHeaders = field(default_factory=list)
     schema_version: str = ""
     settings: RouteCacheSpec | None = None
+    # name -> value (repeated fields joined), built on the first ``header`` call: the strategy
+    # asks for several fields per request, and ``headers`` is not changed once the request is made.
+    _index: dict[bytes, bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     def header(self, name: bytes) -> bytes | None:
-        found = [value for key, value in self.headers if key == name]
-        return b", ".join(found) if found else None
+        index = self._index
+        if index is None:
+            index = dict(self.headers)
+            if len(index) != len(self.headers):  # a repeated field: its values joined
+                index = {key: b", ".join([v for k, v in self.headers if k == key]) for key in index}
+            self._index = index
+        return index.get(name)
 
 
 @dataclass(slots=True)
@@ -112,7 +135,7 @@ class DefaultCacheStrategy(CacheStrategy):
         if control is None:
             pragma = request.header(b"pragma")
             return Lookup.REFRESH if pragma is not None and b"no-cache" in pragma.lower() else Lookup.LOOKUP
-        directives = parse_cache_control(control.decode("latin-1"))
+        directives = cache_control(control)
         if directives.no_store:
             return Lookup.BYPASS
         if directives.no_cache or directives.max_age == 0:
@@ -123,55 +146,62 @@ class DefaultCacheStrategy(CacheStrategy):
         # HEAD is answered from the GET entry (RFC 9110 9.3.2); it is never stored itself.
         method = b"GET" if request.method == "HEAD" else request.method.encode()
         authorized = b"1" if request.header(b"authorization") is not None else b"0"
-        parts = [method, request.route.encode(), request.path.encode(), sorted_query(request.query),
-                 request.schema_version.encode(), authorized]
+        key = b"\0".join((method, request.route.encode(), request.path.encode(), sorted_query(request.query),
+                          request.schema_version.encode(), authorized))
         for name in vary:
-            parts.append(name.encode("latin-1") + b"=" + (request.header(name.encode("latin-1")) or b""))
-        return hashlib.blake2b(b"\0".join(parts), digest_size=16).hexdigest()
+            key += b"\0" + name.encode("latin-1") + b"=" + (request.header(name.encode("latin-1")) or b"")
+        return hashlib.blake2b(key, digest_size=16).hexdigest()
 
     # -- storing --------------------------------------------------------------------------------
 
     def storable(self, request: CacheRequest, status: int, headers: RawHeaders,
                  metadata: dict[str, Any] | None = None) -> StoreDecision | None:
+        # For a shared cache, a GET and a final status, hishel's CacheMiss stores unless: the
+        # status is 206 or 304, no-store, an unqualified private, or an Authorization'd request
+        # without public/s-maxage/must-revalidate (ours asks public: stricter). Its "explicit
+        # freshness or heuristically cacheable" condition always holds here, as the status it is
+        # shown is one it may keep heuristically. It then drops the connection-specific fields and
+        # those named by no-cache="..." or private="...".
         if request.method != "GET":
             return None
         route = request.settings
-        statuses = route.statuses if route is not None else [200]
-        if status not in statuses:
+        if status not in (route.statuses if route is not None else _OK) or status == 206 or status == 304:
             return None
-        response_headers = _hishel_headers(headers)
-        control = parse_cache_control(response_headers.get("cache-control"))
-        if control.no_cache is True:
-            return None  # must be revalidated before each use, and we do not revalidate
-        vary = vary_names(response_headers.get("vary", ""))
+        found: dict[bytes, bytes] = {}
+        for name, value in headers:
+            if name in _DECIDING:
+                found[name] = found[name] + b", " + value if name in found else value
+        raw_control = found.get(b"cache-control")
+        control = _NO_DIRECTIVES if raw_control is None else cache_control(raw_control)
+        if control.no_cache is True or control.no_store or control.private is True:
+            return None  # no-cache: must be revalidated before each use, and we do not revalidate
+        raw_vary = found.get(b"vary")
+        vary = vary_names(raw_vary.decode("latin-1")) if raw_vary is not None else ()
         if "*" in vary:
             return None
-        if request.header(b"authorization") is not None and not control.public:
+        if not control.public and request.header(b"authorization") is not None:
             return None
-        # The route's status list is the out-of-band permission to keep a status that RFC 9111
-        # would otherwise keep only with explicit freshness; everything else is hishel's call.
-        judged = status if status in HEURISTICALLY_CACHEABLE_STATUS_CODES or status in (206, 304) else 200
-        state = CacheMiss(request=Request(method=request.method, url=request.path,
-                                          headers=_hishel_headers(request.headers)),
-                          options=_OPTIONS).next(Response(status_code=judged, headers=response_headers))
-        if not isinstance(state, StoreAndUse):
+        never = _NEVER_KEPT
+        if isinstance(control.no_cache, list) or isinstance(control.private, list):
+            listed = {name.lower().encode("latin-1")
+                      for names in (control.no_cache, control.private) if isinstance(names, list) for name in names}
+            if b"set-cookie" in found and b"set-cookie" not in listed:
+                return None  # one client's cookie must never reach another
+            never = never | listed
+        elif b"set-cookie" in found:
             return None
-        kept_names = {name.encode("latin-1") for name in state.response.headers}
-        if b"set-cookie" in kept_names:
-            return None  # one client's cookie must never reach another
-        kept = [(n, v) for n, v in headers if n in kept_names and n not in _NOT_STORED_HEADERS]
+        kept = [pair for pair in headers if pair[0] not in never]
 
-        age = _int(response_headers.get("age")) or 0
-        limits = [self._route_ttl(route) * 1000]
+        raw_age = found.get(b"age")
+        age = (_int(raw_age.decode("latin-1")) or 0) if raw_age is not None else 0
+        ttl_ms = self._route_ttl(route) * 1000
         if metadata and metadata.get("cache_time") is not None:
-            limits.append(int(float(metadata["cache_time"]) * 1000))
-        explicit = (control.s_maxage is not None or control.max_age is not None
-                    or "expires" in response_headers)
-        if explicit:
-            lifetime = get_freshness_lifetime(Response(status_code=status, headers=response_headers), True)
-            if lifetime is not None:
-                limits.append((lifetime - age) * 1000)
-        ttl_ms = min(limits)
+            ttl_ms = min(ttl_ms, int(float(metadata["cache_time"]) * 1000))
+        lifetime = control.s_maxage if control.s_maxage is not None else control.max_age
+        if lifetime is None and b"expires" in found:
+            lifetime = get_freshness_lifetime(Response(status_code=status, headers=_hishel_headers(headers)), True)
+        if lifetime is not None:
+            ttl_ms = min(ttl_ms, (lifetime - age) * 1000)
         if ttl_ms <= 0:
             return None
         revalidate = control.must_revalidate or control.proxy_revalidate
@@ -193,6 +223,17 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def cache_control(value: bytes) -> CacheControl:
+    """hishel's parse of a Cache-Control value, kept per value: backends repeat theirs. Shared:
+    never to be changed."""
+    parsed = _CONTROLS.get(value)
+    if parsed is None:
+        if len(_CONTROLS) >= _CONTROLS_KEPT:
+            _CONTROLS.clear()
+        parsed = _CONTROLS[value] = parse_cache_control(value.decode("latin-1"))
+    return parsed
 
 
 def _hishel_headers(raw: RawHeaders) -> Headers:
