@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.cache.entry import CacheEntry, decode_entry, decode_entry_sync
+from app.cache.entry import answer_age, inflate, read_head
 from app.cache.manager import (DUE, FINAL, FRESH, HIT, MAY_LOCK, MISS, PASS_MS, STALE, VARY, WAIT, WARM,
                                ApiCacheManager, new_token)
 from app.cache.policy import CacheRequest, CacheStrategy, Lookup, StoreDecision, vary_names
 from app.cache.tee import TeeResponse
-from app.exchange import Exchange, Reply, new_request_id
+from app.exchange import Exchange, RawHeaders, Reply, new_request_id
 from app.metrics import CACHE_LOOKUPS, STORE_ERRORS
 from app.pipeline import Stage
 from app.router import Route
@@ -152,13 +153,15 @@ class CacheStage(Stage):
             # A background refresh would skip the route's transform: refresh in this request instead.
             code = MISS
         if code == HIT or code == STALE:
-            entry = await decode_entry(pending.entry_id, reply[2], reply[3], reply[4], reply[5])
+            status, headers, compressed, age, _, _ = read_head(reply[4])
+            body = await inflate(reply[5]) if compressed else reply[5]
+            age = answer_age(reply[2], reply[3], age)
             if code == STALE:
                 pending.done = True
                 if reply[1] == 1:
                     self._spawn(self._refresh(ex, route, pending))
-                return self._answer(ex, route, pending, entry, b"STALE")
-            return self._answer(ex, route, pending, entry, b"HIT")
+                return self._answer(ex, route, pending, status, headers, body, age, b"STALE")
+            return self._answer(ex, route, pending, status, headers, body, age, b"HIT")
         pending.holds_lock = code == MISS and reply[1] == 1
         if len(reply) > 5 and reply[3] is not None and reply[4] is not None:
             pending.stale = (reply[2], reply[3], reply[4], reply[5])
@@ -206,12 +209,14 @@ class CacheStage(Stage):
             if reply[0] != WAIT:
                 return reply if reply[0] != VARY else [MISS, 0, reply[2]]
 
-    def _answer(self, ex: Exchange, route: Route, pending: _Pending, entry: CacheEntry, how: bytes) -> Reply:
+    def _answer(self, ex: Exchange, route: Route, pending: _Pending, status: int, headers: RawHeaders,
+                body: bytes, age: int, how: bytes) -> Reply:
+        """``headers``: a list of the entry's, decoded for this answer (this adds to it)."""
         pending.done = True
-        headers = [*entry.headers, (b"age", str(entry.age).encode())]
+        headers.append((b"age", b"%d" % age))
         self._mark(ex, route, pending, how)
         # A cached answer is still the backend's (the library's response transform applies).
-        return Reply(entry.status, headers, b"" if ex.method == "HEAD" else entry.body, from_backend=True)
+        return Reply(status, headers, b"" if ex.method == "HEAD" else body, from_backend=True)
 
     def _bypass(self, ex: Exchange, route: Route, pending: _Pending, error: Exception) -> None:
         STORE_ERRORS.labels("cache").inc()
@@ -333,10 +338,11 @@ class CacheStage(Stage):
         if pending is None or pending.stale is None:
             return None
         now_ms, meta, head, body = pending.stale
-        entry = decode_entry_sync(pending.entry_id, now_ms, meta, head, body)
-        if entry.now >= entry.stale_until:
-            return None
-        return self._answer(ex, route, pending, entry, b"STALE")
+        if now_ms >= int(meta.split(b" ")[2]):
+            return None  # past its grace
+        status, headers, compressed, age, _, _ = read_head(head)
+        return self._answer(ex, route, pending, status, headers, zlib.decompress(body) if compressed else body,
+                            answer_age(now_ms, meta, age), b"STALE")
 
     # -- background fetches ---------------------------------------------------------------------
 
