@@ -8,6 +8,8 @@
 -- fills it), 2 WAIT (another caller fills it), 3 VARY (meta = the names to key with),
 -- 5 FRESH (warm: nothing to do), 6 DUE (warm: lock=1 when this caller refreshes).
 -- A MISS, WAIT or DUE carries the expired entry, if one is kept, for stale-if-error.
+-- A WAIT marks the lock (its value gets a trailing "!"): only then does the filler announce the
+-- fill on the channel, so that a miss nobody waits for (the common case) sends no message.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local mode = ARGV[1]
@@ -53,7 +55,11 @@ end
 local state = 0
 if mode == '0' and redis.call('EXISTS', KEYS[5]) == 0 then
   state = lock()
-  if state == 0 then return {2, 0, now, meta or false, e[2] or false, e[3] or false} end
+  if state == 0 then
+    local held = redis.call('GET', KEYS[4])
+    if held and string.sub(held, -1) ~= '!' then redis.call('APPEND', KEYS[4], '!') end
+    return {2, 0, now, meta or false, e[2] or false, e[3] or false}
+  end
 end
 redis.call('HINCRBY', KEYS[3], 'misses', 1)
 return {0, state, now, meta or false, e[2] or false, e[3] or false}

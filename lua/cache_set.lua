@@ -1,4 +1,5 @@
--- Store one response: entry, indexes, fleet-wide LRU bound, lock release, waiters woken.
+-- Store one response: entry, indexes, fleet-wide LRU bound, lock release, waiters woken (a
+-- message only when a lookup marked the lock: someone waits; see cache_get.lua).
 -- KEYS: 1 entry, 2 lru index, 3 expiry index, 4 id->path, 5 path index, 6 fill lock,
 --       7 vary record, 8 pass marker, 9 stats
 -- ARGV: 1 id, 2 path, 3 fresh ms, 4 stale-while-revalidate ms, 5 grace ms, 6 head, 7 body,
@@ -58,8 +59,13 @@ while excess > 0 do
 end
 if evicted > 0 then redis.call('HINCRBY', KEYS[9], 'evictions', evicted) end
 
-if ARGV[9] ~= '' and redis.call('GET', KEYS[6]) == ARGV[9] then
-  redis.call('DEL', KEYS[6])
-  redis.call('PUBLISH', ARGV[12], id)
+if ARGV[9] ~= '' then
+  local held = redis.call('GET', KEYS[6])
+  if held == ARGV[9] then
+    redis.call('DEL', KEYS[6])
+  elseif held == ARGV[9] .. '!' then
+    redis.call('DEL', KEYS[6])
+    redis.call('PUBLISH', ARGV[12], id)
+  end
 end
 return {evicted, purged}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis
 
 from app.cache.manager import FINAL, HIT, MAY_LOCK, MISS, WAIT, WARM, DUE, FRESH
 from app.cache.policy import CacheRequest, StoreDecision
@@ -140,6 +141,33 @@ async def test_one_filler_per_key_the_others_wait(store: Store) -> None:
     assert hit[0] == HIT and hit[5] == b"body"
     stats = await cache.get_stats()
     assert (stats["hits"], stats["misses"]) == (1, 2)  # a WAIT is not counted: its retry is
+
+
+async def test_a_fill_is_announced_only_when_someone_waits(store: Store, redis_client: redis.Redis) -> None:
+    # Every replica's listener handles each message: a miss nobody waits for sends none.
+    cache = ApiCacheManager(store=store)
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(cache.keys.channel)
+    pubsub.get_message(timeout=1.0)
+    ids = [cache.strategy.cache_key(CacheRequest(method="GET", route="r", path=f"/{n}")) for n in range(4)]
+    for entry_id in ids:
+        assert (await store.call(*_args(cache.lookup_call(entry_id, entry_id, (), MAY_LOCK, "filler"))))[1] == 1
+    for entry_id in ids[2:]:  # someone waits for these two
+        assert (await store.call(*_args(cache.lookup_call(entry_id, entry_id, (), MAY_LOCK, "waiter"))))[0] == WAIT
+        assert (await store.call(*_args(cache.lookup_call(entry_id, entry_id, (), MAY_LOCK, "waiter"))))[0] == WAIT
+    request = CacheRequest(method="GET", route="r", path="/any")
+    for entry_id in ids[0::2]:
+        await store.run(cache.store_call(request, entry_id, entry_id, _decision(), 200, b"body", "filler"))
+    for entry_id in ids[1::2]:
+        assert await store.call(*_args(cache.release_call(entry_id, "filler", 0))) == 1
+    heard = []
+    while (message := pubsub.get_message(timeout=0.2 if store.shared else 0.01)) is not None:
+        heard.append(message["data"].decode())
+    pubsub.close()
+    # The memory store has one replica: its waiters are woken in-process, never by a message.
+    assert heard == (ids[2:] if store.shared else [])
+    for entry_id in ids:  # every lock is free
+        assert (await store.call(*_args(cache.lookup_call(entry_id, entry_id, (), MAY_LOCK, "next"))))[0] != WAIT
 
 
 async def test_an_answer_that_cannot_be_kept_frees_waiters_from_the_lock(store: Store) -> None:

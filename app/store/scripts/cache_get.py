@@ -60,6 +60,10 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     if mode == b"0" and not db.exists(pass_key):
         state = lock()
         if state == 0:
+            held = db.get(lock_key)
+            if isinstance(held, bytes) and not held.endswith(b"!"):
+                left = db.pttl(lock_key)
+                db.set(lock_key, held + b"!", left if left >= 0 else None)
             return [2, 0, now, meta, entry.get(b"h"), entry.get(b"b")]
     count(b"misses")
     return [0, state, now, meta, entry.get(b"h"), entry.get(b"b")]

@@ -11,7 +11,7 @@ from app.store.scripts._cache_common import b
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
     lock_key, pass_key = keys
     token, pass_ms = b(args[0]), int(b(args[1]))
-    if db.get(lock_key) != token:
+    if db.get(lock_key) not in (token, token + b"!"):
         return 0
     db.delete(lock_key)
     if pass_ms > 0:

@@ -55,7 +55,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
         assert stats is not None
         stats[b"evictions"] = b(int(stats.get(b"evictions", b"0")) + evicted)
 
-    if token and db.get(lock_key) == token:
+    if token and db.get(lock_key) in (token, token + b"!"):
         db.delete(lock_key)
         # Redis PUBLISHes here; the memory store has one replica, whose waiters the caller wakes.
     return [evicted, purged]
