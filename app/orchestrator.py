@@ -252,11 +252,13 @@ class ApiGatewayOrchestrator:
         url = target.url + self._upstream_path(ex, route)
         headers = self._request_headers(ex)
         policy = None if ex.notes.get("no_retry") else route.compiled["retry"]
+        if policy is None:
+            reply, backend = await self._attempt(ex, route, url, headers, body, limit)
+        else:
+            async def attempt() -> tuple[Reply, BackendCall | None]:
+                return await self._attempt(ex, route, url, headers, body, limit)
 
-        async def attempt() -> tuple[Reply, BackendCall | None]:
-            return await self._attempt(ex, route, url, headers, body, limit)
-
-        reply, backend = await send_with_retries(policy, ex.method, body, attempt, ex.notes.get("retry_guard"))
+            reply, backend = await send_with_retries(policy, ex.method, body, attempt, ex.notes.get("retry_guard"))
         ex.notes["backend"] = backend
         return reply
 
@@ -303,7 +305,7 @@ class ApiGatewayOrchestrator:
         Bad client input is a 400 naming the field and the rule."""
         version = transform.client_version(ex.headers, ex.path)
         ex.notes["client_version"] = version
-        ex.headers = transform.request_headers(ex.headers)
+        ex.replace_headers(transform.request_headers(ex.headers))
         ex.query_string = transform.query(ex.query_string)
         if not transform.has_request_body_rules:
             return None
@@ -362,7 +364,7 @@ class ApiGatewayOrchestrator:
     @staticmethod
     def _request_headers(ex: Exchange) -> list[tuple[str, str]]:
         # Replace what the client claimed about hops with what this hop knows (one filtering pass).
-        headers = forwardable_request_headers(ex.headers, _NOT_FORWARDED)
+        headers = forwardable_request_headers(ex.headers, _NOT_FORWARDED, ex.header(b"connection"))
         prior = ex.header(b"x-forwarded-for")
         forwarded_for = f"{prior.decode('latin-1')}, {ex.client_addr}" if prior else ex.client_addr
         host = ex.header(b"host")

@@ -27,27 +27,24 @@ _CLIENT_GONE = 499
 
 
 def exchange_from_scope(scope: Scope, receive: Any) -> Exchange:
-    headers = scope["headers"]
-    request_id = ""
-    for name, value in headers:
-        if name == b"x-request-id":
-            # Kept from the client only when it is a sane token; a hostile value is replaced.
-            candidate = value.decode("latin-1")
-            if 0 < len(candidate) <= 128 and candidate.isprintable():
-                request_id = candidate
-            break
     client = scope.get("client")
-    return Exchange(
+    ex = Exchange(
         method=scope["method"],
         path=scope["path"],
         raw_path=scope.get("raw_path") or scope["path"].encode(),
         query_string=scope.get("query_string", b""),
-        headers=headers,
+        headers=scope["headers"],
         client_addr=client[0] if client else "unknown",
         scheme=scope.get("scheme", "http"),
         receive=receive,
-        request_id=request_id,
     )
+    claimed = ex.header(b"x-request-id")
+    if claimed:
+        # Kept from the client only when it is a sane token; a hostile value is replaced.
+        candidate = claimed.decode("latin-1")
+        if len(candidate) <= 128 and candidate.isprintable():
+            ex.request_id = candidate
+    return ex
 
 
 class ProxyApp:

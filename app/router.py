@@ -40,6 +40,10 @@ class LoadBalancer:
 
     def next_target(self, exclude: Collection[str] = ()) -> Target | None:
         """The next healthy target, skipping the URLs in ``exclude`` (e.g. those whose circuit is open)."""
+        targets = self.targets
+        if len(targets) == 1 and not exclude:  # most routes: the rotation would always pick it
+            only = targets[0]
+            return only if only.healthy and only.weight > 0 else None
         with self._lock:
             best: Target | None = None
             total = 0
