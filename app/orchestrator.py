@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 
 from app.activity import ClientActivity
+from app.bodies import SMALL_BODY, BodyTooLarge, request_body
 from app.breaker.manager import CircuitBreakerManager
 from app.breaker.stage import CircuitBreakerStage
 from app.cache_manager import ApiCacheManager, CacheStage
@@ -32,7 +33,8 @@ from app.rate_limiter import ApiGatewayRateLimiter
 from app.retry import BackendCall, RetryPolicy, send_with_retries
 from app.router import ApiGatewayRouter, Route
 from app.store import MemoryStore, ScriptCall, Store, StoreError
-from app.transformation_engine import CompiledTransform, TransformationEngine, TransformationError
+from app.transform.apply import transform_reply, transform_request
+from app.transformation_engine import CompiledTransform, TransformationEngine
 from app.upstream import (
     NOT_FORWARDED,
     UpstreamClient,
@@ -49,31 +51,12 @@ log = logging.getLogger("apigw.pipeline")
 _FAILURE_STATUSES = frozenset({500, 502, 503, 504})
 # Not forwarded from the client: hop-by-hop headers, and those this hop sets from what it knows.
 _NOT_FORWARDED = NOT_FORWARDED | {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
-# Bodies up to this size are read whole: one send instead of a stream, and no chunked encoding.
-_SMALL_BODY = 64 * 1024
 
 
 # The request pipeline's batched round trips that failed (components count their own calls).
 STORE_ERRORS_PIPELINE = STORE_ERRORS.labels("pipeline")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class ClientGone(Exception):
-    pass
 
 
 class ApiGatewayOrchestrator:
@@ -164,13 +147,13 @@ class ApiGatewayOrchestrator:
             return error_reply(404, "no route", method=ex.method, path=ex.path)
         transform: CompiledTransform | None = route.compiled.get("transform")
         if transform is not None:
-            refused = await self._transform_request(ex, route, transform)
+            refused = await transform_request(ex, route, transform)
             if refused is not None:
                 self._ended_early(ex, route, refused)
                 return refused
         reply = await self._forward(ex, route)
         if transform is not None and reply.from_backend:
-            reply = await self._transform_reply(ex, route, transform, reply)
+            reply = await transform_reply(ex, route, transform, reply)
         await self._complete(ex, route, reply)
         if reply.status in _FAILURE_STATUSES:
             stale = self._stale_instead(ex, route)
@@ -246,7 +229,7 @@ class ApiGatewayOrchestrator:
             return error_reply(503, "no healthy target", route=route.key)
         limit: int = route.compiled["max_body"]
         try:
-            body = await self._request_body(ex, limit)
+            body = await request_body(ex, limit)
         except BodyTooLarge:
             return error_reply(413, "request body too large", limit=limit)
         url = target.url + self._upstream_path(ex, route)
@@ -276,14 +259,14 @@ class ApiGatewayOrchestrator:
             return error_reply(error.status, error.reason, route=route.key), \
                 BackendCall(None, perf_counter() - sent)
         # A stage may want larger bodies whole (the cache, to keep what it may store).
-        reply = await self._reply_from(response, route, max(_SMALL_BODY, ex.notes.get("read_body_up_to", 0)))
+        reply = await self._reply_from(response, route, max(SMALL_BODY, ex.notes.get("read_body_up_to", 0)))
         ex.backend_seconds += perf_counter() - sent  # headers, and the body when it was read whole
         # A body that broke off is no answer, whatever the status line said.
         status = None if reply.status != response.status else response.status
         return reply, BackendCall(status, perf_counter() - sent)
 
     async def _reply_from(self, response: aiohttp.ClientResponse, route: Route,
-                          read_up_to: int = _SMALL_BODY) -> Reply:
+                          read_up_to: int = SMALL_BODY) -> Reply:
         headers = forwardable_response_headers(response.raw_headers)
         length = response.content_length
         if length is not None and length <= read_up_to:
@@ -297,56 +280,6 @@ class ApiGatewayOrchestrator:
                 response.release()
             return Reply(response.status, headers, body, from_backend=True)
         return Reply(response.status, headers, stream=response, from_backend=True)
-
-    # -- transformation -------------------------------------------------------------------------
-
-    async def _transform_request(self, ex: Exchange, route: Route, transform: CompiledTransform) -> Reply | None:
-        """Rewrite headers, query and (for routes with body rules) the body on their way in.
-        Bad client input is a 400 naming the field and the rule."""
-        version = transform.client_version(ex.headers, ex.path)
-        ex.notes["client_version"] = version
-        ex.replace_headers(transform.request_headers(ex.headers))
-        ex.query_string = transform.query(ex.query_string)
-        if not transform.has_request_body_rules:
-            return None
-        limit: int = route.compiled["max_body"]
-        try:
-            body = ex.body if ex.body is not None else await self._read_body(ex, limit)
-            ex.body = transform.request_body(body, version)
-        except BodyTooLarge:
-            return error_reply(413, "request body too large", limit=limit)
-        except TransformationError as error:
-            details = error.to_dict()
-            return error_reply(400, details.pop("error"), **details)
-        return None
-
-    async def _transform_reply(self, ex: Exchange, route: Route, transform: CompiledTransform,
-                               reply: Reply) -> Reply:
-        """Rewrite the backend's answer for the client's version. A backend answer that cannot be
-        transformed is the backend's fault: 502, naming the field and the rule."""
-        reply.headers = transform.response_headers(reply.headers)
-        if not transform.has_response_body_rules:
-            return reply
-        limit: int = route.compiled["max_body"]
-        if reply.stream is not None:
-            try:
-                body = await _read_limited(reply.stream, limit)
-            except BodyTooLarge:
-                return error_reply(502, "backend answer too large to transform", limit=limit)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                return error_reply(502, "backend broke off its answer", route=route.key)
-            finally:
-                reply.stream.release()
-            reply.stream = None
-            reply.body = body
-        try:
-            reply.body = transform.response_body(reply.body, ex.notes["client_version"])
-        except TransformationError as error:
-            details = error.to_dict()
-            return error_reply(502, "backend answer could not be transformed: " + details.pop("error"),
-                               **details)
-        reply.headers.append((b"content-length", str(len(reply.body)).encode()))
-        return reply
 
     # -- request pieces -------------------------------------------------------------------------
 
@@ -374,50 +307,6 @@ class ApiGatewayOrchestrator:
             headers.append(("X-Forwarded-Host", host.decode("latin-1")))
         headers.append(("X-Request-ID", ex.request_id))
         return headers
-
-    async def _request_body(self, ex: Exchange, limit: int) -> bytes | AsyncIterator[bytes] | None:
-        if ex.body is not None:
-            if len(ex.body) > limit:
-                raise BodyTooLarge
-            return ex.body
-        declared = ex.header(b"content-length")
-        if declared is not None:
-            try:
-                length = int(declared)
-            except ValueError:
-                length = -1
-            if length > limit:
-                raise BodyTooLarge
-            if length == 0:
-                return b""
-            if 0 < length <= _SMALL_BODY:
-                return await self._read_body(ex, limit)
-        elif ex.header(b"transfer-encoding") is None:
-            return None
-        if ex.receive is None:
-            return None
-        return self._stream_body(ex, limit)
-
-    async def _read_body(self, ex: Exchange, limit: int) -> bytes:
-        chunks = [chunk async for chunk in self._stream_body(ex, limit)]
-        return b"".join(chunks)
-
-    async def _stream_body(self, ex: Exchange, limit: int) -> AsyncIterator[bytes]:
-        assert ex.receive is not None
-        seen = 0
-        while True:
-            message = await ex.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk: bytes = message.get("body", b"")
-            seen += len(chunk)
-            if seen > limit:
-                ex.notes["body_too_large"] = True
-                raise BodyTooLarge
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
 
     # -- the seed's library entry ---------------------------------------------------------------
 

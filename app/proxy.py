@@ -16,7 +16,8 @@ import aiohttp
 from app.access_log import AccessLog
 from app.exchange import Exchange, Reply, error_reply
 from app.metrics import NO_ROUTE, RouteMetrics
-from app.orchestrator import ApiGatewayOrchestrator, ClientGone
+from app.bodies import ClientGone
+from app.orchestrator import ApiGatewayOrchestrator
 
 log = logging.getLogger("apigw.proxy")
 

@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import time
 
-import pytest
 
 from app.config import RateLimiterSection, RateLimitSpec, parse_config
 from app.rate_limiter import ApiGatewayRateLimiter, RateLimitConfig

@@ -14,7 +14,6 @@ work only: a change that moves work into C shows up here as a saving it may not 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
