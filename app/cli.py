@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -42,11 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     server = uvicorn.Server(_uvicorn_config(Gateway(config), host, port, args.log_level))
-    # What is loaded by now (modules, the config, the apps: ~100k objects) lives as long as the
-    # process. Out of the collector's reach, a full collection stops walking all of it, a pause of
-    # tens of milliseconds for every request in flight (issue 8).
-    gc.freeze()
-    server.run()
+    server.run()  # the gateway's start-up ends with gc.freeze() (app/server.py)
     return 0
 
 

@@ -41,6 +41,9 @@ class Store(abc.ABC):
         self.prefix = prefix
         self._handlers: dict[str, list[MessageHandler]] = {}
         self._reconnect_handlers: list[ReconnectHandler] = []
+        # Batches ``run`` sent (each one round trip, whatever it held): the request path's budget,
+        # exported as apigw_store_round_trips_total.
+        self.round_trips = 0
 
     @property
     @abc.abstractmethod

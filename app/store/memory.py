@@ -103,6 +103,7 @@ class MemoryStore(Store):
 
     async def run(self, *calls: ScriptCall) -> list[Any]:
         # No await between the calls: like a Redis script, each runs with nothing interleaved.
+        self.round_trips += 1
         replies = []
         for call in calls:
             twin = self._twins.get(call.script)

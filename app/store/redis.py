@@ -153,6 +153,7 @@ class RedisStore(Store):
         return encode((len(call.keys), *call.keys, *call.args), head, 2)
 
     async def _send(self, commands: list[bytes]) -> list[Any]:
+        self.round_trips += 1
         try:
             return await self.pipe.execute(commands)
         except PipeUnavailable as error:
