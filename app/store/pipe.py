@@ -149,6 +149,8 @@ class _Connection(asyncio.Protocol):
         self._watch = self._loop.call_later(self.reply_timeout / 4, self._check_stalled)
 
     def _fail(self, error: PipeBroken) -> None:
+        if self.closed:  # connection_lost after an abort of ours: the waiters were told already
+            return
         self.closed = True
         self._out = []
         if self._watch is not None:
@@ -163,6 +165,16 @@ class _Connection(asyncio.Protocol):
                 waiter.future.exception()
 
 
+def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """rediss:// as redis-py reads it: certificates verified unless ssl_cert_reqs=none, a CA file
+    from ssl_ca_certs."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if str(options.get("ssl_cert_reqs", "required")).lower() in ("none", str(int(ssl.CERT_NONE))):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class RedisPipe:
     """``execute`` sends a batch of commands and returns their replies, in order; error replies
     come back as ``hiredis.ReplyError`` values, for the caller to judge."""
@@ -172,10 +184,8 @@ class RedisPipe:
         self.url = url
         self.host: str = options.get("host", "localhost")
         self.port: int = options.get("port", 6379)
-        self.path: str | None = options.get("path")
-        self.ssl = ssl.create_default_context() if options.get("connection_class") is SSLConnection else None
-        if options.get("connection_class") is UnixDomainSocketConnection:
-            self.path = options["path"]
+        self.path: str | None = options["path"] if options.get("connection_class") is UnixDomainSocketConnection else None
+        self.ssl = _ssl_context(options) if options.get("connection_class") is SSLConnection else None
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
         # Sent first on every new connection, before any caller's command.
@@ -190,6 +200,8 @@ class RedisPipe:
 
     async def execute(self, commands: Sequence[Command | bytes]) -> list[Any]:
         """Commands already encoded (bytes) are sent as they are."""
+        if not commands:
+            return []
         payload = b"".join(c if isinstance(c, bytes) else encode(c) for c in commands)
         connection = self._connection
         if connection is None or connection.closed:

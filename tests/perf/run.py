@@ -58,7 +58,7 @@ class Figures:
     p50_ms: float | None = None
     p99_ms: float | None = None
     cpu_us: float | None = None  # CPU of the measured process(es) per request
-    redis_round_trips: float | None = None  # Redis read events per request
+    redis_round_trips: float | None = None  # store round trips per request, as the gateways count them
     redis_commands: float | None = None  # Redis commands per request (pipelined ones each count)
     other_load: float | None = None  # share of the machine's CPUs used by processes not ours
     bad_answers: int = 0  # non-2xx answers and socket errors, summed over the runs
@@ -67,22 +67,34 @@ class Figures:
 
 
 class RedisCounters:
-    """Round trips and commands the dedicated Redis served, from INFO before and after."""
+    """Round trips and commands per request.
+
+    Round trips are counted by the gateways themselves (apigw_store_round_trips_total: each batch
+    of script calls a request waits for once): Redis's own count of reads would undercount them, as
+    the gateway's connection sends the batches of concurrent requests together. Commands (scripts'
+    redis.call()s included) come from the dedicated Redis's INFO commandstats."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
 
-    def snapshot(self) -> tuple[int, int]:
-        reads = int(self.client.info("stats")["total_reads_processed"])
+    def snapshot(self, gateways: list[str]) -> tuple[float, int]:
         stats = self.client.info("commandstats")
         commands = sum(int(v["calls"]) for k, v in stats.items()
                        if k.removeprefix("cmdstat_") not in _IGNORED_COMMANDS)
-        return reads, commands
+        return sum(map(_store_round_trips, gateways)), commands
 
-    def delta(self, before: tuple[int, int]) -> tuple[int, int]:
-        reads, commands = self.snapshot()
-        # The INFO that took this snapshot was one read of its own.
-        return reads - before[0] - 1, commands - before[1]
+    def delta(self, before: tuple[float, int], gateways: list[str]) -> tuple[float, int]:
+        trips, commands = self.snapshot(gateways)
+        # The INFO that took this snapshot was one command of its own.
+        return trips - before[0], commands - before[1] - 1
+
+
+def _store_round_trips(gateway: str) -> float:
+    text = httpx.get(f"{gateway}/_gateway/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("apigw_store_round_trips_total "):
+            return float(line.split()[1])
+    raise RuntimeError(f"{gateway} exports no apigw_store_round_trips_total")
 
 
 class Bench:
@@ -102,17 +114,17 @@ class Bench:
     # -- measuring ------------------------------------------------------------------------------
 
     def _measure(self, fig: Figures, url: str, pids: list[int], counters: RedisCounters | None,
-                 unique: bool = False) -> Figures:
+                 unique: bool = False, gateways: list[str] | None = None) -> Figures:
         """``runs`` wrk runs against ``url``; CPU of ``pids`` (and their children) per request."""
         for _ in range(self.runs):
             settle()
             ours0 = tree_cpu_seconds([os.getpid()]) + _children_cpu()
             busy0, wall0 = system_busy_seconds(), time.monotonic()
             cpu0 = tree_cpu_seconds(pids)
-            redis0 = counters.snapshot() if counters else None
+            redis0 = counters.snapshot(gateways or []) if counters else None
             result = run_wrk(url, self.duration, self.connections, unique_paths=unique, path=BENCH_PATH)
             cpu1 = tree_cpu_seconds(pids)
-            trips, commands = counters.delta(redis0) if counters and redis0 else (None, None)
+            trips, commands = counters.delta(redis0, gateways or []) if counters and redis0 else (None, None)
             busy1, wall1 = system_busy_seconds(), time.monotonic()
             ours1 = tree_cpu_seconds([os.getpid()]) + _children_cpu()
             others = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / ((wall1 - wall0) * (os.cpu_count() or 1))
@@ -212,7 +224,7 @@ class Bench:
                 self.results.append(fig)
                 return
             pids = [r.pid for r in replicas]
-            self._measure(fig, url, pids, self.counters, unique=case.unique_paths)
+            self._measure(fig, url, pids, self.counters, unique=case.unique_paths, gateways=[r.url for r in replicas])
             if case.replicas == 1:
                 self._open_loop(fig, url, unique=case.unique_paths)
             if self.args.profile == case.name:

@@ -1,0 +1,34 @@
+"""What RedisPipe sends and where (no server needed: the wire format and the URL's reading)."""
+
+from __future__ import annotations
+
+import ssl
+
+import hiredis
+import pytest
+
+from app.store.pipe import RedisPipe, bulk, encode
+
+
+def test_commands_are_resp_arrays_of_bulk_strings() -> None:
+    assert encode(("SET", b"k\r\n", 5, 1.5)) == b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$1\r\n5\r\n$3\r\n1.5\r\n"
+    head = bulk("EVALSHA") + bulk("abc")
+    assert encode((0, "x"), head, 2) == encode(("EVALSHA", "abc", 0, "x"))
+    with pytest.raises(TypeError):
+        encode(("SET", "k", True))  # a bool is a bug in the caller, as redis-py says too
+
+
+def test_what_redis_reads_back_is_what_was_meant() -> None:
+    reader = hiredis.Reader()  # Redis parses requests as RESP arrays too
+    reader.feed(encode(("HSET", "h", "f", "caf\u00e9")))
+    assert reader.gets() == [b"HSET", b"h", b"f", "caf\u00e9".encode()]
+
+
+def test_the_url_decides_address_tls_and_verification() -> None:
+    plain = RedisPipe("redis://10.0.0.5:6380/2")
+    assert (plain.host, plain.port, plain.path, plain.ssl) == ("10.0.0.5", 6380, None, None)
+    assert RedisPipe("unix:///run/redis.sock").path == "/run/redis.sock"
+    verified = RedisPipe("rediss://cache.internal:6380")
+    assert verified.ssl is not None and verified.ssl.verify_mode == ssl.CERT_REQUIRED
+    unverified = RedisPipe("rediss://cache.internal:6380?ssl_cert_reqs=none")
+    assert unverified.ssl is not None and unverified.ssl.verify_mode == ssl.CERT_NONE
