@@ -6,9 +6,14 @@ Label values are route keys and outcomes, never client ids (unbounded cardinalit
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -64,3 +69,19 @@ class RouteMetrics:
 
 # Requests that matched no route (404s, and what a stage refused before routing mattered).
 NO_ROUTE = RouteMetrics("(none)")
+
+
+class _StoreRoundTrips(Collector):
+    """apigw_store_round_trips_total: the batches the stores sent (each one round trip that a request
+    waited for), read from the stores' own counts at scrape time: nothing to do per call."""
+
+    def __init__(self) -> None:
+        self.stores: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily("apigw_store_round_trips", "Round trips to the shared store (each a batch "
+                                  "of script calls)", value=sum(store.round_trips for store in self.stores))
+
+
+STORE_ROUND_TRIPS = _StoreRoundTrips()
+REGISTRY.register(STORE_ROUND_TRIPS)

@@ -26,7 +26,7 @@ from app.cache_manager import ApiCacheManager, CacheStage
 from app.config import GatewayConfig
 from app.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
 from app.health import HealthChecker
-from app.metrics import STORE_ERRORS
+from app.metrics import STORE_ERRORS, STORE_ROUND_TRIPS
 from app.pipeline import Stage
 from app.rate_limit_stage import RateLimitStage
 from app.rate_limiter import ApiGatewayRateLimiter
@@ -66,6 +66,7 @@ class ApiGatewayOrchestrator:
                  upstream: UpstreamClient | None = None) -> None:
         self.config = config or GatewayConfig()
         self.store = store or MemoryStore(prefix=self.config.redis.prefix)
+        STORE_ROUND_TRIPS.stores.add(self.store)
         self.upstream = upstream or UpstreamClient(self.config.server.upstream_max_connections,
                                                    self.config.server.upstream_keepalive)
         # The seed's library transformer, for handle_request's data (routes compile their own).
