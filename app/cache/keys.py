@@ -14,11 +14,16 @@ TAG = "c"
 
 
 class CacheKeys:
-    __slots__ = ("_base", "entry_prefix", "lru", "exp", "idx", "paths", "stats", "channel")
+    __slots__ = ("_base", "entry_prefix", "lock_prefix", "pass_prefix", "vary_prefix", "lru", "exp", "idx",
+                 "paths", "stats", "channel")
 
     def __init__(self, store: Store) -> None:
         self._base = store.key("cache", TAG)
+        # Per-entry keys are a prefix and the id (the lookup builds them on every request).
         self.entry_prefix = f"{self._base}:e:"
+        self.lock_prefix = f"{self._base}:lock:"    # the fill lock: the filler's token
+        self.pass_prefix = f"{self._base}:pass:"    # set: the answer was not kept, do not queue
+        self.vary_prefix = f"{self._base}:vary:"    # by base id: the resource's Vary names
         self.lru = f"{self._base}:lru"        # ZSET id -> last read (ms): the LRU order
         self.exp = f"{self._base}:exp"        # ZSET id -> end of grace (ms): index cleanup
         self.idx = f"{self._base}:idx"        # HASH id -> request path
@@ -30,10 +35,10 @@ class CacheKeys:
         return self.entry_prefix + entry_id
 
     def lock(self, entry_id: str) -> str:
-        return f"{self._base}:lock:{entry_id}"
+        return self.lock_prefix + entry_id
 
     def pass_marker(self, entry_id: str) -> str:
-        return f"{self._base}:pass:{entry_id}"
+        return self.pass_prefix + entry_id
 
     def vary(self, base_id: str) -> str:
-        return f"{self._base}:vary:{base_id}"
+        return self.vary_prefix + base_id

@@ -71,6 +71,7 @@ class ApiCacheManager:
         self.store = store or MemoryStore()
         self.keys = CacheKeys(self.store)
         self.strategy = strategy or load_strategy(self.settings)
+        self._lock_ms = int(self.settings.lock_wait * 1000)
 
     # -- the seed's API -------------------------------------------------------------------------
 
@@ -138,11 +139,10 @@ class ApiCacheManager:
     def lookup_call(self, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
                     token: str = "", margin: int = 0) -> ScriptCall:
         k = self.keys
-        lock_ms = int(self.settings.lock_wait * 1000)
         return ScriptCall("cache_get",
-                          (k.entry(entry_id), k.lru, k.stats, k.lock(entry_id), k.pass_marker(entry_id),
-                           k.vary(base_id)),
-                          (mode, token, lock_ms, entry_id, ",".join(names), margin))
+                          (k.entry_prefix + entry_id, k.lru, k.stats, k.lock_prefix + entry_id,
+                           k.pass_prefix + entry_id, k.vary_prefix + base_id),
+                          (mode, token, self._lock_ms, entry_id, ",".join(names) if names else "", margin))
 
     def store_call(self, request: CacheRequest, entry_id: str, base_id: str, decision: StoreDecision,
                    status: int, body: bytes, token: str, metadata: dict[str, Any] | None = None) -> ScriptCall:

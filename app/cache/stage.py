@@ -119,13 +119,14 @@ class CacheStage(Stage):
         if route is None or not self.settings.enabled or not route.spec.cache.enabled:
             return None
         request = self._cache_request(ex, route)
-        decision = self.strategy.lookup(request)
+        strategy = self.manager.strategy
+        decision = strategy.lookup(request)
         if decision is Lookup.BYPASS:
             self._mark(ex, route, None, b"BYPASS")
             return None
-        base_id = self.strategy.cache_key(request)
+        base_id = strategy.cache_key(request)
         names = self._vary_hints.get(base_id, ())
-        entry_id = self.strategy.cache_key(request, names) if names else base_id
+        entry_id = strategy.cache_key(request, names) if names else base_id
         pending = _Pending(request, entry_id, base_id, names)
         ex.notes[_NOTE] = pending
         if ex.method == "GET":
@@ -236,9 +237,11 @@ class CacheStage(Stage):
                 pending.header_at = len(ex.response_headers) - 1
         counters = route.compiled.get("cache_lookups")
         if counters is None:
+            # The children's value objects: Counter.inc would check on every call that a child
+            # from labels() is observable, which it always is.
             counters = route.compiled["cache_lookups"] = {
-                value: CACHE_LOOKUPS.labels(route.key, label) for value, label in _LABELS.items()}
-        counters[how].inc()
+                value: CACHE_LOOKUPS.labels(route.key, label)._value.inc for value, label in _LABELS.items()}
+        counters[how](1)
 
     # -- after the backend ----------------------------------------------------------------------
 
