@@ -1,7 +1,8 @@
 -- The cache lookup: one call per request, pipelined with the rate limit (DESIGN.md's hit budget).
 -- KEYS: 1 entry, 2 lru index, 3 stats, 4 fill lock, 5 pass marker, 6 vary record
 -- ARGV: 1 mode ("0" may lock or wait, "1" final: never lock nor wait, "2" warm: peek, lock when due)
---       2 lock token, 3 lock ms, 4 entry id, 5 vary names the caller keyed with,
+--       2 lock token, 3 lock ms, 4 the entry's index member ("<path>\0<id>", cache_set.lua),
+--       5 vary names the caller keyed with,
 --       6 warm margin: due when less than this share (per mille) of the entry's lifetime is left
 -- Reply {code, lock, now_ms, meta, head, body}; meta = "fresh_ms swr_ms stale_ms stored_ms".
 -- code: 1 HIT, 4 STALE (serve it; lock=1: this caller refreshes it), 0 MISS (lock=1: this caller

@@ -1,5 +1,6 @@
 -- Remove the entries whose request path matches: a path and everything below it, or a glob.
--- KEYS: 1 lru index, 2 expiry index, 3 id->path, 4 path index ("<path>\0<id>", scored 0)
+-- KEYS: 1 lru index, 2 expiry index, 3 path index ("<path>\0<id>", scored 0; the three share
+--       members: cache_set.lua)
 -- ARGV: 1 "prefix" or "glob", 2 the path (prefix) or the glob's literal head, 3 the glob,
 --       4 entry key prefix
 -- Work is proportional to the entries under the path (prefix) or the glob's literal head, read
@@ -7,7 +8,7 @@
 -- ARGV[4] (same hash tag, same Cluster slot; see README "Caching").
 local members = {}
 local function collect(lo, hi)
-  for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[4], lo, hi)) do members[#members + 1] = m end
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[3], lo, hi)) do members[#members + 1] = m end
 end
 
 local function glob_pattern(g)
@@ -54,10 +55,9 @@ for _, m in ipairs(members) do
   local cut = string.find(m, '\0', 1, true)
   local path, id = string.sub(m, 1, cut - 1), string.sub(m, cut + 1)
   if pattern == nil or string.match(path, pattern) then
-    redis.call('ZREM', KEYS[4], m)
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], m)
+    redis.call('ZREM', KEYS[1], m)
+    redis.call('ZREM', KEYS[2], m)
     redis.call('DEL', ARGV[4] .. id)
     removed = removed + 1
   end

@@ -1,71 +1,71 @@
 -- Store one response: entry, indexes, fleet-wide LRU bound, lock release, waiters woken (a
 -- message only when a lookup marked the lock: someone waits; see cache_get.lua).
--- KEYS: 1 entry, 2 lru index, 3 expiry index, 4 id->path, 5 path index, 6 fill lock,
---       7 vary record, 8 pass marker, 9 stats
--- ARGV: 1 id, 2 path, 3 fresh ms, 4 stale-while-revalidate ms, 5 grace ms, 6 head, 7 body,
---       8 max entries, 9 lock token ("" none), 10 vary names ("" none), 11 entry key prefix,
---       12 channel to announce the fill on
+-- KEYS: 1 entry, 2 lru index, 3 expiry index, 4 path index, 5 fill lock, 6 vary record,
+--       7 pass marker, 8 stats
+-- ARGV: 1 index member ("<path>\0<id>"), 2 fresh ms, 3 stale-while-revalidate ms, 4 grace ms,
+--       5 head, 6 body, 7 max entries, 8 lock token ("" none), 9 vary names ("" none),
+--       10 entry key prefix, 11 channel to announce the fill on, 12 id
 -- Reply: {evicted, purged}
--- Eviction deletes entries named from ARGV[11] (not in KEYS): they share this script's hash tag,
--- so Redis Cluster runs it on one slot; see README "Caching".
+-- The three indexes share their members, "<path>\0<id>": an entry found in one (the least
+-- recently read, one whose grace is over) is named in the others and its key is the prefix and
+-- the id. Eviction deletes entries named from ARGV[10] (not in KEYS): they share this script's
+-- hash tag, so Redis Cluster runs it on one slot; see README "Caching".
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id, path = ARGV[1], ARGV[2]
-local fresh = now + tonumber(ARGV[3])
-local swr = fresh + tonumber(ARGV[4])
-local stale = fresh + math.max(tonumber(ARGV[5]), tonumber(ARGV[4]))
+local member = ARGV[1]
+local fresh = now + tonumber(ARGV[2])
+local swr = fresh + tonumber(ARGV[3])
+local stale = fresh + math.max(tonumber(ARGV[4]), tonumber(ARGV[3]))
 local keep = stale - now
 
-local function forget(victim)
-  local p = redis.call('HGET', KEYS[4], victim)
-  if p then redis.call('ZREM', KEYS[5], p .. '\0' .. victim) end
-  redis.call('HDEL', KEYS[4], victim)
-  redis.call('ZREM', KEYS[2], victim)
-  redis.call('ZREM', KEYS[3], victim)
+-- The entry's own key; a member without a path (written by an older build) is the id.
+local function entry_key(m)
+  local cut = string.find(m, '\0', 1, true)
+  return ARGV[10] .. (cut and string.sub(m, cut + 1) or m)
 end
 
-local old = redis.call('HGET', KEYS[4], id)
-if old and old ~= path then redis.call('ZREM', KEYS[5], old .. '\0' .. id) end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 't', fresh .. ' ' .. swr .. ' ' .. stale .. ' ' .. now, 'h', ARGV[6], 'b', ARGV[7])
+-- Every write replaces all three fields: no DEL first.
+redis.call('HSET', KEYS[1], 't', fresh .. ' ' .. swr .. ' ' .. stale .. ' ' .. now, 'h', ARGV[5], 'b', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('ZADD', KEYS[2], now, id)
-redis.call('ZADD', KEYS[3], stale, id)
-redis.call('HSET', KEYS[4], id, path)
-redis.call('ZADD', KEYS[5], 0, path .. '\0' .. id)
-if ARGV[10] ~= '' then
-  redis.call('SET', KEYS[7], ARGV[10], 'PX', keep)
-else
+redis.call('ZADD', KEYS[2], now, member)
+redis.call('ZADD', KEYS[3], stale, member)
+redis.call('ZADD', KEYS[4], 0, member)
+if ARGV[9] ~= '' then
+  redis.call('SET', KEYS[6], ARGV[9], 'PX', keep)
   redis.call('DEL', KEYS[7])
+else
+  redis.call('DEL', KEYS[6], KEYS[7])
 end
-redis.call('DEL', KEYS[8])
 
 -- Entries whose grace is over: their keys expired in Redis already; drop them from the indexes.
 local purged = 0
 for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 16)) do
-  forget(victim)
+  redis.call('ZREM', KEYS[2], victim)
+  redis.call('ZREM', KEYS[3], victim)
+  redis.call('ZREM', KEYS[4], victim)
   purged = purged + 1
 end
 
 -- The fleet-wide bound: the least recently read entries go first.
 local evicted = 0
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[8])
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
 while excess > 0 do
   local victim = redis.call('ZPOPMIN', KEYS[2])[1]
-  forget(victim)
-  redis.call('DEL', ARGV[11] .. victim)
+  redis.call('ZREM', KEYS[3], victim)
+  redis.call('ZREM', KEYS[4], victim)
+  redis.call('DEL', entry_key(victim))
   evicted = evicted + 1
   excess = excess - 1
 end
-if evicted > 0 then redis.call('HINCRBY', KEYS[9], 'evictions', evicted) end
+if evicted > 0 then redis.call('HINCRBY', KEYS[8], 'evictions', evicted) end
 
-if ARGV[9] ~= '' then
-  local held = redis.call('GET', KEYS[6])
-  if held == ARGV[9] then
-    redis.call('DEL', KEYS[6])
-  elseif held == ARGV[9] .. '!' then
-    redis.call('DEL', KEYS[6])
-    redis.call('PUBLISH', ARGV[12], id)
+if ARGV[8] ~= '' then
+  local held = redis.call('GET', KEYS[5])
+  if held == ARGV[8] then
+    redis.call('DEL', KEYS[5])
+  elseif held == ARGV[8] .. '!' then
+    redis.call('DEL', KEYS[5])
+    redis.call('PUBLISH', ARGV[11], ARGV[12])
   end
 end
 return {evicted, purged}

@@ -14,8 +14,8 @@ TAG = "c"
 
 
 class CacheKeys:
-    __slots__ = ("_base", "entry_prefix", "lock_prefix", "pass_prefix", "vary_prefix", "lru", "exp", "idx",
-                 "paths", "stats", "channel")
+    __slots__ = ("_base", "entry_prefix", "lock_prefix", "pass_prefix", "vary_prefix", "lru", "exp", "paths",
+                 "stats", "channel")
 
     def __init__(self, store: Store) -> None:
         self._base = store.key("cache", TAG)
@@ -24,10 +24,10 @@ class CacheKeys:
         self.lock_prefix = f"{self._base}:lock:"    # the fill lock: the filler's token
         self.pass_prefix = f"{self._base}:pass:"    # set: the answer was not kept, do not queue
         self.vary_prefix = f"{self._base}:vary:"    # by base id: the resource's Vary names
-        self.lru = f"{self._base}:lru"        # ZSET id -> last read (ms): the LRU order
-        self.exp = f"{self._base}:exp"        # ZSET id -> end of grace (ms): index cleanup
-        self.idx = f"{self._base}:idx"        # HASH id -> request path
-        self.paths = f"{self._base}:paths"    # ZSET "<path>\0<id>", all scored 0: lexicographic
+        # The three indexes name an entry alike: "<path>\0<id>" (manager.index_member).
+        self.lru = f"{self._base}:lru"        # ZSET entry -> last read (ms): the LRU order
+        self.exp = f"{self._base}:exp"        # ZSET entry -> end of grace (ms): index cleanup
+        self.paths = f"{self._base}:paths"    # ZSET entry, all scored 0: lexicographic, by path
         self.stats = f"{self._base}:stats"    # HASH hits, misses, evictions
         self.channel = store.channel("cache")  # ids of filled entries: wakes coalesced waiters
 

@@ -40,6 +40,11 @@ def new_token() -> str:
     return f"{_TOKEN_PREFIX}{next(_TOKENS):x}"
 
 
+def index_member(path: str, entry_id: str) -> str:
+    """How the LRU, expiry and path indexes name an entry: "<path>\0<id>" (lua/cache_set.lua)."""
+    return path.replace("\0", "") + "\0" + entry_id
+
+
 def load_strategy(settings: CacheSection) -> CacheStrategy:
     """``cache.strategy``: "default" or "package.module:Name" (built with the cache settings)."""
     if settings.strategy == "default":
@@ -106,7 +111,7 @@ class ApiCacheManager:
         """Fleet-wide: the same numbers from every replica."""
         k = self.keys
         hits, misses, size, _evictions = await self.store.call(
-            "cache_stats", [k.stats, k.lru, k.exp, k.idx, k.paths], [self.settings.max_size])
+            "cache_stats", [k.stats, k.lru, k.exp, k.paths], [self.settings.max_size])
         looked = hits + misses
         return {"hits": hits, "misses": misses, "hit_rate": hits / looked if looked else 0.0, "size": size}
 
@@ -121,7 +126,7 @@ class ApiCacheManager:
         entry_id = self.strategy.cache_key(request)
         base_id = entry_id
         for _ in range(2):
-            reply = (await self.store.run(self.lookup_call(entry_id, base_id, names, FINAL)))[0]
+            reply = (await self.store.run(self.lookup_call(request.path, entry_id, base_id, names, FINAL)))[0]
             if reply[0] != VARY:
                 break
             names = vary_names((reply[3] or b"").decode("latin-1"))
@@ -136,13 +141,15 @@ class ApiCacheManager:
 
     # -- store calls (batched by the pipeline) --------------------------------------------------
 
-    def lookup_call(self, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
+    def lookup_call(self, path: str, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
                     token: str = "", margin: int = 0) -> ScriptCall:
+        """``path``: the request's (the indexes name the entry with it)."""
         k = self.keys
         return ScriptCall("cache_get",
                           (k.entry_prefix + entry_id, k.lru, k.stats, k.lock_prefix + entry_id,
                            k.pass_prefix + entry_id, k.vary_prefix + base_id),
-                          (mode, token, self._lock_ms, entry_id, ",".join(names) if names else "", margin))
+                          (mode, token, self._lock_ms, path.replace("\0", "") + "\0" + entry_id,  # index_member
+                           ",".join(names) if names else "", margin))
 
     def store_call(self, request: CacheRequest, entry_id: str, base_id: str, decision: StoreDecision,
                    status: int, body: bytes, token: str, metadata: dict[str, Any] | None = None) -> ScriptCall:
@@ -151,11 +158,11 @@ class ApiCacheManager:
         head = encode_head(status, decision.headers, compressed, decision.age, decision.vary, metadata)
         return ScriptCall(
             "cache_set",
-            (k.entry(entry_id), k.lru, k.exp, k.idx, k.paths, k.lock(entry_id), k.vary(base_id),
-             k.pass_marker(entry_id), k.stats),
-            (entry_id, request.path.replace("\0", ""), decision.ttl_ms, decision.swr_ms, decision.grace_ms,
+            (k.entry_prefix + entry_id, k.lru, k.exp, k.paths, k.lock_prefix + entry_id, k.vary_prefix + base_id,
+             k.pass_prefix + entry_id, k.stats),
+            (index_member(request.path, entry_id), decision.ttl_ms, decision.swr_ms, decision.grace_ms,
              head, stored, self.settings.max_size, token, ",".join(decision.vary), k.entry_prefix,
-             k.channel))
+             k.channel, entry_id))
 
     def release_call(self, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
         k = self.keys
@@ -170,4 +177,4 @@ class ApiCacheManager:
             args = ("glob", pattern[:first_glob], pattern, k.entry_prefix)
         else:
             args = ("prefix", pattern.rstrip("/"), "", k.entry_prefix)
-        return ScriptCall("cache_invalidate", (k.lru, k.exp, k.idx, k.paths), args)
+        return ScriptCall("cache_invalidate", (k.lru, k.exp, k.paths), args)

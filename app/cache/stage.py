@@ -137,8 +137,8 @@ class CacheStage(Stage):
             return None
         if ex.method == "GET":
             pending.token = new_token()
-            return self.manager.lookup_call(entry_id, base_id, names, MAY_LOCK, pending.token)
-        return self.manager.lookup_call(entry_id, base_id, names, FINAL)
+            return self.manager.lookup_call(ex.path, entry_id, base_id, names, MAY_LOCK, pending.token)
+        return self.manager.lookup_call(ex.path, entry_id, base_id, names, FINAL)
 
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
         pending: _Pending | None = ex.notes.get(_NOTE)
@@ -154,7 +154,10 @@ class CacheStage(Stage):
             # A background refresh would skip the route's transform: refresh in this request instead.
             code = MISS
         if code == HIT or code == STALE:
-            status, headers, compressed, age, _, _ = read_head(reply[4])
+            try:
+                status, headers, compressed, age, _, _ = read_head(reply[4])
+            except ValueError as error:  # an entry this build cannot read (an older build's)
+                return self._bypass(ex, route, pending, error)
             body = await inflate(reply[5]) if compressed else reply[5]
             age = answer_age(reply[2], reply[3], age)
             if code == STALE:
@@ -187,7 +190,8 @@ class CacheStage(Stage):
         return reply
 
     def _lookup(self, pending: _Pending, mode: str) -> tuple[str, Any, Any]:
-        call = self.manager.lookup_call(pending.entry_id, pending.base_id, pending.names, mode, pending.token)
+        call = self.manager.lookup_call(pending.request.path, pending.entry_id, pending.base_id, pending.names,
+                                        mode, pending.token)
         return call.script, call.keys, call.args
 
     async def _wait(self, pending: _Pending) -> Any:
@@ -434,7 +438,7 @@ class CacheStage(Stage):
         return 1.0  # another replica is refreshing it
 
     def _lookup_warm(self, pending: _Pending, margin: int) -> tuple[str, Any, Any]:
-        call = self.manager.lookup_call(pending.entry_id, pending.base_id, pending.names, WARM,
+        call = self.manager.lookup_call(pending.request.path, pending.entry_id, pending.base_id, pending.names, WARM,
                                         pending.token, margin)
         return call.script, call.keys, call.args
 

@@ -68,20 +68,23 @@ def zrangebylex(db: MemoryDB, key: str, lo: bytes | None, hi: bytes | None, hi_i
     return out
 
 
-def forget(db: MemoryDB, keys: dict[str, str], victim: bytes) -> None:
-    """Drop an entry id from the lru, expiry, id->path and path indexes (keys by role)."""
-    idx = hash_of(db, keys["idx"]) or {}
-    path = idx.get(victim)
-    if path is not None:
-        zrem(db, keys["paths"], path + b"\0" + victim)
-    hdel(db, keys["idx"], victim)
-    zrem(db, keys["lru"], victim)
-    zrem(db, keys["exp"], victim)
+def entry_key(entry_prefix: bytes, member: bytes) -> str:
+    """An index member is "<path>\0<id>" (one without a path, from an older build, is the id)."""
+    return (entry_prefix + member.rpartition(b"\0")[2]).decode()
 
 
-def purge_expired(db: MemoryDB, keys: dict[str, str], now: int, limit: int) -> int:
-    exp = zset_of(db, keys["exp"]) or {}
+def forget(db: MemoryDB, index_keys: tuple[str, ...], member: bytes) -> None:
+    """Drop an index member from the lru, expiry and path indexes, which share their members."""
+    for key in index_keys:
+        zrem(db, key, member)
+
+
+def purge_expired(db: MemoryDB, index_keys: tuple[str, str, str], now: int, limit: int) -> int:
+    """index_keys: lru, expiry, path."""
+    exp = zset_of(db, index_keys[1])
+    if not exp or min(exp.values()) > now:  # the usual case, without a loop over the index
+        return 0
     due = sorted((score, member) for member, score in exp.items() if score <= now)[:limit]
     for _, victim in due:
-        forget(db, keys, victim)
+        forget(db, index_keys, victim)
     return len(due)

@@ -9,8 +9,9 @@ from app.store.scripts._cache_common import b, hash_of, now_ms, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
+    # Arguments are turned into bytes where they are used: a hit reads two of them.
     entry_key, lru_key, stats_key, lock_key, pass_key, vary_key = keys
-    mode, token, lock_ms, entry_id, vary_used, margin = (b(a) for a in args)
+    mode = b(args[0])
     now = now_ms(db)
     entry = hash_of(db, entry_key) or {}
     meta = entry.get(b"t")
@@ -22,21 +23,22 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     def lock() -> int:
         if db.exists(lock_key):
             return 0
-        db.set(lock_key, token, int(lock_ms))
+        db.set(lock_key, b(args[1]), int(b(args[2])))
         return 1
 
     def count(field: bytes) -> None:
         stats = hash_of(db, stats_key, create=True)
         assert stats is not None
-        stats[field] = b(int(stats.get(field, b"0")) + 1)
+        stats[field] = b"%d" % (int(stats.get(field, b"0")) + 1)
 
     def touch() -> None:
         lru = zset_of(db, lru_key)
-        if lru is not None and entry_id in lru:
-            lru[entry_id] = now
+        member = b(args[3])
+        if lru is not None and member in lru:
+            lru[member] = now
 
     if mode == b"2":
-        if meta is not None and (fresh - now) * 1000 > (fresh - stored) * int(margin):
+        if meta is not None and (fresh - now) * 1000 > (fresh - stored) * int(b(args[5])):
             return [5, 0, now, meta]
         return [6, lock(), now, meta]
 
@@ -53,7 +55,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
 
     if meta is None:
         vary = db.get(vary_key) or b""
-        if vary != vary_used:
+        if vary != b(args[4]):
             return [3, 0, now, vary]
 
     state = 0

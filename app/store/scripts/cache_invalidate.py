@@ -35,9 +35,8 @@ def glob_regex(glob: bytes) -> re.Pattern[bytes]:
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
-    lru_key, exp_key, idx_key, paths_key = keys
+    lru_key, exp_key, paths_key = keys
     mode, head, glob, entry_prefix = (b(a) for a in args)
-    roles = {"lru": lru_key, "exp": exp_key, "idx": idx_key, "paths": paths_key}
     pattern = None
     if mode == b"prefix":
         if not head:
@@ -52,7 +51,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
     for member in members:
         path, _, victim = member.partition(b"\0")
         if pattern is None or pattern.match(path):
-            forget(db, roles, victim)
+            forget(db, (paths_key, lru_key, exp_key), member)
             db.delete(entry_prefix.decode() + victim.decode())
             removed += 1
     return removed

@@ -9,9 +9,8 @@ from app.store.scripts._cache_common import b, hash_of, now_ms, purge_expired, z
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[int]:
-    stats_key, lru_key, exp_key, idx_key, paths_key = keys
-    roles = {"lru": lru_key, "exp": exp_key, "idx": idx_key, "paths": paths_key}
-    purge_expired(db, roles, now_ms(db), int(b(args[0])))
+    stats_key, lru_key, exp_key, paths_key = keys
+    purge_expired(db, (lru_key, exp_key, paths_key), now_ms(db), int(b(args[0])))
     stats = hash_of(db, stats_key) or {}
     return [int(stats.get(b"hits", b"0")), int(stats.get(b"misses", b"0")),
             len(zset_of(db, lru_key) or {}), int(stats.get(b"evictions", b"0"))]
