@@ -80,13 +80,9 @@ def read_head(head: bytes) -> tuple[int, RawHeaders, bool, int, list[str], dict[
     return status, list(zip(parts, parts)), compressed, age, vary, metadata
 
 
-def stored_ms(meta: bytes) -> int:
-    return int(meta[meta.rindex(b" ") + 1:])
-
-
-def answer_age(now_ms: int, meta: bytes, initial_age: int) -> int:
-    """RFC 9111 4.2.3: the age it arrived with plus the whole seconds it spent here."""
-    return initial_age + max(0, now_ms - stored_ms(meta)) // 1000
+def answer_age(now_ms: int, meta: bytes) -> int:
+    """The whole seconds the entry spent here (RFC 9111 4.2.3: added to the age it arrived with)."""
+    return max(0, now_ms - int(meta[meta.rindex(b" ") + 1:])) // 1000
 
 
 async def inflate(body: bytes) -> bytes:

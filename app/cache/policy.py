@@ -38,6 +38,7 @@ _CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"te", b"transfer
 _NEVER_KEPT = _NOT_STORED_HEADERS | _CONNECTION_HEADERS
 # The response fields the storage decision reads.
 _DECIDING = frozenset({b"cache-control", b"vary", b"age", b"expires", b"set-cookie"})
+_WATCHED = _DECIDING | _NEVER_KEPT
 _OK = (200,)
 _NO_DIRECTIVES = CacheControl()
 _CONTROLS: dict[bytes, CacheControl] = {}
@@ -167,10 +168,14 @@ class DefaultCacheStrategy(CacheStrategy):
         route = request.settings
         if status not in (route.statuses if route is not None else _OK) or status == 206 or status == 304:
             return None
-        found: dict[bytes, bytes] = {}
+        found: dict[bytes, bytes] | None = None
         for name, value in headers:
-            if name in _DECIDING:
+            if name in _WATCHED:
+                if found is None:
+                    found = {}
                 found[name] = found[name] + b", " + value if name in found else value
+        if found is None:  # the usual answer: nothing that decides, nothing to leave out
+            return self._plain_decision(request, route, list(headers), metadata)
         raw_control = found.get(b"cache-control")
         control = _NO_DIRECTIVES if raw_control is None else cache_control(raw_control)
         if control.no_cache is True or control.no_store or control.private is True:
@@ -211,6 +216,21 @@ class DefaultCacheStrategy(CacheStrategy):
                                     else self.settings.stale_while_revalidate)
         return StoreDecision(ttl_ms=int(ttl_ms), grace_ms=grace * 1000, swr_ms=swr * 1000, vary=vary,
                              headers=kept, age=age)
+
+    def _plain_decision(self, request: CacheRequest, route: RouteCacheSpec | None, headers: RawHeaders,
+                        metadata: dict[str, Any] | None) -> StoreDecision | None:
+        """``storable`` for an answer without Cache-Control, Vary, Age, Expires, Set-Cookie or a
+        field that is never kept: the same rules with their values already known."""
+        if request.header(b"authorization") is not None:
+            return None  # without public
+        ttl_ms = self._route_ttl(route) * 1000
+        if metadata and metadata.get("cache_time") is not None:
+            ttl_ms = min(ttl_ms, int(float(metadata["cache_time"]) * 1000))
+        if ttl_ms <= 0:
+            return None
+        settings = self.settings
+        return StoreDecision(ttl_ms=ttl_ms, grace_ms=settings.stale_grace * 1000,
+                             swr_ms=settings.stale_while_revalidate * 1000, vary=(), headers=headers)
 
     def _route_ttl(self, route: RouteCacheSpec | None) -> int:
         if route is not None and route.ttl is not None:

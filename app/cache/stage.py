@@ -145,10 +145,12 @@ class CacheStage(Stage):
         if pending is None or route is None or pending.header_at >= 0:
             return None  # no lookup made (bypassed or refreshing)
         pending.admitted = True
-        try:
-            reply = await self._settle(pending, store_reply)
-        except StoreError as error:
-            return self._bypass(ex, route, pending, error)
+        reply = store_reply
+        if isinstance(reply, BaseException) or reply[0] == VARY or reply[0] == WAIT:
+            try:
+                reply = await self._settle(pending, reply)
+            except StoreError as error:
+                return self._bypass(ex, route, pending, error)
         code = reply[0]
         if code == STALE and reply[1] == 1 and route.compiled.get("transform") is not None:
             # A background refresh would skip the route's transform: refresh in this request instead.
@@ -159,7 +161,7 @@ class CacheStage(Stage):
             except ValueError as error:  # an entry this build cannot read (an older build's)
                 return self._bypass(ex, route, pending, error)
             body = await inflate(reply[5]) if compressed else reply[5]
-            age = answer_age(reply[2], reply[3], age)
+            age += answer_age(reply[2], reply[3])
             if code == STALE:
                 pending.done = True
                 if reply[1] == 1:
@@ -349,7 +351,7 @@ class CacheStage(Stage):
             return None  # past its grace
         status, headers, compressed, age, _, _ = read_head(head)
         return self._answer(ex, route, pending, status, headers, zlib.decompress(body) if compressed else body,
-                            answer_age(now_ms, meta, age), b"STALE")
+                            age + answer_age(now_ms, meta), b"STALE")
 
     # -- background fetches ---------------------------------------------------------------------
 

@@ -13,6 +13,11 @@ from app.store.memory import MemoryDB
 
 
 def b(value: Any) -> bytes:
+    kind = type(value)
+    if kind is bytes:
+        return value
+    if kind is str:
+        return value.encode()
     if isinstance(value, bytes):
         return value
     if isinstance(value, float) and value.is_integer():
