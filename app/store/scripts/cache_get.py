@@ -20,37 +20,20 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
         parts = meta.split(b" ")
         fresh, swr, stored = int(parts[0]), int(parts[1]), int(parts[3])
 
-    def lock() -> int:
-        if db.exists(lock_key):
-            return 0
-        db.set(lock_key, b(args[1]), int(b(args[2])))
-        return 1
+    if mode == b"2":
+        if meta is not None and (fresh - now) * 1000 > (fresh - stored) * int(b(args[5])):
+            return [5, 0, now, meta]
+        return [6, _lock(db, lock_key, args), now, meta]
 
-    def count(field: bytes) -> None:
-        stats = hash_of(db, stats_key, create=True)
-        assert stats is not None
-        stats[field] = b"%d" % (int(stats.get(field, b"0")) + 1)
-
-    def touch() -> None:
+    if meta is not None and now < swr:  # fresh (a hit) or within stale-while-revalidate
         lru = zset_of(db, lru_key)
         member = b(args[3])
         if lru is not None and member in lru:
             lru[member] = now
-
-    if mode == b"2":
-        if meta is not None and (fresh - now) * 1000 > (fresh - stored) * int(b(args[5])):
-            return [5, 0, now, meta]
-        return [6, lock(), now, meta]
-
-    if meta is not None and now < fresh:
-        touch()
-        count(b"hits")
-        return [1, 0, now, meta, entry.get(b"h"), entry.get(b"b")]
-
-    if meta is not None and now < swr:
-        touch()
-        count(b"hits")
-        got = lock() if mode == b"0" else 0
+        _count(db, stats_key, b"hits")
+        if now < fresh:
+            return [1, 0, now, meta, entry.get(b"h"), entry.get(b"b")]
+        got = _lock(db, lock_key, args) if mode == b"0" else 0
         return [4, got, now, meta, entry.get(b"h"), entry.get(b"b")]
 
     if meta is None:
@@ -60,12 +43,25 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
 
     state = 0
     if mode == b"0" and not db.exists(pass_key):
-        state = lock()
+        state = _lock(db, lock_key, args)
         if state == 0:
             held = db.get(lock_key)
             if isinstance(held, bytes) and not held.endswith(b"!"):
                 left = db.pttl(lock_key)
                 db.set(lock_key, held + b"!", left if left >= 0 else None)
             return [2, 0, now, meta, entry.get(b"h"), entry.get(b"b")]
-    count(b"misses")
+    _count(db, stats_key, b"misses")
     return [0, state, now, meta, entry.get(b"h"), entry.get(b"b")]
+
+
+def _lock(db: MemoryDB, lock_key: str, args: list[Any]) -> int:
+    if db.exists(lock_key):
+        return 0
+    db.set(lock_key, b(args[1]), int(b(args[2])))
+    return 1
+
+
+def _count(db: MemoryDB, stats_key: str, field: bytes) -> None:
+    stats = hash_of(db, stats_key, create=True)
+    assert stats is not None
+    stats[field] = b"%d" % (int(stats.get(field, b"0")) + 1)

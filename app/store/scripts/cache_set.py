@@ -10,15 +10,15 @@ from app.store.scripts._cache_common import b, entry_key, hash_of, now_ms, purge
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     entry, lru_key, exp_key, paths_key, lock_key, vary_key, pass_key, stats_key = keys
-    (member, fresh_ms, swr_ms, grace_ms, head, body, max_entries, token, vary,
-     entry_prefix, _channel, _entry_id) = (b(a) for a in args)
+    member, token, vary = b(args[0]), b(args[7]), b(args[8])
+    fresh_ms, swr_ms, grace_ms, max_entries = (int(b(args[i])) for i in (1, 2, 3, 6))
     now = now_ms(db)
-    fresh = now + int(fresh_ms)
-    swr = fresh + int(swr_ms)
-    stale = fresh + max(int(grace_ms), int(swr_ms))
+    fresh = now + fresh_ms
+    swr = fresh + swr_ms
+    stale = fresh + max(grace_ms, swr_ms)
     keep = stale - now
 
-    db.set(entry, {b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": head, b"b": body}, keep)
+    db.set(entry, {b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": b(args[4]), b"b": b(args[5])}, keep)
     for key, score in ((lru_key, now), (exp_key, stale), (paths_key, 0)):
         z = zset_of(db, key, create=True)
         assert z is not None
@@ -34,13 +34,13 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
 
     evicted = 0
     lru = zset_of(db, lru_key) or {}
-    excess = len(lru) - int(max_entries)
+    excess = len(lru) - max_entries
     while excess > 0:
         victim = min(lru, key=lambda m: (lru[m], m))
         zrem(db, lru_key, victim)
         zrem(db, exp_key, victim)
         zrem(db, paths_key, victim)
-        db.delete(entry_key(entry_prefix, victim))
+        db.delete(entry_key(b(args[9]), victim))
         evicted += 1
         excess -= 1
     if evicted:
