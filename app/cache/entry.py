@@ -80,9 +80,14 @@ def read_head(head: bytes) -> tuple[int, RawHeaders, bool, int, list[str], dict[
     return status, list(zip(parts, parts)), compressed, age, vary, metadata
 
 
-def answer_age(now_ms: int, meta: bytes) -> int:
-    """The whole seconds the entry spent here (RFC 9111 4.2.3: added to the age it arrived with)."""
-    return max(0, now_ms - int(meta[meta.rindex(b" ") + 1:])) // 1000
+def read_answer(now_ms: int, meta: bytes, head: bytes) -> tuple[int, RawHeaders, bool, int]:
+    """What an answer from the cache needs: status, headers, whether the body is compressed, and
+    its Age (RFC 9111 4.2.3: the age it arrived with plus the whole seconds it spent here)."""
+    info, _, block = head.partition(b"\n")
+    status, compressed, age, _, _ = orjson.loads(info)
+    parts = iter(block.split(b"\0"))
+    stored = int(meta[meta.rindex(b" ") + 1:])
+    return status, list(zip(parts, parts)), compressed, age + max(0, now_ms - stored) // 1000
 
 
 async def inflate(body: bytes) -> bytes:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.cache.entry import answer_age, inflate, read_head
+from app.cache.entry import inflate, read_answer
 from app.cache.manager import (DUE, FINAL, FRESH, HIT, MAY_LOCK, MISS, PASS_MS, STALE, VARY, WAIT, WARM,
                                ApiCacheManager, new_token)
 from app.cache.policy import CacheRequest, CacheStrategy, Lookup, StoreDecision, vary_names
@@ -157,11 +157,10 @@ class CacheStage(Stage):
             code = MISS
         if code == HIT or code == STALE:
             try:
-                status, headers, compressed, age, _, _ = read_head(reply[4])
+                status, headers, compressed, age = read_answer(reply[2], reply[3], reply[4])
             except ValueError as error:  # an entry this build cannot read (an older build's)
                 return self._bypass(ex, route, pending, error)
             body = await inflate(reply[5]) if compressed else reply[5]
-            age += answer_age(reply[2], reply[3])
             if code == STALE:
                 pending.done = True
                 if reply[1] == 1:
@@ -349,9 +348,9 @@ class CacheStage(Stage):
         now_ms, meta, head, body = pending.stale
         if now_ms >= int(meta.split(b" ")[2]):
             return None  # past its grace
-        status, headers, compressed, age, _, _ = read_head(head)
+        status, headers, compressed, age = read_answer(now_ms, meta, head)
         return self._answer(ex, route, pending, status, headers, zlib.decompress(body) if compressed else body,
-                            age + answer_age(now_ms, meta), b"STALE")
+                            age, b"STALE")
 
     # -- background fetches ---------------------------------------------------------------------
 
