@@ -27,7 +27,7 @@ from app.config import GatewayConfig
 from app.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
 from app.health import HealthChecker
 from app.metrics import STORE_ERRORS, STORE_ROUND_TRIPS
-from app.pipeline import Stage
+from app.pipeline import Stage, StagePlan
 from app.rate_limit_stage import RateLimitStage
 from app.rate_limiter import ApiGatewayRateLimiter
 from app.retry import BackendCall, RetryPolicy, send_with_retries
@@ -84,8 +84,8 @@ class ApiGatewayOrchestrator:
         self.stages.append(self.client_activity)
         self.circuit_breaker_manager = CircuitBreakerManager(self.store, self.config.circuit_breaker.default)
         self.stages.append(CircuitBreakerStage(self.circuit_breaker_manager, self.config.circuit_breaker))
-        # The stages that run for requests that matched no route (each route compiles its own list).
-        self.unrouted_stages = self._stages_applying_to(None)
+        # The stages that run for requests that matched no route (each route compiles its own plan).
+        self.unrouted_stages = self._plan_for(None)
         # Built after the stages: compiling a route picks the stages that apply to it.
         self.router = ApiGatewayRouter(self.config.router.routes, enabled=self.config.enabled,
                                        on_change=self._compile_route)
@@ -100,18 +100,18 @@ class ApiGatewayOrchestrator:
         route.compiled["retry"] = RetryPolicy.for_route(spec.retry, route.key)
         if spec.transform is not None:
             route.compiled["transform"] = CompiledTransform(spec.transform)
-        route.compiled["stages"] = self._stages_applying_to(route)
+        route.compiled["stages"] = self._plan_for(route)
 
     def insert_stage(self, index: int, stage: Stage) -> None:
         """Add a stage after construction (a test's stand-in, a plugin): every route's list of
         stages is chosen again."""
         self.stages.insert(index, stage)
-        self.unrouted_stages = self._stages_applying_to(None)
+        self.unrouted_stages = self._plan_for(None)
         for route in self.router.routes:
-            route.compiled["stages"] = self._stages_applying_to(route)
+            route.compiled["stages"] = self._plan_for(route)
 
-    def _stages_applying_to(self, route: Route | None) -> tuple[Stage, ...]:
-        return tuple(stage for stage in self.stages if stage.applies_to(route))
+    def _plan_for(self, route: Route | None) -> StagePlan:
+        return StagePlan.of(stage for stage in self.stages if stage.applies_to(route))
 
     def _match_route(self, path: str, method: str) -> Route | None:
         found = self.router.match(path, method)
@@ -164,18 +164,16 @@ class ApiGatewayOrchestrator:
                 return stale
         return reply
 
-    def _stages_for(self, route: Route | None) -> tuple[Stage, ...]:
+    def _stages_for(self, route: Route | None) -> StagePlan:
         return route.compiled["stages"] if route is not None else self.unrouted_stages
 
     async def _admit(self, ex: Exchange, route: Route | None) -> Reply | None:
         """Rate limit, cache lookup, circuit check: every store read in one round trip."""
-        stages = self._stages_for(route)
-        if not stages:
-            return None
-        calls = [stage.admission_call(ex, route) for stage in stages]
-        replies = await self._run_calls(calls)
-        for stage, store_reply in zip(stages, replies, strict=True):
-            early = await stage.admit(ex, route, store_reply)
+        plan = self._stages_for(route)
+        replies = await self._run_calls([stage.admission_call(ex, route) for stage in plan.asking]) \
+            if plan.asking else None
+        for stage, index in plan.deciding:
+            early = await stage.admit(ex, route, plan.reply_of(replies, index))
             if early is not None:
                 if early.status >= 500 and route is not None:
                     early = self._stale_instead(ex, route) or early
@@ -185,7 +183,7 @@ class ApiGatewayOrchestrator:
 
     async def _complete(self, ex: Exchange, route: Route, reply: Reply) -> None:
         """Cache store and breaker outcome: every store write in one round trip (or none)."""
-        stages: tuple[Stage, ...] = route.compiled["stages"]
+        stages = route.compiled["stages"].completing
         if not stages:
             return
         calls = [stage.completion_call(ex, route, reply) for stage in stages]
@@ -211,12 +209,13 @@ class ApiGatewayOrchestrator:
 
     def _ended_early(self, ex: Exchange, route: Route | None, reply: Reply, answered_by: Stage | None = None,
                      replies: list[Any] | None = None) -> None:
-        for i, stage in enumerate(self._stages_for(route)):
+        plan = self._stages_for(route)
+        for stage, index in plan.ending:
             if stage is not answered_by:
-                stage.ended_early(ex, route, reply, replies[i] if replies is not None else None)
+                stage.ended_early(ex, route, reply, plan.reply_of(replies, index))
 
     def _stale_instead(self, ex: Exchange, route: Route) -> Reply | None:
-        for stage in route.compiled["stages"]:
+        for stage in route.compiled["stages"].stale:
             stale = stage.stale_reply(ex, route)
             if stale is not None:
                 return stale

@@ -13,6 +13,8 @@ and degrades by its own policy (fail open, bypass the cache, use local breaker s
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from app.exchange import Exchange, Reply
@@ -58,3 +60,37 @@ class Stage:
         ``store_reply`` is the reply to this stage's ``admission_call`` (None when unknown); a
         stage after the one that answered never had ``admit`` called with it."""
         return None
+
+
+def _overrides(stage: Stage, hook: str) -> bool:
+    return getattr(type(stage), hook) is not getattr(Stage, hook)
+
+
+@dataclass(frozen=True, slots=True)
+class StagePlan:
+    """The stages that apply to one route, sorted by the hooks each overrides, made when the route
+    is compiled: a hook a stage leaves as the base class's costs that route's requests nothing."""
+
+    asking: tuple[Stage, ...] = ()  # admission_call, in pipeline order
+    # admit and ended_early, each with the index of the stage's reply among ``asking``'s (-1: none)
+    deciding: tuple[tuple[Stage, int], ...] = ()
+    ending: tuple[tuple[Stage, int], ...] = ()
+    completing: tuple[Stage, ...] = ()  # completion_call (then completed)
+    stale: tuple[Stage, ...] = ()  # stale_reply
+
+    @classmethod
+    def of(cls, stages: Iterable[Stage]) -> StagePlan:
+        stages = tuple(stages)
+        asking = tuple(stage for stage in stages if _overrides(stage, "admission_call"))
+
+        def with_reply(hook: str) -> tuple[tuple[Stage, int], ...]:
+            return tuple((stage, asking.index(stage) if stage in asking else -1)
+                         for stage in stages if _overrides(stage, hook))
+
+        return cls(asking=asking, deciding=with_reply("admit"), ending=with_reply("ended_early"),
+                   completing=tuple(stage for stage in stages if _overrides(stage, "completion_call")),
+                   stale=tuple(stage for stage in stages if _overrides(stage, "stale_reply")))
+
+    @staticmethod
+    def reply_of(replies: Sequence[Any] | None, index: int) -> Any:
+        return replies[index] if replies is not None and index >= 0 else None

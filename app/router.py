@@ -75,6 +75,13 @@ class Route:
     is_prefix: bool
     # Per-component structures compiled once from the spec (e.g. "transform"), read per request.
     compiled: dict[str, Any] = field(default_factory=dict)
+    # The spec's key and methods, which it computes on each access (read several times per request).
+    key: str = field(init=False)
+    methods: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = self.spec.key
+        self.methods = self.spec.methods
 
     @classmethod
     def from_spec(cls, spec: RouteSpec) -> Route:
@@ -86,16 +93,8 @@ class Route:
         return cls(spec, LoadBalancer(targets), segments, is_prefix)
 
     @property
-    def key(self) -> str:
-        return self.spec.key
-
-    @property
     def path(self) -> str:
         return self.spec.path
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        return self.spec.methods
 
     @property
     def enabled(self) -> bool:
