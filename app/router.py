@@ -135,6 +135,9 @@ class RouteManager:
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
         self._root = _Node()
+        # Paths without parameters, as written ("/a/b"): one dict lookup finds what the trie walk
+        # would find first there, the route ending at that node (most requests go to such paths).
+        self._static: dict[str, dict[str, Route]] = {}
 
     @property
     def routes(self) -> list[Route]:
@@ -172,9 +175,22 @@ class RouteManager:
             table = node.prefix_routes if route.is_prefix else node.routes
             for method in route.methods:
                 table.setdefault(method, route)  # the first route configured for a slot wins
-        self._root = root
+        static: dict[str, dict[str, Route]] = {}
+        self._collect_static(root, "", static)
+        self._root, self._static = root, static
+
+    def _collect_static(self, node: _Node, path: str, into: dict[str, dict[str, Route]]) -> None:
+        if node.routes:
+            into[path or "/"] = node.routes
+        for segment, child in node.literal.items():
+            self._collect_static(child, f"{path}/{segment}", into)
 
     def match(self, path: str, method: str) -> RouteMatch | None:
+        static = self._static.get(path)
+        if static is not None:
+            route = _pick(static, method)
+            if route is not None:
+                return RouteMatch(route, {})
         segments = [s for s in path.split("/") if s]
         found = self._walk(self._root, segments, 0, method)
         if found is None:

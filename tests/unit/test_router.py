@@ -49,6 +49,28 @@ def test_most_specific_route_wins() -> None:
     assert router.route_request("/apix", "GET") is None
 
 
+def test_the_static_path_lookup_agrees_with_the_trie_walk() -> None:
+    """Paths without parameters are found by one dict lookup; the answer must be the walk's."""
+    import itertools
+
+    router = ApiGatewayRouter()
+    router.add_route(path="/", target="http://root")
+    router.add_route(path="/a/*", target="http://prefix")
+    router.add_route(path="/a/b", method="GET", target="http://get-ab")
+    router.add_route(path="/a/b", method="POST", target="http://post-ab")
+    router.add_route(path="/a/{x}", method=["GET", "DELETE"], target="http://param")
+    router.add_route(path="/a/b/c", target="http://abc")
+    router.add_route(path="/off", target="http://off", enabled=False)
+    manager = router.route_manager
+    paths = ["/", "//", "/a", "/a/", "/a/b", "/a/b/", "//a//b", "/a/c", "/a/b/c", "/a/b/c/d", "/off", "/x"]
+    for path, method in itertools.product(paths, ["GET", "HEAD", "POST", "DELETE", "PUT"]):
+        segments = [s for s in path.split("/") if s]
+        walked = manager._walk(manager._root, segments, 0, method)
+        found = router.match(path, method)
+        assert (found.route if found else None) is walked, (path, method)
+    assert router.route_request("/a/b", "DELETE") == "http://param"  # no static answer: the walk finds it
+
+
 def test_path_parameters_are_extracted() -> None:
     router = ApiGatewayRouter()
     router.add_route(path="/users/{user}/posts/{post}", target="http://x")
