@@ -155,7 +155,8 @@ class ApiGatewayOrchestrator:
         reply = await self._forward(ex, route)
         if transform is not None and reply.from_backend:
             reply = await transform_reply(ex, route, transform, reply)
-        await self._complete(ex, route, reply)
+        if route.compiled["stages"].completing:
+            await self._complete(ex, route, reply)
         if reply.status in _FAILURE_STATUSES:
             stale = self._stale_instead(ex, route)
             if stale is not None:
@@ -170,8 +171,8 @@ class ApiGatewayOrchestrator:
     async def _admit(self, ex: Exchange, route: Route | None) -> Reply | None:
         """Rate limit, cache lookup, circuit check: every store read in one round trip."""
         plan = self._stages_for(route)
-        replies = await self._run_calls([stage.admission_call(ex, route) for stage in plan.asking]) \
-            if plan.asking else None
+        calls = [stage.admission_call(ex, route) for stage in plan.asking]
+        replies = await self._run_calls(calls) if any(calls) else None
         for stage, index in plan.deciding:
             early = await stage.admit(ex, route, plan.reply_of(replies, index))
             if early is not None:
@@ -184,8 +185,6 @@ class ApiGatewayOrchestrator:
     async def _complete(self, ex: Exchange, route: Route, reply: Reply) -> None:
         """Cache store and breaker outcome: every store write in one round trip (or none)."""
         stages = route.compiled["stages"].completing
-        if not stages:
-            return
         calls = [stage.completion_call(ex, route, reply) for stage in stages]
         if not any(calls):
             return
