@@ -67,7 +67,20 @@ def bulk(value: bytes | str | int | float) -> bytes:
 def encode(command: Command, head: bytes = b"", head_count: int = 0) -> bytes:
     """One command in RESP: an array of bulk strings. ``head`` is its first ``head_count``
     arguments already encoded with ``bulk`` (a script's EVALSHA and SHA, made once)."""
-    return b"".join([b"*%d\r\n" % (head_count + len(command)), head, *map(bulk, command)])
+    # The common types dispatched inline: this runs for every argument of every script call.
+    parts = [b"*%d\r\n" % (head_count + len(command)), head]
+    append = parts.append
+    for value in command:
+        kind = value.__class__
+        if kind is str:
+            value = value.encode()  # type: ignore[union-attr]
+        elif kind is int:
+            value = b"%d" % value
+        elif kind is not bytes:
+            append(bulk(value))
+            continue
+        append(b"$%d\r\n%s\r\n" % (len(value), value))  # type: ignore[arg-type]
+    return b"".join(parts)
 
 
 class _Waiter:
