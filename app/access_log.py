@@ -33,9 +33,8 @@ log = logging.getLogger("apigw.access")
 
 # How often the writer wakes to write what was queued (the delay a line may have).
 FLUSH_SECONDS = 0.05
-# Response headers a stage adds that say what it decided, as the log names them.
-_OUTCOME_HEADERS = {b"x-cache": "cache", b"ratelimit-remaining": "remaining", b"ratelimit-limit": "limit",
-                    b"retry-after": "retry_after"}
+# Response headers a stage adds that say what the rate limit decided, as the log names them.
+_LIMIT_HEADERS = ((b"ratelimit-limit", "limit"), (b"ratelimit-remaining", "remaining"), (b"retry-after", "retry_after"))
 _second: list[Any] = [0, ""]  # the last whole second formatted
 
 
@@ -64,20 +63,21 @@ def document(wall: float, ex: Exchange, status: int, seconds: float) -> dict[str
         "cache": None,
     }
     limit: dict[str, Any] = {}
-    for name, value in ex.response_headers:
-        key = _OUTCOME_HEADERS.get(name)
-        if key == "cache":
-            line["cache"] = value.decode("latin-1")
-        elif key is not None:
-            limit[key] = int(value) if value.isdigit() else value.decode("latin-1")
+    if ex.response_headers:  # looked up by name: a scan of them all costs more than one dict
+        added = dict(ex.response_headers)
+        cache = added.get(b"x-cache")
+        if cache is not None:
+            line["cache"] = cache.decode("latin-1")
+        for name, key in _LIMIT_HEADERS:
+            value = added.get(name)
+            if value is not None:
+                limit[key] = int(value) if value.isdigit() else value.decode("latin-1")
     outcome = ex.notes.get("ratelimit_outcome")  # allowed, limited, degraded (store unreachable)
     if outcome is not None:
         limit["outcome"] = outcome
     line["rate_limit"] = limit or None
-    # What the stages noted for the log (simple values only: they may leave objects for each other).
-    for key, value in ex.notes.items():
-        if key.startswith("log_") and isinstance(value, str | int | float | bool | None):
-            line[key[4:]] = value
+    if ex.log_fields:  # what a stage added for the log
+        line.update(ex.log_fields)
     return line
 
 

@@ -43,6 +43,8 @@ class Exchange:
     client_id: str = ""
     # Values the pipeline's steps leave for the later ones and for the access log.
     notes: dict[str, Any] = field(default_factory=dict)
+    # Fields a stage adds to the request's access log line (plain JSON values).
+    log_fields: dict[str, Any] | None = None
     # Headers the stages add to whatever answer the client gets (RateLimit-*, X-Cache).
     response_headers: RawHeaders = field(default_factory=list)
     # The matched route (app.router.Route; None: no route), for metrics and the access log.
