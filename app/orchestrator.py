@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from app.activity import ClientActivity
 from app.bodies import SMALL_BODY, BodyTooLarge, request_body
@@ -40,6 +41,7 @@ from app.upstream import (
     UpstreamClient,
     UpstreamError,
     UpstreamTimeout,
+    backend_url,
     client_timeout,
     forwardable_request_headers,
     forwardable_response_headers,
@@ -231,7 +233,7 @@ class ApiGatewayOrchestrator:
             body = await request_body(ex, limit)
         except BodyTooLarge:
             return error_reply(413, "request body too large", limit=limit)
-        url = target.url + self._upstream_path(ex, route)
+        url = backend_url(target.url, self._upstream_path(ex, route), ex.query_string.decode("latin-1"))
         headers = self._request_headers(ex)
         policy = None if ex.notes.get("no_retry") else route.compiled["retry"]
         if policy is None:
@@ -244,7 +246,7 @@ class ApiGatewayOrchestrator:
         ex.notes["backend"] = backend
         return reply
 
-    async def _attempt(self, ex: Exchange, route: Route, url: str, headers: list[tuple[str, str]],
+    async def _attempt(self, ex: Exchange, route: Route, url: URL, headers: list[tuple[str, str]],
                        body: bytes | AsyncIterator[bytes] | None, limit: int) -> tuple[Reply, BackendCall | None]:
         """One try; the BackendCall is None when the request never reached the backend."""
         sent = perf_counter()
@@ -289,8 +291,6 @@ class ApiGatewayOrchestrator:
             path = path[len(route.prefix):] or "/"
             if not path.startswith("/"):
                 path = "/" + path
-        if ex.query_string:
-            return f"{path}?{ex.query_string.decode('latin-1')}"
         return path
 
     @staticmethod

@@ -7,6 +7,7 @@ and hands back the response unread, so the caller can stream it.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
@@ -97,6 +98,21 @@ class _ProxiedRequest(aiohttp.ClientRequest):
         self.headers.extend(headers)
 
 
+@functools.lru_cache(maxsize=4096)
+def _origin(target_url: str) -> tuple[str, str, str]:
+    """A target URL's scheme, authority and base path ("" or "/base"), split once."""
+    parsed = URL(target_url)
+    return parsed.scheme, parsed.raw_authority, target_url[len(f"{parsed.scheme}://{parsed.raw_authority}"):]
+
+
+def backend_url(target_url: str, path: str, query: str) -> URL:
+    """The URL a request goes to: the target's, then the request's path and query as received
+    (still percent-encoded). Built from parts: yarl parses a URL string in Python, and a request
+    with its own query string (every cache miss) would be parsed anew each time."""
+    scheme, authority, base = _origin(target_url)
+    return URL.build(scheme=scheme, authority=authority, path=base + path, query_string=query, encoded=True)
+
+
 def client_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
     # No total: a large download may take long as long as bytes keep coming.
     return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
@@ -133,13 +149,13 @@ class UpstreamClient:
         assert self._session is not None
         return self._session
 
-    async def send(self, method: str, url: str, headers: list[tuple[str, str]],
+    async def send(self, method: str, url: URL, headers: list[tuple[str, str]],
                    body: bytes | AsyncIterable[bytes] | None,
                    timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         """Send the request; the response's body is left unread for the caller to stream."""
         try:
             return await self.session.request(
-                method, URL(url, encoded=True), headers=headers, data=body, timeout=timeout,
+                method, url, headers=headers, data=body, timeout=timeout,
                 allow_redirects=False, compress=None, chunked=None)
         except (aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError, asyncio.TimeoutError) as error:
             raise UpstreamTimeout(str(error) or "timeout") from error
