@@ -6,28 +6,106 @@ Label values are route keys and outcomes, never client ids (unbounded cardinalit
 
 from __future__ import annotations
 
+import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import prometheus_client.metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import INF, floatToGoString
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# The upper bounds as prometheus_client's Histogram keeps them (+Inf last), and their "le" labels.
+_BOUNDS = (*(float(b) for b in _LATENCY_BUCKETS), INF)
+_LE = tuple(floatToGoString(b) for b in _BOUNDS)
 
-REQUESTS = Counter("apigw_requests_total", "Requests answered, by route and status",
-                   ["route", "status"], registry=REGISTRY)
-GATEWAY_OVERHEAD = Histogram("apigw_gateway_overhead_seconds",
-                             "Time spent in the gateway itself (request duration minus backend time)",
-                             ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
-BACKEND_DURATION = Histogram("apigw_backend_duration_seconds",
-                             "Time from sending a request to a backend to its response headers "
-                             "(and its body, when the gateway reads it whole)",
-                             ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+
+def _use_created() -> bool:
+    # prometheus_client's own switch (PROMETHEUS_DISABLE_CREATED_SERIES, disable_created_metrics()).
+    return bool(prometheus_client.metrics._use_created)
+
+
+class _RouteSeries:
+    """One route's request counts by status and its two histograms, shared by every RouteMetrics
+    made for that route key (a route recompiled after a config change counts on)."""
+
+    __slots__ = ("by_status", "overhead", "backend", "created")
+
+    def __init__(self) -> None:
+        self.by_status: dict[int, list[float]] = {}
+        # A count per bucket (not cumulative: an observation adds to one cell), then the sum.
+        self.overhead = [0.0] * (len(_BOUNDS) + 1)
+        self.backend = [0.0] * (len(_BOUNDS) + 1)
+        self.created = time.time()
+
+
+class _RouteCollector(Collector):
+    """apigw_requests_total, apigw_gateway_overhead_seconds and apigw_backend_duration_seconds,
+    exposed exactly as prometheus_client's Counter and Histograms would (samples, labels, order,
+    ``_created``), but counted in plain lists: prometheus_client takes a lock per value and walks the
+    buckets in Python, for three values per request. Counted and scraped on the event loop."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, _RouteSeries] = {}
+        # (route, status) -> ([count], time of the first): in creation order, as Counter lists them.
+        self.requests: dict[tuple[str, str], tuple[list[float], float]] = {}
+
+    def series(self, route: str) -> _RouteSeries:
+        found = self.routes.get(route)
+        if found is None:
+            found = self.routes[route] = _RouteSeries()
+        return found
+
+    def counter(self, route: str, status: int) -> list[float]:
+        key = (route, str(status))
+        found = self.requests.get(key)
+        if found is None:
+            found = self.requests[key] = ([0.0], time.time())
+        return found[0]
+
+    def describe(self) -> list[Metric]:
+        return [Metric("apigw_requests", "Requests answered, by route and status", "counter"),
+                Metric("apigw_gateway_overhead_seconds",
+                       "Time spent in the gateway itself (request duration minus backend time)", "histogram"),
+                Metric("apigw_backend_duration_seconds",
+                       "Time from sending a request to a backend to its response headers "
+                       "(and its body, when the gateway reads it whole)", "histogram")]
+
+    def collect(self) -> Iterable[Metric]:
+        created = _use_created()
+        requests, overhead, backend = self.describe()
+        for (route, status), (cell, since) in list(self.requests.items()):
+            labels = {"route": route, "status": status}
+            requests.add_sample("apigw_requests_total", labels, cell[0])
+            if created:
+                requests.add_sample("apigw_requests_created", labels, since)
+        yield requests
+        routes = list(self.routes.items())
+        for family in (overhead, backend):
+            name = family.name
+            for route, series in routes:
+                cells = series.overhead if family is overhead else series.backend
+                acc = 0.0
+                for le, count in zip(_LE, cells, strict=False):
+                    acc += count
+                    family.add_sample(name + "_bucket", {"route": route, "le": le}, acc)
+                family.add_sample(name + "_count", {"route": route}, acc)
+                family.add_sample(name + "_sum", {"route": route}, cells[-1])
+                if created:
+                    family.add_sample(name + "_created", {"route": route}, series.created)
+            yield family
+
+
+_ROUTES = _RouteCollector()
+REGISTRY.register(_ROUTES)
+
 RATE_LIMITED = Counter("apigw_rate_limited_total", "Requests refused by a rate limit", ["route"],
                        registry=REGISTRY)
 CACHE_LOOKUPS = Counter("apigw_cache_lookups_total", "Cache lookups by result (hit, miss, stale, bypass)",
@@ -45,26 +123,31 @@ HEALTH_CHECKS = Counter("apigw_health_checks_total", "Active health-check probes
 
 
 class RouteMetrics:
-    """One route's labelled children, made once (``labels()`` costs a lock and a dict lookup per
-    call): the proxy keeps one in ``Route.compiled["metrics"]``."""
+    """One route's series, found once: the proxy keeps one in ``Route.compiled["metrics"]``."""
 
-    __slots__ = ("route", "_by_status", "overhead", "backend")
+    __slots__ = ("route", "_by_status", "_overhead", "_backend")
 
     def __init__(self, route: str) -> None:
         self.route = route
-        self._by_status: dict[int, Any] = {}
-        self.overhead = GATEWAY_OVERHEAD.labels(route)
-        self.backend = BACKEND_DURATION.labels(route)
+        series = _ROUTES.series(route)
+        self._by_status = series.by_status
+        self._overhead = series.overhead
+        self._backend = series.backend
 
     def observe(self, status: int, seconds: float, backend_seconds: float) -> None:
         counter = self._by_status.get(status)
         if counter is None:
-            counter = self._by_status[status] = REQUESTS.labels(self.route, str(status))
-        counter.inc()
+            counter = self._by_status[status] = _ROUTES.counter(self.route, status)
+        counter[0] += 1.0
         if backend_seconds > 0:
-            self.backend.observe(backend_seconds)
+            cells = self._backend
+            # The first bucket whose upper bound is >= the value, the one Histogram.observe picks.
+            cells[bisect_left(_BOUNDS, backend_seconds)] += 1.0
+            cells[-1] += backend_seconds
             seconds = max(0.0, seconds - backend_seconds)
-        self.overhead.observe(seconds)
+        cells = self._overhead
+        cells[bisect_left(_BOUNDS, seconds)] += 1.0
+        cells[-1] += seconds
 
 
 # Requests that matched no route (404s, and what a stage refused before routing mattered).
