@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -23,6 +23,9 @@ FORWARDED_FOR_HEADER = b"x-forwarded-for"
 
 # Client ids made from X-Client-ID are cut to this length (they become part of Redis keys).
 _MAX_CLIENT_ID = 256
+# Bounds of the per-replica memos below (cleared when full: they only save work).
+_MAX_DIGESTS = 4096
+_MAX_PEERS = 4096
 
 
 def hash_api_key(key: str) -> str:
@@ -30,8 +33,8 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+class Identity(NamedTuple):
+    # A NamedTuple: one is made per request, and a tuple is the cheapest immutable record.
     client_id: str
     tier: str | None = None
     # "api_key", "client_id" or "ip": how the client was recognised (for logs and tests).
@@ -80,22 +83,36 @@ class ClientIdentifier:
     def __init__(self, trust: ProxyTrust, api_key_lookup: Callable[[str], tuple[str, str | None] | None]) -> None:
         self.trust = trust
         self.lookup = api_key_lookup
+        # API key (as sent) -> its sha256: a client sends the same key with every request.
+        self._digests: dict[bytes, str] = {}
+        # TCP peer -> its identity, for requests that name no client and no trusted forwarder.
+        self._peers: dict[str, Identity] = {}
 
     def identify(self, headers: list[tuple[bytes, bytes]], peer: str) -> Identity:
-        api_key = client_id = forwarded_for = None
-        for name, value in headers:  # one pass over the raw headers
-            if name == API_KEY_HEADER:
-                api_key = value
-            elif name == CLIENT_ID_HEADER:
-                client_id = value
-            elif name == FORWARDED_FOR_HEADER:
-                forwarded_for = value if forwarded_for is None else forwarded_for + b"," + value
+        # dict() keeps the last of repeated names, as a scan would; only X-Forwarded-For joins its
+        # repeats, and it matters only from a trusted peer.
+        found = dict(headers)
+        api_key = found.get(API_KEY_HEADER)
         if api_key:
-            found = self.lookup(hash_api_key(api_key.decode("latin-1").strip()))
-            if found is not None:
-                return Identity(found[0], found[1], "api_key")
+            digest = self._digests.get(api_key)
+            if digest is None:
+                if len(self._digests) >= _MAX_DIGESTS:
+                    self._digests.clear()
+                digest = self._digests[api_key] = hash_api_key(api_key.decode("latin-1").strip())
+            owner = self.lookup(digest)
+            if owner is not None:
+                return Identity(owner[0], owner[1], "api_key")
+        client_id = found.get(CLIENT_ID_HEADER)
         if client_id:
             text = client_id.decode("latin-1").strip()[:_MAX_CLIENT_ID]
             if text:
                 return Identity(text, None, "client_id")
-        return Identity("ip:" + self.trust.client_addr(peer, forwarded_for), None, "ip")
+        if FORWARDED_FOR_HEADER in found and self.trust.trusts(peer):
+            forwarded_for = b",".join([value for name, value in headers if name == FORWARDED_FOR_HEADER])
+            return Identity("ip:" + self.trust.client_addr(peer, forwarded_for), None, "ip")
+        identity = self._peers.get(peer)
+        if identity is None:
+            if len(self._peers) >= _MAX_PEERS:
+                self._peers.clear()
+            identity = self._peers[peer] = Identity("ip:" + peer, None, "ip")
+        return identity

@@ -12,7 +12,7 @@ from app.exchange import Exchange, Reply, error_reply
 from app.metrics import RATE_LIMITED
 from app.pipeline import Stage
 from app.rate_limiter import ApiGatewayRateLimiter, Plan
-from app.rate_limits import RateLimitState
+from app.rate_limits import RateLimitState, rate_limit_headers
 from app.router import Route
 from app.store import ScriptCall, StoreError
 
@@ -37,9 +37,14 @@ class RateLimitStage(Stage):
         return plan.call
 
     async def admit(self, ex: Exchange, route: Route | None, store_reply: object) -> Reply | None:
-        plan: Plan = ex.notes[_NOTE]
-        if plan.call is None:
+        if store_reply is None:  # no limit applies to this client: no call was made
             return None
+        if type(store_reply) is list and store_reply[0] == 1:
+            # Admitted (the common case): the headers straight from the reply, no RateLimitState.
+            ex.response_headers += rate_limit_headers(store_reply[2], store_reply[3], store_reply[4])
+            ex.notes["ratelimit_outcome"] = "allowed"
+            return None
+        plan: Plan = ex.notes[_NOTE]
         if isinstance(store_reply, StoreError):
             policy = (route.spec.failure_policy if route is not None else None) or self.limiter.config.failure_policy
             fail_open = policy == "fail_open"

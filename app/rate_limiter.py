@@ -194,14 +194,23 @@ class ApiGatewayManager:
     def api_key_owner(self, digest: str) -> tuple[str, str | None] | None:
         return self._runtime_keys.get(digest) or self._api_keys.get(digest)
 
+    def has_own_limits(self, client_id: str) -> bool:
+        """Whether ``client_id`` has an entry of its own (runtime or ``clients:``), else its limits
+        are its tier's."""
+        return client_id in self._runtime or client_id in self.section.clients
+
     def spec_for(self, client_id: str, tier: str | None = None) -> RateLimitSpec:
         entry = self._runtime.get(client_id)
         if entry is None:
             entry = self.section.clients.get(client_id)
         if entry is not None and entry.tier is not None:
             tier = entry.tier
-        base = self._tiers.get(tier, self.section.default) if tier else self.section.default
+        base = self.tier_spec(tier)
         return _merge(base, entry) if entry is not None else base
+
+    def tier_spec(self, tier: str | None) -> RateLimitSpec:
+        """The limits of a client without an entry of its own."""
+        return self._tiers.get(tier, self.section.default) if tier else self.section.default
 
     # Read-only views for the admin API and ``python -m app state``.
     @property
@@ -235,8 +244,11 @@ class ApiGatewayRateLimiter:
         self.manager = ApiGatewayManager(self.store, self.config)
         self.identifier = ClientIdentifier(ProxyTrust(self.config.trusted_proxies), self.manager.api_key_owner)
         self._plans: dict[tuple[str, str | None, Route | None], Plan] = {}
+        # (tier, route) -> what _template makes of the tier's limits (clients without limits of their own).
+        self._templates: dict[tuple[str | None, Route | None], tuple[Any, ...]] = {}
         self._route_keys: set[str] = set()  # routes with limits of their own (for reset_client)
         self.manager.on_change(self._plans.clear)
+        self.manager.on_change(self._templates.clear)
         self._last_log = 0.0
 
     async def start(self) -> None:
@@ -260,24 +272,36 @@ class ApiGatewayRateLimiter:
         return plan
 
     def _build_plan(self, client_id: str, tier: str | None, route: Route | None) -> Plan:
-        tag = client_tag(client_id)
-        limits: list[tuple[str, str, Limit]] = [
-            (limit.name, self.store.key("rl", tag, limit.name), limit)
-            for limit in limits_of(self.manager.spec_for(client_id, tier))]
+        if self.manager.has_own_limits(client_id):
+            template = self._template(self.manager.spec_for(client_id, tier), route)
+        else:
+            # Most clients (every address) have the limits of their tier: what depends only on
+            # (tier, route) is made once, and a new client costs its keys only.
+            template = self._templates.get((tier, route))
+            if template is None:
+                template = self._templates[(tier, route)] = self._template(self.manager.tier_spec(tier), route)
+        names, suffixes, args = template
+        if not names:
+            return Plan(None, (), ())
+        base = self.store.key("rl", client_tag(client_id))
+        keys = tuple([base + suffix for suffix in suffixes])
+        return Plan(ScriptCall(SCRIPT, keys, args), names, keys)
+
+    def _template(self, spec: RateLimitSpec, route: Route | None) -> tuple[tuple[str, ...], tuple[str, ...], tuple[Any, ...]]:
+        """A spec's (and the route's) limits as the script takes them: the limits' names, their
+        keys after the client's part (":m", ":r:<route tag>:m"), the script's arguments."""
+        limits: list[tuple[str, str, Limit]] = [(limit.name, ":" + limit.name, limit) for limit in limits_of(spec)]
         route_spec = route.spec.rate_limit if route is not None else None
         if route is not None and route_spec is not None:
             self._route_keys.add(route.key)
             rtag = route_tag(route.key)
             # A route's spec adds only the limits it names (its unset fields are not limits).
             for limit in limits_of(route_spec, route_spec.model_fields_set):
-                limits.append((f"route:{limit.name}", self.store.key("rl", tag, "r", rtag, limit.name), limit))
-        if not limits:
-            return Plan(None, (), ())
-        keys = tuple(key for _, key, _ in limits)
+                limits.append((f"route:{limit.name}", f":r:{rtag}:{limit.name}", limit))
         args: list[Any] = [1, ""]
         for _, _, limit in limits:
             args.extend(limit.args)
-        return Plan(ScriptCall(SCRIPT, keys, tuple(args)), tuple(n for n, _, _ in limits), keys)
+        return tuple(n for n, _, _ in limits), tuple(k for _, k, _ in limits), tuple(args)
 
     def identify(self, headers: list[tuple[bytes, bytes]], peer: str) -> Identity:
         return self.identifier.identify(headers, peer)

@@ -123,8 +123,13 @@ class RateLimitState:
                    refused_by=names[refused - 1] if refused else None)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        """RateLimit-* (IETF draft names) and the older X-RateLimit-* names, same values."""
-        limit, remaining, reset = str(self.limit).encode(), str(self.remaining).encode(), str(self.reset).encode()
-        return [(b"ratelimit-limit", limit), (b"ratelimit-remaining", remaining), (b"ratelimit-reset", reset),
-                (b"x-ratelimit-limit", limit), (b"x-ratelimit-remaining", remaining),
-                (b"x-ratelimit-reset", reset)]
+        return rate_limit_headers(self.limit, self.remaining, self.reset_ms)
+
+
+def rate_limit_headers(limit: int, remaining: int, reset_ms: int) -> list[tuple[bytes, bytes]]:
+    """RateLimit-* (IETF draft names) and the older X-RateLimit-* names, same values; the reset in
+    whole seconds, rounded up. Called with the script's reply as it is for every admitted request."""
+    limit_b, remaining_b, reset_b = b"%d" % limit, b"%d" % remaining, b"%d" % -(-reset_ms // 1000)
+    return [(b"ratelimit-limit", limit_b), (b"ratelimit-remaining", remaining_b), (b"ratelimit-reset", reset_b),
+            (b"x-ratelimit-limit", limit_b), (b"x-ratelimit-remaining", remaining_b),
+            (b"x-ratelimit-reset", reset_b)]
