@@ -102,6 +102,10 @@ class ApiCircuitBreaker:
         self.pending_successes = 0
         # Set while the store is unreachable: the scripts' twins run here instead.
         self._local: MemoryDB | None = None
+        # The ticket of every call admitted while CLOSED in the current generation (immutable, so
+        # one serves them all), and admits_locally bound once (the pipeline hands it to retries).
+        self._closed_ticket = Ticket(0)
+        self.retry_guard = self.admits_locally
         CIRCUIT_STATE.labels(name).set(0)
 
     # -- what callers see -----------------------------------------------------------------------
@@ -157,13 +161,25 @@ class ApiCircuitBreaker:
         """Whether a call could be admitted (without reserving anything): for target selection."""
         return self.view.state is not CircuitState.OPEN or self.view.open_left() <= 0
 
+    def admit_closed(self) -> Ticket | None:
+        """A CLOSED circuit's admission, from memory and without awaiting; None when it is not
+        CLOSED (``admit`` decides then)."""
+        view = self.view
+        if view.state is not CircuitState.CLOSED:
+            return None
+        self.stats.total_calls += 1
+        ticket = self._closed_ticket
+        if ticket.gen != view.gen:
+            ticket = self._closed_ticket = Ticket(view.gen)
+        return ticket
+
     async def admit(self, lease: float = 30.0) -> Ticket:
         """Admit a call or raise CircuitBreakerOpenError. CLOSED answers from memory; otherwise one
         script call reserves a probe (``lease``: seconds the slot is held if never reported)."""
+        ticket = self.admit_closed()
+        if ticket is not None:
+            return ticket
         view = self.view
-        if view.state is CircuitState.CLOSED:
-            self.stats.total_calls += 1
-            return Ticket(view.gen)
         if view.state is CircuitState.OPEN and view.open_left() > 0:
             self.stats.rejected_count += 1
             raise CircuitBreakerOpenError(self.name, view.state, self.retry_after())
@@ -177,35 +193,33 @@ class ApiCircuitBreaker:
 
     # -- outcomes -------------------------------------------------------------------------------
 
-    def classify(self, outcome: Outcome, seconds: float | None) -> Outcome:
-        slow = self.config.slow_call_seconds
-        if outcome is Outcome.SUCCESS and slow is not None and seconds is not None and seconds >= slow:
-            self.stats.slow_call_count += 1
-            return Outcome.FAILURE
-        return outcome
-
     def outcome_call(self, ticket: Ticket, outcome: Outcome, seconds: float | None = None) -> ScriptCall | None:
         """The store write this outcome needs, or None when it would change nothing. Counts the call
         in this replica's stats; pass the reply (or StoreUnavailable) to ``outcome_reply``."""
-        outcome = self.classify(outcome, seconds)
-        if outcome is Outcome.SUCCESS:
-            self.stats.success_count += 1
-        elif outcome is Outcome.FAILURE:
-            self.stats.failure_count += 1
-            self.stats.last_failure_time = time.time()
+        stats = self.stats
         view = self.view
-        rate_rule = self.config.failure_rate_threshold is not None
-        if outcome is Outcome.NONE and not ticket.probe:
+        if outcome is Outcome.SUCCESS:
+            slow = self.config.slow_call_seconds
+            if slow is not None and seconds is not None and seconds >= slow:
+                stats.slow_call_count += 1
+                outcome = Outcome.FAILURE
+            else:
+                stats.success_count += 1
+                if ticket.gen == view.gen and not ticket.probe and view.failures == 0 \
+                        and view.state is CircuitState.CLOSED:
+                    # The common case: a success that changes nothing but what the rate rule counts.
+                    if self.config.failure_rate_threshold is not None:
+                        self.pending_successes += 1
+                    return None
+        if outcome is Outcome.FAILURE:
+            stats.failure_count += 1
+            stats.last_failure_time = time.time()
+        elif outcome is Outcome.NONE and not ticket.probe:
             return None
         if ticket.gen != view.gen:
             return None  # admitted before a transition we already know of: the script would drop it
-        if not ticket.probe and outcome is not Outcome.FAILURE and view.state is CircuitState.CLOSED \
-                and view.failures == 0:
-            if rate_rule and outcome is Outcome.SUCCESS:
-                self.pending_successes += 1
-            return None
         batch = 0
-        if rate_rule and outcome is Outcome.FAILURE:
+        if outcome is Outcome.FAILURE and self.config.failure_rate_threshold is not None:
             batch, self.pending_successes = self.pending_successes, 0
         return self._record_call(ticket.gen, outcome, ticket.probe, batch)
 

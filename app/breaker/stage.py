@@ -29,13 +29,6 @@ class RouteBreakers:
     by_url: dict[str, ApiCircuitBreaker]
 
 
-@dataclass(slots=True)
-class Held:
-    breaker: ApiCircuitBreaker
-    ticket: Ticket
-    call: ScriptCall | None = None
-
-
 def target_breaker_name(route_key: str, url: str) -> str:
     return f"{route_key} @ {url}"
 
@@ -66,15 +59,17 @@ class CircuitBreakerStage(Stage):
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
         if route is None or not self.section.enabled:
             return None
-        breakers = self.breakers_for(route)
-        # A probe that never reports holds its slot for as long as the call could take.
-        lease = route.spec.timeout.connect + route.spec.timeout.read + 1.0
-        if breakers.single is not None:
-            try:
-                ticket = await breakers.single.admit(lease)
-            except CircuitBreakerOpenError as refused:
-                return self._refused(route, refused)
-            self._hold(ex, breakers.single, ticket)
+        breakers: RouteBreakers = route.compiled.get("breakers") or self.breakers_for(route)
+        single = breakers.single
+        if single is not None:
+            # A CLOSED circuit admits from memory, without a coroutine.
+            ticket = single.admit_closed()
+            if ticket is None:
+                try:
+                    ticket = await single.admit(self._lease(route))
+                except CircuitBreakerOpenError as refused:
+                    return self._refused(route, refused)
+            self._hold(ex, single, ticket)
             return None
         excluded = {url for url, b in breakers.by_url.items() if not b.admits_locally()}
         refused: CircuitBreakerOpenError | None = None
@@ -84,7 +79,7 @@ class CircuitBreakerStage(Stage):
                 break
             breaker = breakers.by_url[target.url]
             try:
-                ticket = await breaker.admit(lease)
+                ticket = breaker.admit_closed() or await breaker.admit(self._lease(route))
             except CircuitBreakerOpenError as error:
                 if refused is None or error.retry_after < refused.retry_after:
                     refused = error
@@ -99,31 +94,41 @@ class CircuitBreakerStage(Stage):
             refused = CircuitBreakerOpenError(first.name, first.state, first.retry_after())
         return self._refused(route, refused) if refused is not None else None
 
-    def _hold(self, ex: Exchange, breaker: ApiCircuitBreaker, ticket: Ticket) -> None:
-        ex.notes["circuit"] = Held(breaker, ticket)
+    @staticmethod
+    def _lease(route: Route) -> float:
+        # A probe that never reports holds its slot for as long as the call could take.
+        return route.spec.timeout.connect + route.spec.timeout.read + 1.0
+
+    @staticmethod
+    def _hold(ex: Exchange, breaker: ApiCircuitBreaker, ticket: Ticket) -> None:
+        # A plain tuple: one is made per request. The outcome's call, when there is one, joins it
+        # in completion_call under "circuit_call".
+        ex.notes["circuit"] = (breaker, ticket)
         if ticket.probe:
             ex.notes["no_retry"] = True  # a probe is one call, not one plus retries
         else:
-            ex.notes["retry_guard"] = breaker.admits_locally
+            ex.notes["retry_guard"] = breaker.retry_guard
 
     def _refused(self, route: Route, refused: CircuitBreakerOpenError) -> Reply:
         fallback = route.spec.fallback or self.manager.fallback_service.find(route.key, route.path)
         return open_circuit_reply(refused.name, refused.state.value, refused.retry_after, fallback)
 
     def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
-        held: Held | None = ex.notes.get("circuit")
+        held: tuple[ApiCircuitBreaker, Ticket] | None = ex.notes.get("circuit")
         if held is None:
             return None
+        breaker, ticket = held
         backend: BackendCall | None = ex.notes.get("backend")
         if backend is None:
-            outcome, seconds = Outcome.NONE, None
+            call = breaker.outcome_call(ticket, Outcome.NONE, None)
         else:
             outcome = Outcome.FAILURE if backend.failed else Outcome.SUCCESS
-            seconds = backend.seconds
-        held.call = held.breaker.outcome_call(held.ticket, outcome, seconds)
-        return held.call
+            call = breaker.outcome_call(ticket, outcome, backend.seconds)
+        if call is not None:
+            ex.notes["circuit_call"] = (breaker, call)
+        return call
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
-        held: Held | None = ex.notes.get("circuit")
-        if held is not None and held.call is not None:
-            await held.breaker.outcome_reply(held.call, store_reply)
+        pending: tuple[ApiCircuitBreaker, ScriptCall] | None = ex.notes.get("circuit_call")
+        if pending is not None:
+            await pending[0].outcome_reply(pending[1], store_reply)
