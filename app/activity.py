@@ -54,7 +54,7 @@ class ClientActivity(Stage):
     # -- the pipeline -------------------------------------------------------------------------
 
     def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
-        client = client_of(ex)
+        client = ex.client_id or client_of(ex)
         if len(self.pending) < LOCAL_CLIENTS or client in self.pending:
             self.pending[client] += 1
         return None

@@ -144,7 +144,9 @@ class RouteMetrics:
             # The first bucket whose upper bound is >= the value, the one Histogram.observe picks.
             cells[bisect_left(_BOUNDS, backend_seconds)] += 1.0
             cells[-1] += backend_seconds
-            seconds = max(0.0, seconds - backend_seconds)
+            seconds -= backend_seconds
+            if seconds < 0.0:
+                seconds = 0.0
         cells = self._overhead
         cells[bisect_left(_BOUNDS, seconds)] += 1.0
         cells[-1] += seconds

@@ -25,11 +25,12 @@ class RateLimitStage(Stage):
 
     def __init__(self, limiter: ApiGatewayRateLimiter) -> None:
         self.limiter = limiter
+        self._identify = limiter.identifier.identify
 
     def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
         tier = None
         if not ex.client_id:  # the library call (handle_request) names its client itself
-            identity = self.limiter.identify(ex.headers, ex.client_addr)
+            identity = self._identify(ex.headers, ex.client_addr)
             ex.client_id = identity.client_id
             tier = identity.tier
         plan = self.limiter.plan(ex.client_id, tier, route)
