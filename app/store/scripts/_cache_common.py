@@ -18,11 +18,18 @@ def b(value: Any) -> bytes:
         return value
     if kind is str:
         return value.encode()
+    if kind is int:
+        return b"%d" % value
     if isinstance(value, bytes):
         return value
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).encode()
+
+
+def integer(value: Any) -> int:
+    """A numeric argument, as the script's tonumber reads it."""
+    return value if type(value) is int else int(b(value))
 
 
 def now_ms(db: MemoryDB) -> int:

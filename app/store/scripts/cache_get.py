@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import b, hash_of, now_ms, zset_of
+from app.store.scripts._cache_common import b, hash_of, integer, now_ms, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
@@ -57,7 +57,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
 def _lock(db: MemoryDB, lock_key: str, args: list[Any]) -> int:
     if db.exists(lock_key):
         return 0
-    db.set(lock_key, b(args[1]), int(b(args[2])))
+    db.set(lock_key, b(args[1]), integer(args[2]))
     return 1
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import b, entry_key, hash_of, now_ms, purge_expired, zrem, zset_of
+from app.store.scripts._cache_common import b, entry_key, hash_of, integer, now_ms, purge_expired, zrem, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     entry, lru_key, exp_key, paths_key, lock_key, vary_key, pass_key, stats_key = keys
     member, token, vary = b(args[0]), b(args[7]), b(args[8])
-    fresh_ms, swr_ms, grace_ms, max_entries = (int(b(args[i])) for i in (1, 2, 3, 6))
+    fresh_ms, swr_ms, grace_ms, max_entries = integer(args[1]), integer(args[2]), integer(args[3]), integer(args[6])
     now = now_ms(db)
     fresh = now + fresh_ms
     swr = fresh + swr_ms
