@@ -174,7 +174,8 @@ class _Connection(asyncio.Protocol):
         for waiter in waiters:
             if not waiter.future.done():
                 waiter.future.set_exception(error)
-                # Retrieved so that a waiter whose caller was cancelled logs nothing at exit.
+                # Marked retrieved: a caller that stopped waiting (a timeout above us) must not
+                # leave "exception was never retrieved" in the log.
                 waiter.future.exception()
 
 
