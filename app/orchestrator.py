@@ -59,8 +59,6 @@ _NOT_FORWARDED = NOT_FORWARDED | {b"x-forwarded-for", b"x-forwarded-proto", b"x-
 STORE_ERRORS_PIPELINE = STORE_ERRORS.labels("pipeline")
 
 
-
-
 class ApiGatewayOrchestrator:
     """Holds the gateway's components and runs each request through them."""
 
@@ -87,7 +85,7 @@ class ApiGatewayOrchestrator:
         self.circuit_breaker_manager = CircuitBreakerManager(self.store, self.config.circuit_breaker.default)
         self.stages.append(CircuitBreakerStage(self.circuit_breaker_manager, self.config.circuit_breaker))
         # The stages that run for requests that matched no route (each route compiles its own plan).
-        self.unrouted_stages = self._plan_for(None)
+        self.unrouted_plan = self._plan_for(None)
         # Built after the stages: compiling a route picks the stages that apply to it.
         self.router = ApiGatewayRouter(self.config.router.routes, enabled=self.config.enabled,
                                        on_change=self._compile_route)
@@ -105,10 +103,10 @@ class ApiGatewayOrchestrator:
         route.compiled["stages"] = self._plan_for(route)
 
     def insert_stage(self, index: int, stage: Stage) -> None:
-        """Add a stage after construction (a test's stand-in, a plugin): every route's list of
-        stages is chosen again."""
+        """Add a stage after construction (a test's stand-in, a plugin): every route's plan is
+        made again."""
         self.stages.insert(index, stage)
-        self.unrouted_stages = self._plan_for(None)
+        self.unrouted_plan = self._plan_for(None)
         for route in self.router.routes:
             route.compiled["stages"] = self._plan_for(route)
 
@@ -168,7 +166,7 @@ class ApiGatewayOrchestrator:
         return reply
 
     def _stages_for(self, route: Route | None) -> StagePlan:
-        return route.compiled["stages"] if route is not None else self.unrouted_stages
+        return route.compiled["stages"] if route is not None else self.unrouted_plan
 
     async def _admit(self, ex: Exchange, route: Route | None) -> Reply | None:
         """Rate limit, cache lookup, circuit check: every store read in one round trip."""
