@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MessageHandler = Callable[[bytes], None]
@@ -32,6 +32,9 @@ class ScriptCall:
     script: str
     keys: Sequence[str]
     args: Sequence[Any] = ()
+    # A Redis store's encoding of this call (with the script head it was made with), kept on it:
+    # a call object made once and sent on every request (a client's rate-limit plan) is encoded once.
+    wire: tuple[bytes, bytes] | None = field(default=None, compare=False, repr=False)
 
 
 class Store(abc.ABC):

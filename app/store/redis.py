@@ -150,7 +150,11 @@ class RedisStore(Store):
         head = self._heads.get(call.script)
         if head is None:
             raise StoreError(f"no script named {call.script!r}")
-        return encode((len(call.keys), *call.keys, *call.args), head, 2)
+        wire = call.wire
+        if wire is None or wire[0] is not head:  # not encoded yet, or by another store's scripts
+            wire = (head, encode((len(call.keys), *call.keys, *call.args), head, 2))
+            object.__setattr__(call, "wire", wire)  # a cache on a frozen value, not a change of it
+        return wire[1]
 
     async def _send(self, commands: list[bytes]) -> list[Any]:
         self.round_trips += 1
