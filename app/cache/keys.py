@@ -19,8 +19,10 @@ class CacheKeys:
 
     def __init__(self, store: Store) -> None:
         self._base = store.key("cache", TAG)
-        # Per-entry keys are a prefix and the id (the lookup builds them on every request).
-        self.entry_prefix = f"{self._base}:e:"
+        # Per-entry keys are a prefix and the id (the lookup builds them on every request). "e2" is
+        # the entry layout's version: replicas of builds with another layout (a fleet mid-upgrade)
+        # never read each other's entries, they just do not share them until all are upgraded.
+        self.entry_prefix = f"{self._base}:e2:"
         self.lock_prefix = f"{self._base}:lock:"    # the fill lock: the filler's token
         self.pass_prefix = f"{self._base}:pass:"    # set: the answer was not kept, do not queue
         self.vary_prefix = f"{self._base}:vary:"    # by base id: the resource's Vary names

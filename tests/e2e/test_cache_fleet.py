@@ -131,7 +131,7 @@ def test_max_size_holds_for_the_fleet_and_the_most_recently_read_survive(
             assert _get(fleet[(i + 1) % 3], f"/c/k/{i}").headers["x-cache"] == "HIT"
         for i in range(10, 15):
             assert _get(fleet[i % 3], f"/c/k/{i}").headers["x-cache"] == "MISS"
-        entries = redis_client.keys(f"{key_prefix}:cache:*:e:*")
+        entries = redis_client.keys(f"{key_prefix}:cache:*:e2:*")
         assert len(entries) == 10
         stats = httpx.get(fleet[0].url + "/_gateway/cache/stats", headers=ADMIN).json()
         assert stats["size"] == 10
@@ -139,4 +139,4 @@ def test_max_size_holds_for_the_fleet_and_the_most_recently_read_survive(
                      if _get(fleet[i % 3], f"/c/k/{i}").headers["x-cache"] == "HIT"]
         assert survivors == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
         assert _get(fleet[0], "/c/k/7").headers["x-cache"] == "MISS"  # one of the evicted
-        assert len(redis_client.keys(f"{key_prefix}:cache:*:e:*")) == 10
+        assert len(redis_client.keys(f"{key_prefix}:cache:*:e2:*")) == 10
