@@ -294,7 +294,7 @@ class ApiGatewayOrchestrator:
     @staticmethod
     def _request_headers(ex: Exchange) -> list[tuple[str, str]]:
         # Replace what the client claimed about hops with what this hop knows (one filtering pass).
-        headers = forwardable_request_headers(ex.headers, _NOT_FORWARDED, ex.header(b"connection"))
+        headers = forwardable_request_headers(ex.headers, _NOT_FORWARDED, ex.header(b"connection") is not None)
         prior = ex.header(b"x-forwarded-for")
         forwarded_for = f"{prior.decode('latin-1')}, {ex.client_addr}" if prior else ex.client_addr
         host = ex.header(b"host")

@@ -45,14 +45,15 @@ def connection_listed(value: bytes) -> frozenset[bytes]:
 
 def forwardable_request_headers(headers: Iterable[tuple[bytes, bytes]],
                                 dropped: frozenset[bytes] = NOT_FORWARDED,
-                                connection: bytes | None = None) -> list[tuple[str, str]]:
+                                has_connection: bool = True) -> list[tuple[str, str]]:
     """The client's headers minus ``dropped`` (by default the hop-by-hop ones) and those its
-    Connection header (``connection``, its value when the caller has it) names, as aiohttp takes them."""
-    if connection is None:
-        headers = headers if isinstance(headers, list) else list(headers)
-        connection = b",".join(v for n, v in headers if n == b"connection") or None
-    if connection is not None:
-        dropped = dropped | connection_listed(connection)
+    Connection headers name, as aiohttp takes them. A caller that knows there is no Connection
+    header says so (``has_connection=False``) and saves the scan for them."""
+    headers = headers if isinstance(headers, list) else list(headers)
+    if has_connection:
+        connection = b",".join([v for n, v in headers if n == b"connection"])
+        if connection:
+            dropped = dropped | connection_listed(connection)
     return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers if n not in dropped]
 
 

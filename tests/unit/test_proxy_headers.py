@@ -65,3 +65,16 @@ def test_forwarded_headers_without_host_or_prior_hops() -> None:
     ex = _exchange([(b"accept", b"*/*")], request_id="r2")
     assert ApiGatewayOrchestrator._request_headers(ex) == [
         ("accept", "*/*"), ("X-Forwarded-For", "10.0.0.9"), ("X-Forwarded-Proto", "https"), ("X-Request-ID", "r2")]
+
+
+def test_every_connection_header_of_a_request_names_hop_by_hop_ones() -> None:
+    """Two Connection headers: what either names stays on this hop (the pipeline's path too)."""
+    from app.exchange import Exchange
+    from app.orchestrator import ApiGatewayOrchestrator
+
+    raw = [(b"host", b"h"), (b"connection", b"keep-alive"), (b"connection", b"x-secret"),
+           (b"x-secret", b"1"), (b"x-public", b"2")]
+    assert forwardable_request_headers(raw) == [("x-public", "2")]
+    ex = Exchange(method="GET", path="/", raw_path=b"/", query_string=b"", headers=raw, client_addr="10.0.0.1")
+    sent = dict(ApiGatewayOrchestrator._request_headers(ex))
+    assert "x-secret" not in sent and sent["x-public"] == "2"
