@@ -17,6 +17,7 @@ gateway's, measured by the same client in the same run.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import statistics
@@ -218,17 +219,26 @@ async def _open_loop(url: str, rate: float, duration: float, timeout: float, uni
     latencies.clear()
     failures = 0
     tasks = []
-    start = time.perf_counter() + 0.05
-    for i in range(total):
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            worst_lag = max(worst_lag, -delay)
-        tasks.append(asyncio.create_task(one(i)))
-    # ... and in time: an answer later than ``timeout`` after the last send counts as failed.
-    _, late = await asyncio.wait(tasks, timeout=timeout)
+    # The generator must not pause: a full collection of this process's heap (the harness imports
+    # the gateway) took 50-80 ms, once per run, and those pauses were the gateway rows' p99.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        start = time.perf_counter() + 0.05
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                worst_lag = max(worst_lag, -delay)
+            tasks.append(asyncio.create_task(one(i)))
+        # ... and in time: an answer later than ``timeout`` after the last send counts as failed.
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+    finally:
+        gc.enable()
+        gc.unfreeze()
     for task in late:
         task.cancel()
     failures += len(late)
