@@ -58,17 +58,21 @@ def forwardable_request_headers(headers: Iterable[tuple[bytes, bytes]],
 
 
 def forwardable_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
-    """The backend's headers minus hop-by-hop ones, lower-cased as ASGI wants them."""
-    pairs = [(name.lower(), value) for name, value in raw]
-    kept = [pair for pair in pairs if pair[0] not in HOP_BY_HOP]
-    if len(kept) == len(pairs):
+    """The backend's headers minus hop-by-hop ones and those its Connection headers name,
+    lower-cased as ASGI wants them. One pass; a second only for a Connection header that names
+    more than "keep-alive" (which names only itself, and is what nearly every backend says)."""
+    kept: RawHeaders = []
+    naming: list[bytes] = []  # Connection values that may name other headers
+    for name, value in raw:
+        name = name.lower()
+        if name not in HOP_BY_HOP:
+            kept.append((name, value))
+        elif name == b"connection" and value.lower() != b"keep-alive":
+            naming.append(value)
+    if not naming:
         return kept
-    # "keep-alive", what nearly every backend says, names only itself: nothing more to drop.
-    connection = [v for n, v in pairs if n == b"connection" and v.lower() != b"keep-alive"]
-    if not connection:
-        return kept
-    listed = connection_listed(b",".join(connection)) - HOP_BY_HOP
-    return [(n, v) for n, v in kept if n not in listed] if listed else kept
+    listed = connection_listed(b",".join(naming))
+    return [(n, v) for n, v in kept if n not in listed]
 
 
 # aiohttp adds these to a request that lacks them; a proxy forwards only what the client sent.

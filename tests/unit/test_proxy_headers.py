@@ -36,6 +36,13 @@ def test_response_connection_tokens_are_case_blind_and_trimmed() -> None:
     assert forwardable_response_headers(raw) == [(b"x-public", b"3")]
 
 
+def test_response_headers_named_by_a_later_connection_header_are_dropped_too() -> None:
+    """A name listed by any Connection header goes, wherever it stands; "keep-alive" alone names nothing."""
+    raw = [(b"X-Early", b"1"), (b"Connection", b"Keep-Alive"), (b"X-Kept", b"2"), (b"Connection", b"x-early")]
+    assert forwardable_response_headers(raw) == [(b"x-kept", b"2")]
+    assert forwardable_response_headers(raw[:3]) == [(b"x-early", b"1"), (b"x-kept", b"2")]
+
+
 def test_request_headers_drop_hop_by_hop_host_length_and_connection_listed() -> None:
     headers = [(b"host", b"gw:8080"), (b"connection", b"keep-alive, x-secret"), (b"x-secret", b"1"),
                (b"content-length", b"3"), (b"te", b"trailers"), (b"accept", b"*/*"), (b"x-two", b"a"),
