@@ -224,6 +224,17 @@ async def _open_loop(url: str, rate: float, duration: float, timeout: float, uni
     gc.collect()
     gc.freeze()
     gc.disable()
+    # Waited for as they end: asyncio.wait() on them all at the end would register thousands of
+    # callbacks in one go while the last requests are in flight, and delay their answers.
+    outstanding = total
+    all_done = loop.create_future()
+
+    def ended(_: asyncio.Task[None]) -> None:
+        nonlocal outstanding
+        outstanding -= 1
+        if outstanding == 0 and not all_done.done():
+            all_done.set_result(None)
+
     try:
         start = time.perf_counter() + 0.05
         for i in range(total):
@@ -233,9 +244,13 @@ async def _open_loop(url: str, rate: float, duration: float, timeout: float, uni
                 await asyncio.sleep(delay)
             else:
                 worst_lag = max(worst_lag, -delay)
-            tasks.append(asyncio.create_task(one(i)))
+            task = asyncio.create_task(one(i))
+            task.add_done_callback(ended)
+            tasks.append(task)
         # ... and in time: an answer later than ``timeout`` after the last send counts as failed.
-        _, late = await asyncio.wait(tasks, timeout=timeout)
+        if total:
+            await asyncio.wait([all_done], timeout=timeout)
+        late = [task for task in tasks if not task.done()]
     finally:
         gc.enable()
         gc.unfreeze()

@@ -3,10 +3,13 @@
     .venv/bin/python -m tests.perf.run [--duration S] [--connections C] [--runs N] [--quick]
 
 In one run, on this machine: the direct backend (nginx serving a fixed small JSON answer), an nginx
-reverse proxy in front of it (keep-alive upstream), and the gateway (``python -m app serve``, one
-uvicorn worker) on each configuration of ``tests/perf/configs.py``, with a Redis of its own. Every
-gateway figure is also given as a ratio to the nginx proxy measured in the same run, because the
-machine is shared and only same-run ratios compare across runs. See the README's "Performance".
+reverse proxy in front of it (keep-alive upstream), the bare aiohttp proxy (the floor), and the
+gateway (``python -m app serve``, one uvicorn worker) on each configuration of
+``tests/perf/configs.py``, with a Redis of its own. All of them are started first; then each of
+``--runs`` rounds loads every configuration in turn (wrk, then the open loop), so that the machine's
+slow spells fall on all of them alike. Every gateway figure is also given as a ratio to the nginx
+proxy and its CPU as a ratio to the floor's in the same round, because the machine is shared and
+only same-run ratios compare across runs. See the README's "Performance".
 """
 
 from __future__ import annotations
@@ -62,8 +65,36 @@ class Figures:
     redis_commands: float | None = None  # Redis commands per request (pipelined ones each count)
     other_load: float | None = None  # share of the machine's CPUs used by processes not ours
     bad_answers: int = 0  # non-2xx answers and socket errors, summed over the runs
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    open_loop: dict[str, Any] | None = None
+    cpu_vs_floor: float | None = None  # CPU per request over the bare proxy's, same round; median
+    runs: list[dict[str, Any]] = field(default_factory=list)  # one per round
+    open_loop: dict[str, Any] | None = None  # the open-loop runs' medians
+    open_loop_runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def summarise(self, floor: Figures | None) -> None:
+        """Each figure's median over the rounds; the CPU ratio to the floor is taken round by round."""
+
+        def med(key: str) -> float | None:
+            values = [run[key] for run in self.runs if run[key] is not None]
+            return median(values) if values else None
+
+        self.rps, self.p50_ms, self.p99_ms, self.cpu_us = med("rps"), med("p50_ms"), med("p99_ms"), med("cpu_us")
+        self.redis_round_trips, self.redis_commands = med("redis_round_trips"), med("redis_commands")
+        self.other_load = med("other_load")
+        if floor is not None and floor.runs and self.runs:
+            ratios = [mine["cpu_us"] / theirs["cpu_us"] for mine, theirs in zip(self.runs, floor.runs)
+                      if theirs["cpu_us"]]
+            self.cpu_vs_floor = round(median(ratios), 3) if ratios else None
+        if self.open_loop_runs:
+            runs = self.open_loop_runs
+            self.open_loop = {
+                "rate": runs[0]["rate"], "runs": len(runs),
+                "sent": sum(r["sent"] for r in runs), "ok": sum(r["ok"] for r in runs),
+                "failed": sum(r["failed"] for r in runs),
+                "late_start_ms": median([r["late_start_ms"] for r in runs]),
+                "p50_ms": median([r["p50_ms"] for r in runs]), "p99_ms": median([r["p99_ms"] for r in runs]),
+            }
+        if self.bad_answers and self.status == "ok":
+            self.status = f"suspect: {self.bad_answers} errors or non-2xx answers"
 
 
 class RedisCounters:
@@ -72,7 +103,9 @@ class RedisCounters:
     Round trips are counted by the gateways themselves (apigw_store_round_trips_total: each batch
     of script calls a request waits for once): Redis's own count of reads would undercount them, as
     the gateway's connection sends the batches of concurrent requests together. Commands (scripts'
-    redis.call()s included) come from the dedicated Redis's INFO commandstats."""
+    redis.call()s included) come from the dedicated Redis's INFO commandstats, so they include the
+    background work of the configurations kept up while another is measured (breaker sync, client
+    activity: a few commands a second each, ~0.01 per request)."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
@@ -97,63 +130,74 @@ def _store_round_trips(gateway: str) -> float:
     raise RuntimeError(f"{gateway} exports no apigw_store_round_trips_total")
 
 
+@dataclass
+class Target:
+    """One configuration under load: where to send it, whose CPU to count, and its figures."""
+
+    fig: Figures
+    url: str
+    pids: list[int]
+    unique: bool = False  # every request its own URL (the cache-miss configuration)
+    gateways: list[str] = field(default_factory=list)  # replicas whose round trips count
+    open_loop: bool = True
+
+
 class Bench:
+    """Every configuration is started first and kept up; then each round loads each one in turn.
+
+    Interleaved rounds, because these machines drift: the bare proxy's CPU per request moved from
+    190 to 340 us between two 5-second runs minutes apart. A slow spell then falls on every
+    configuration of a round alike, and the CPU ratio to the floor is taken within a round."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.duration: float = args.duration
         self.connections: int = args.connections
         self.runs: int = args.runs
         self.started = dt.datetime.now(dt.UTC)
-        self.results: list[Figures] = []
+        self.targets: list[Target] = []
         self.redis = RedisProcess()
-        self.backend_port, self.proxy_port, self.lb_port = free_port(), free_port(), free_port()
-        self.replica_ports = [free_port(), free_port()]
+        self.backend_port, self.proxy_port = free_port(), free_port()
+        # Two-replica configurations: each its own nginx listener in front of its own replicas.
+        self.fleets = {case.name: (free_port(), [free_port(), free_port()])
+                       for case in CASES if case.replicas == 2}
         self.backend: Nginx | None = None
         self.proxy: Nginx | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.replicas: list[GatewayServer] = []
 
     # -- measuring ------------------------------------------------------------------------------
 
-    def _measure(self, fig: Figures, url: str, pids: list[int], counters: RedisCounters | None,
-                 unique: bool = False, gateways: list[str] | None = None) -> Figures:
-        """``runs`` wrk runs against ``url``; CPU of ``pids`` (and their children) per request."""
-        for _ in range(self.runs):
-            settle()
-            ours0 = tree_cpu_seconds([os.getpid()]) + _children_cpu()
-            busy0, wall0 = system_busy_seconds(), time.monotonic()
-            cpu0 = tree_cpu_seconds(pids)
-            redis0 = counters.snapshot(gateways or []) if counters else None
-            result = run_wrk(url, self.duration, self.connections, unique_paths=unique, path=BENCH_PATH)
-            cpu1 = tree_cpu_seconds(pids)
-            trips, commands = counters.delta(redis0, gateways or []) if counters and redis0 else (None, None)
-            busy1, wall1 = system_busy_seconds(), time.monotonic()
-            ours1 = tree_cpu_seconds([os.getpid()]) + _children_cpu()
-            others = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / ((wall1 - wall0) * (os.cpu_count() or 1))
-            n = max(result.requests, 1)
-            fig.runs.append({
-                "requests": result.requests, "seconds": round(result.seconds, 3), "rps": round(result.rps, 1),
-                "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
-                "cpu_us": round((cpu1 - cpu0) * 1e6 / n, 1),
-                "redis_round_trips": None if trips is None else round(trips / n, 3),
-                "redis_commands": None if commands is None else round(commands / n, 3),
-                "other_load": round(others, 3), "errors": result.errors, "bad_status": result.bad_status,
-            })
-            fig.bad_answers += result.errors + result.bad_status
+    def _measure(self, target: Target) -> None:
+        """One wrk run against ``target``: CPU of its processes (and their children) per request."""
+        fig = target.fig
+        counters = self.counters if target.gateways else None
+        settle()
+        ours0 = tree_cpu_seconds([os.getpid()]) + _children_cpu()
+        busy0, wall0 = system_busy_seconds(), time.monotonic()
+        cpu0 = tree_cpu_seconds(target.pids)
+        redis0 = counters.snapshot(target.gateways) if counters else None
+        result = run_wrk(target.url, self.duration, self.connections, unique_paths=target.unique, path=BENCH_PATH)
+        cpu1 = tree_cpu_seconds(target.pids)
+        trips, commands = counters.delta(redis0, target.gateways) if counters and redis0 else (None, None)
+        busy1, wall1 = system_busy_seconds(), time.monotonic()
+        ours1 = tree_cpu_seconds([os.getpid()]) + _children_cpu()
+        others = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / ((wall1 - wall0) * (os.cpu_count() or 1))
+        n = max(result.requests, 1)
+        fig.runs.append({
+            "requests": result.requests, "seconds": round(result.seconds, 3), "rps": round(result.rps, 1),
+            "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
+            "cpu_us": round((cpu1 - cpu0) * 1e6 / n, 1),
+            "redis_round_trips": None if trips is None else round(trips / n, 3),
+            "redis_commands": None if commands is None else round(commands / n, 3),
+            "other_load": round(others, 3), "errors": result.errors, "bad_status": result.bad_status,
+        })
+        fig.bad_answers += result.errors + result.bad_status
 
-        def med(key: str) -> float | None:
-            values = [run[key] for run in fig.runs if run[key] is not None]
-            return median(values) if values else None
-
-        fig.rps, fig.p50_ms, fig.p99_ms, fig.cpu_us = med("rps"), med("p50_ms"), med("p99_ms"), med("cpu_us")
-        fig.redis_round_trips, fig.redis_commands = med("redis_round_trips"), med("redis_commands")
-        fig.other_load = med("other_load")
-        if fig.bad_answers:
-            fig.status = f"suspect: {fig.bad_answers} errors or non-2xx answers"
-        return fig
-
-    def _open_loop(self, fig: Figures, url: str, unique: bool = False) -> None:
-        result: OpenLoopResult = run_open_loop(url + BENCH_PATH, rate=self.args.rate,
-                                               duration=self.args.open_loop_duration, unique=unique)
-        fig.open_loop = asdict(result)
+    def _open_loop(self, target: Target) -> None:
+        result: OpenLoopResult = run_open_loop(target.url + BENCH_PATH, rate=self.args.rate,
+                                               duration=self.args.open_loop_duration, unique=target.unique)
+        target.fig.open_loop_runs.append(asdict(result))
 
     def _warm(self, url: str, unique: bool) -> None:
         """A short run first: connection pools filled, code paths hot, the cache filled for a hit."""
@@ -161,46 +205,36 @@ class Bench:
 
     # -- the configurations ---------------------------------------------------------------------
 
-    def measure_direct(self) -> None:
+    def add_direct(self) -> None:
         assert self.backend is not None
-        url = f"http://127.0.0.1:{self.backend_port}"
-        self._warm(url, False)
-        fig = self._measure(Figures("direct", "direct backend (nginx, fixed JSON)"), url, [self.backend.pid], None)
-        self._open_loop(fig, url)
-        self.results.append(fig)
+        fig = Figures("direct", "direct backend (nginx, fixed JSON)")
+        self.targets.append(Target(fig, f"http://127.0.0.1:{self.backend_port}", [self.backend.pid]))
 
-    def measure_nginx_proxy(self) -> None:
+    def add_nginx_proxy(self) -> None:
         assert self.proxy is not None
-        url = f"http://127.0.0.1:{self.proxy_port}"
-        self._warm(url, False)
         # Only the proxy's own CPU: the backend's is the same in every configuration.
-        fig = self._measure(Figures("nginx_proxy", "nginx reverse proxy (keepalive upstream)"), url,
-                            [self.proxy.pid], None)
-        self._open_loop(fig, url)
-        self.results.append(fig)
+        fig = Figures("nginx_proxy", "nginx reverse proxy (keepalive upstream)")
+        self.targets.append(Target(fig, f"http://127.0.0.1:{self.proxy_port}", [self.proxy.pid]))
 
-    def measure_bare_proxy(self) -> None:
+    def add_bare_proxy(self) -> None:
         """The floor: the least an aiohttp ASGI proxy costs on this machine now (tests/perf/bare_proxy.py)."""
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "tests.perf.bare_proxy",
                                  f"http://127.0.0.1:{self.backend_port}", str(port)], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes.append(proc)
         url = f"http://127.0.0.1:{port}"
         fig = Figures("bare_proxy", "bare aiohttp ASGI proxy (the floor)")
         try:
             wait_for(lambda: httpx.get(url + BENCH_PATH, timeout=1).status_code == 200, timeout=20,
                      what="the bare proxy")
-            self._warm(url, False)
-            self._measure(fig, url, [proc.pid], None)
-            self._open_loop(fig, url)
         except Exception as error:
             fig.status = f"failed: {type(error).__name__}: {error}"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-        self.results.append(fig)
+            self.results.append(fig)
+            return
+        self.targets.append(Target(fig, url, [proc.pid]))
 
-    def measure_gateway(self, case: GatewayCase, missing: dict[str, str | None]) -> None:
+    def add_gateway(self, case: GatewayCase, missing: dict[str, str | None]) -> None:
         fig = Figures(case.name, case.title)
         absent = [f"{name}: {missing[name]}" for name in case.needs if missing.get(name)]
         if absent:
@@ -210,35 +244,33 @@ class Bench:
         fig.incomplete = [name for name in case.optional if missing.get(name)]
         if fig.incomplete:
             fig.title += f" [without {', '.join(fig.incomplete)}: not on main yet]"
-        self.redis_client.flushall()
         backend_url = f"http://127.0.0.1:{self.backend_port}"
+        lb_port, ports = self.fleets.get(case.name, (None, [None]))
         replicas: list[GatewayServer] = []
         try:
-            ports = self.replica_ports if case.replicas == 2 else [None]
-            replicas = [GatewayServer(case.config(backend_url), self.redis.url, port).start() for port in ports]
-            url = f"http://127.0.0.1:{self.lb_port}" if case.replicas == 2 else replicas[0].url
+            for port in ports:
+                replicas.append(GatewayServer(case.config(backend_url), self.redis.url, port))
+                self.replicas.append(replicas[-1])
+                replicas[-1].start()
+            url = f"http://127.0.0.1:{lb_port}" if lb_port else replicas[0].url
             self._warm(url, case.unique_paths)
             problem = self._check(case, url)
-            if problem:
-                fig.status = f"n/a ({problem})"
-                self.results.append(fig)
-                return
-            pids = [r.pid for r in replicas]
-            self._measure(fig, url, pids, self.counters, unique=case.unique_paths, gateways=[r.url for r in replicas])
-            if case.replicas == 1:
-                self._open_loop(fig, url, unique=case.unique_paths)
-            if self.args.profile == case.name:
-                self._profile(case, url, pids[0])
-        except Exception as error:  # one broken configuration must not lose the others' figures
-            fig.status = f"failed: {type(error).__name__}: {error}"
-            for replica in replicas:
-                tail = replica.log()[-800:]
-                if tail:
-                    print(f"--- {case.name} replica log ---\n{tail}", file=sys.stderr)
-        finally:
-            for replica in replicas:
-                replica.stop()
-        self.results.append(fig)
+        except Exception as error:
+            problem = f"failed: {type(error).__name__}: {error}"
+            self._print_logs(case, replicas)
+        if problem:
+            fig.status = problem if problem.startswith("failed") else f"n/a ({problem})"
+            self.results.append(fig)
+            return
+        self.targets.append(Target(fig, url, [r.pid for r in replicas], unique=case.unique_paths,
+                                   gateways=[r.url for r in replicas], open_loop=case.replicas == 1))
+
+    @staticmethod
+    def _print_logs(case: GatewayCase, replicas: list[GatewayServer]) -> None:
+        for replica in replicas:
+            tail = replica.log()[-800:]
+            if tail:
+                print(f"--- {case.name} replica log ---\n{tail}", file=sys.stderr)
 
     def _check(self, case: GatewayCase, url: str) -> str | None:
         """What the gateway process answers must be what the configuration claims to measure."""
@@ -255,44 +287,76 @@ class Bench:
                         f"{second.headers.get('x-cache')}, not MISS then HIT (answer not stored)")
         return None
 
-    def _profile(self, case: GatewayCase, url: str, pid: int) -> None:
+    def _profile(self, target: Target) -> None:
         """py-spy's view of the gateway under the same load (an extra run, not in the figures)."""
-        out = self.out_dir / f"profile-{case.name}-{self.stamp}.txt"
-        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
-                                "--format", "raw", "--output", str(out), "--rate", "500", "--nonblocking",
-                                "--duration", str(int(self.duration) + 1)],
+        out = self.out_dir / f"profile-{target.fig.name}-{self.stamp}.txt"
+        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                                str(target.pids[0]), "--format", "raw", "--output", str(out), "--rate", "500",
+                                "--nonblocking", "--duration", str(int(self.duration) + 1)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        run_wrk(url, self.duration, self.connections, unique_paths=case.unique_paths, path=BENCH_PATH)
+        run_wrk(target.url, self.duration, self.connections, unique_paths=target.unique, path=BENCH_PATH)
         spy.wait(timeout=self.duration + 30)
         print(f"profile (collapsed stacks) written to {out}")
 
     # -- the run --------------------------------------------------------------------------------
 
+    def _rounds(self) -> None:
+        for round_no in range(1, self.runs + 1):
+            print(f"round {round_no} of {self.runs} ...", flush=True)
+            for target in self.targets:
+                if target.fig.status.startswith("failed"):
+                    continue
+                try:
+                    self._measure(target)
+                    if target.open_loop:
+                        self._open_loop(target)
+                except Exception as error:  # one broken configuration must not lose the others' figures
+                    target.fig.status = f"failed: {type(error).__name__}: {error}"
+
+    def _summarise(self) -> None:
+        floor = next((t.fig for t in self.targets if t.fig.name == "bare_proxy"), None)
+        for target in self.targets:
+            target.fig.summarise(floor)
+            self.results.append(target.fig)
+        order = ["direct", "nginx_proxy", "bare_proxy", *(case.name for case in CASES)]
+        self.results.sort(key=lambda fig: order.index(fig.name))
+
     def run(self) -> dict[str, Any]:
         self.out_dir: Path = self.args.out
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
+        self.results: list[Figures] = []
         load_before = os.getloadavg()
         self.redis.start()
-        self.redis_client = redis.Redis.from_url(self.redis.url)
         self.counters = RedisCounters(self.redis.url)
         try:
             self.backend = backend_nginx(self.backend_port).start(self.backend_port)
-            self.proxy = proxy_nginx({self.proxy_port: [self.backend_port],
-                                      self.lb_port: self.replica_ports}).start(self.proxy_port)
+            listeners = {self.proxy_port: [self.backend_port], **dict(self.fleets.values())}
+            self.proxy = proxy_nginx(listeners).start(self.proxy_port)
             missing = asyncio.run(probe_components(f"http://127.0.0.1:{self.backend_port}"))
             for name, why in missing.items():
                 print(f"component {name}: {'present' if why is None else 'missing (' + why + ')'}", flush=True)
-            self.measure_direct()
-            self.measure_nginx_proxy()
-            self.measure_bare_proxy()
+            self.add_direct()
+            self.add_nginx_proxy()
+            self.add_bare_proxy()
             for case in CASES:
-                if self.args.only and case.name not in self.args.only:
-                    continue
-                print(f"measuring {case.name} ...", flush=True)
-                self.measure_gateway(case, missing)
+                if not self.args.only or case.name in self.args.only:
+                    print(f"starting {case.name} ...", flush=True)
+                    self.add_gateway(case, missing)
+            for target in self.targets:
+                self._warm(target.url, target.unique)
+            self._rounds()
+            profiled = [t for t in self.targets if t.fig.name == self.args.profile]
+            if profiled:
+                self._profile(profiled[0])
+            self._summarise()
         finally:
+            for replica in self.replicas:
+                replica.stop()
+            for proc in self.processes:
+                proc.terminate()
+                proc.wait(timeout=10)
             for server in (self.proxy, self.backend):
                 if server is not None:
                     server.stop()
@@ -305,7 +369,7 @@ class Bench:
             "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                         "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
             "settings": {"duration_s": self.duration, "connections": self.connections, "runs": self.runs,
-                         "wrk_threads": 1, "open_loop_rate": self.args.rate,
+                         "interleaved": True, "wrk_threads": 1, "open_loop_rate": self.args.rate,
                          "open_loop_duration_s": self.args.open_loop_duration, "quick": self.args.quick},
             "components": {k: ("present" if v is None else f"missing: {v}") for k, v in missing.items()},
             "results": [asdict(fig) for fig in self.results],
@@ -333,10 +397,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.perf.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--runs", type=int, default=3, help="wrk runs per configuration; medians (default 3)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="rounds: each loads every configuration once, in turn; medians (default 3)")
     parser.add_argument("--rate", type=float, default=1000, help="open-loop requests per second (default 1000)")
     parser.add_argument("--open-loop-duration", type=float, default=None,
-                        help="seconds of the open-loop run (default: --duration)")
+                        help="seconds of each round's open-loop run (default: half of --duration)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 2 s per run, 1 run, 2 s open loop (figures too short to quote)")
     parser.add_argument("--only", nargs="*", help="gateway configurations to run (default: all)")
@@ -346,7 +411,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.duration, args.runs = 2, 1
     if args.open_loop_duration is None:
-        args.open_loop_duration = args.duration
+        args.open_loop_duration = args.duration / 2
     return args
 
 
