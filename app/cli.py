@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from app.config import ConfigError, GatewayConfig, load_config, parse_config
+from app.http_protocol import GatewayHttpProtocol
 from app.server import Gateway
 
 EXIT_BAD_CONFIG = 2
@@ -20,7 +21,7 @@ EXIT_BAD_CONFIG = 2
 
 def _uvicorn_config(app: Gateway, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
     return uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+        app, host=host, port=port, loop="uvloop", http=GatewayHttpProtocol, lifespan="on",
         access_log=False, log_level=log_level, server_header=False, date_header=False,
         # Client identity and X-Forwarded-For trust are the gateway's own decisions (trusted_proxies).
         proxy_headers=False,

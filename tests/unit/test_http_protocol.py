@@ -1,0 +1,89 @@
+"""The client connection's writes: one send per event-loop step, in order, none lost on close."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.http_protocol import CoalescingTransport
+
+
+class RecordingTransport:
+    """What reached the socket, one entry per write."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.sent.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5000)}.get(name, default)
+
+
+async def _next_step() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+async def test_headers_and_body_written_in_one_step_leave_as_one_send() -> None:
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    transport.write(b"ok")
+    assert raw.sent == []  # nothing before the step ends
+    await _next_step()
+    assert raw.sent == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+
+
+async def test_a_streamed_answers_headers_leave_when_their_step_ends_not_with_the_body() -> None:
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    await _next_step()
+    assert raw.sent == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
+    transport.write(b"2\r\nhi\r\n")
+    transport.writelines([b"0\r\n", b"\r\n"])
+    await _next_step()
+    assert raw.sent[1:] == [b"2\r\nhi\r\n0\r\n\r\n"]
+
+
+async def test_close_sends_what_was_written_before_it() -> None:
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n")
+    transport.close()
+    assert raw.sent == [b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n"] and raw.closed
+    await _next_step()  # the flush scheduled by the write finds nothing left, writes nothing
+    assert len(raw.sent) == 1
+
+
+async def test_abort_drops_what_was_not_sent_and_a_closed_socket_is_not_written() -> None:
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+    transport.write(b"partial")
+    transport.abort()
+    await _next_step()
+    assert raw.sent == [] and raw.aborted
+    transport.write(b"late")  # the peer went away meanwhile: the write is dropped, not raised
+    await _next_step()
+    assert raw.sent == []
+
+
+async def test_everything_else_is_the_sockets_own() -> None:
+    raw = RecordingTransport()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+    assert transport.get_extra_info("peername") == ("127.0.0.1", 5000)
+    assert transport.is_closing() is False
