@@ -70,8 +70,8 @@ class Gateway:
                 # default: under load the objects of the requests in flight cross that many times a
                 # second, and each collection walks them all only to free nothing (requests free
                 # their own by reference counting). Measured under wrk on the proxy-only route:
-                # 2,140 collections in 10 s costing 4% of the CPU at 700; 70, costing under 1%, at
-                # 2,000, each under a millisecond.
+                # 2,140 collections in 10 s costing 4% of the CPU at 700; 70 to 200, costing under
+                # 1%, at 2,000, each under a millisecond.
                 gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

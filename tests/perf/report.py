@@ -48,10 +48,11 @@ def render(data: dict[str, Any]) -> str:
     note = busy_note(data)
     lines.append(f"**{note}.** Absolute figures from such a run are noisy; compare the ratios." if note
                  else "Measured on a quiet machine.")
+    machine = data["machine"]
     lines += ["", f"wrk: 1 thread, {s['connections']} connections, {s['runs']} round(s): each loads every "
-              f"configuration in turn for {s['duration_s']:g} s, then the open loop; medians. Machine: {data['machine']['cpus']} CPUs, load average before "
-              f"{data['machine']['loadavg_before'][0]}." + (" **Quick mode: too short to quote.**" if s["quick"] else ""),
-              ""]
+              f"configuration in turn for {s['duration_s']:g} s, then the open loop; medians. Machine: "
+              f"{machine['cpus']} CPUs, load average before {machine['loadavg_before'][0]}."
+              + (" **Quick mode: too short to quote.**" if s["quick"] else ""), ""]
     lines += ["| configuration | req/s | p50 ms | p99 ms | CPU us/req | req/s vs nginx | p50 vs nginx "
               "| p99 vs nginx | CPU vs nginx | Redis round trips/req | Redis commands/req (in scripts too) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -156,6 +156,7 @@ class Bench:
         self.runs: int = args.runs
         self.started = dt.datetime.now(dt.UTC)
         self.targets: list[Target] = []
+        self.results: list[Figures] = []  # the targets' figures, and those of configurations not run
         self.redis = RedisProcess()
         self.backend_port, self.proxy_port = free_port(), free_port()
         # Two-replica configurations: each its own nginx listener in front of its own replicas.
@@ -326,7 +327,6 @@ class Bench:
         self.out_dir: Path = self.args.out
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
-        self.results: list[Figures] = []
         load_before = os.getloadavg()
         self.redis.start()
         self.counters = RedisCounters(self.redis.url)
@@ -345,7 +345,8 @@ class Bench:
                     print(f"starting {case.name} ...", flush=True)
                     self.add_gateway(case, missing)
             for target in self.targets:
-                self._warm(target.url, target.unique)
+                if not target.gateways:  # each gateway was warmed when it started, for its check
+                    self._warm(target.url, target.unique)
             self._rounds()
             profiled = [t for t in self.targets if t.fig.name == self.args.profile]
             if profiled:
