@@ -33,6 +33,8 @@ from typing import Any
 import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
+from app.coalescing import CoalescingTransport
+
 ReplyError = hiredis.ReplyError
 Command = Sequence[bytes | str | int | float]
 
@@ -100,16 +102,16 @@ class _Connection(asyncio.Protocol):
         self.reply_timeout = reply_timeout
         self.reader = hiredis.Reader()
         self.waiters: collections.deque[_Waiter] = collections.deque()
-        self.transport: asyncio.Transport | None = None
+        self.transport: CoalescingTransport | None = None
         self.closed = False
-        self._out: list[bytes] = []
         self._loop = asyncio.get_running_loop()
         self._watch: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # The calls of one loop step (several requests' batches) leave in one write.
+        self.transport = CoalescingTransport(transport, self._loop)  # type: ignore[arg-type]
         self._watch = self._loop.call_later(self.reply_timeout / 4, self._check_stalled)
 
     def data_received(self, data: bytes) -> None:
@@ -141,15 +143,9 @@ class _Connection(asyncio.Protocol):
     def send(self, payload: bytes, expected: int) -> asyncio.Future[list[Any]]:
         future: asyncio.Future[list[Any]] = self._loop.create_future()
         self.waiters.append(_Waiter(future, expected, time.monotonic()))
-        if not self._out:
-            self._loop.call_soon(self._flush)
-        self._out.append(payload)
+        assert self.transport is not None  # sent on only once connected
+        self.transport.write(payload)
         return future
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self.transport is not None and not self.closed:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     # -- failure --------------------------------------------------------------------------------
 
@@ -165,7 +161,6 @@ class _Connection(asyncio.Protocol):
         if self.closed:  # connection_lost after an abort of ours: the waiters were told already
             return
         self.closed = True
-        self._out = []
         if self._watch is not None:
             self._watch.cancel()
         if self.transport is not None:

@@ -1,11 +1,12 @@
-"""The client connection's writes: one send per event-loop step, in order, none lost on close."""
+"""Writes of one event-loop step sent as one: in order, none lost on close (the client connection's
+and the Redis pipe's transport)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from app.http_protocol import CoalescingTransport
+from app.coalescing import CoalescingTransport
 
 
 class RecordingTransport:
