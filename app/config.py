@@ -285,7 +285,7 @@ class ServerSection(_Section):
     max_body_size: int = Field(default=10 * 1024 * 1024, gt=0)
     upstream_max_connections: int = Field(default=512, gt=0)
     upstream_keepalive: float = Field(default=30.0, gt=0)
-    # One JSON line per request on stdout (app/access_log.py), written off the request path.
+    # One JSON line per request on stdout (app/observability/access_log.py), written off the request path.
     access_log: bool = True
 
 

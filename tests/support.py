@@ -20,7 +20,7 @@ import httpx
 import uvicorn
 import yaml
 
-from app.demo import HITS, start_backend
+from app.tools.demo import HITS, start_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ class ThreadServer:
 
 
 class BackendServer(ThreadServer):
-    """The demo backend (app/demo.py): a real HTTP server that counts the requests it gets."""
+    """The demo backend (app/tools/demo.py): a real HTTP server that counts the requests it gets."""
 
     def __init__(self, name: str = "backend", port: int = 0) -> None:
         super().__init__()
@@ -146,8 +146,8 @@ class GatewayThread(ThreadServer):
 
     def __init__(self, config: Any) -> None:
         super().__init__()
-        from app.http_protocol import GatewayHttpProtocol
-        from app.server import Gateway
+        from app.edge.http_protocol import GatewayHttpProtocol
+        from app.edge.server import Gateway
 
         self.gateway = Gateway(config)
         self.port = free_port()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.config import CircuitBreakerSpec
-from app.metrics import CIRCUIT_STATE, CIRCUIT_TRANSITIONS
+from app.observability.metrics import CIRCUIT_STATE, CIRCUIT_TRANSITIONS
 from app.breaker.model import STATE_NUMBER, CircuitState, Event, Outcome, Snapshot, View
 from app.store import MemoryDB, ScriptCall, Store, StoreUnavailable
 from app.store.scripts import breaker_acquire, breaker_record, breaker_state, breaker_trip

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from app.config import FallbackSpec
-from app.exchange import JSON_CONTENT, Reply, RawHeaders, error_reply
+from app.pipeline.exchange import JSON_CONTENT, Reply, RawHeaders, error_reply
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ class CircuitState(str, enum.Enum):
     HALF_OPEN = "half_open"
 
 
-# The gauge's values (app.metrics.CIRCUIT_STATE).
+# The gauge's values (app.observability.metrics.CIRCUIT_STATE).
 STATE_NUMBER = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 
 

@@ -16,10 +16,10 @@ from app.breaker.fallback import open_circuit_reply
 from app.breaker.manager import CircuitBreakerManager
 from app.breaker.model import Outcome
 from app.config import CircuitBreakerSection
-from app.exchange import Exchange, Reply
-from app.pipeline import Stage
-from app.retry import BackendCall
-from app.router import Route
+from app.pipeline.exchange import Exchange, Reply
+from app.pipeline.stage import Stage
+from app.pipeline.retry import BackendCall
+from app.routing.router import Route
 from app.store import ScriptCall
 
 

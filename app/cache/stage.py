@@ -22,10 +22,10 @@ from app.cache.manager import (DUE, FINAL, FRESH, HIT, MAY_LOCK, MISS, PASS_MS, 
                                ApiCacheManager, new_token)
 from app.cache.policy import CacheRequest, CacheStrategy, Lookup, StoreDecision, vary_names
 from app.cache.tee import TeeResponse
-from app.exchange import Exchange, RawHeaders, Reply, new_request_id
-from app.metrics import CACHE_LOOKUPS, STORE_ERRORS
-from app.pipeline import Stage
-from app.router import Route
+from app.pipeline.exchange import Exchange, RawHeaders, Reply, new_request_id
+from app.observability.metrics import CACHE_LOOKUPS, STORE_ERRORS
+from app.pipeline.stage import Stage
+from app.routing.router import Route
 from app.store import ScriptCall, StoreError, StoreUnavailable
 
 log = logging.getLogger("apigw.cache")

@@ -33,7 +33,7 @@ from typing import Any
 import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
-from app.coalescing import CoalescingTransport
+from app.edge.coalescing import CoalescingTransport
 
 ReplyError = hiredis.ReplyError
 Command = Sequence[bytes | str | int | float]

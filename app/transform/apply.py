@@ -10,9 +10,9 @@ import asyncio
 
 import aiohttp
 
-from app.bodies import BodyTooLarge, read_body, read_response_limited
-from app.exchange import Exchange, Reply, error_reply
-from app.router import Route
+from app.edge.bodies import BodyTooLarge, read_body, read_response_limited
+from app.pipeline.exchange import Exchange, Reply, error_reply
+from app.routing.router import Route
 from app.transform.compiled import CompiledTransform
 from app.transform.errors import TransformationError
 

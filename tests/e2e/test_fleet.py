@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.fleet import find_nginx
+from app.tools.fleet import find_nginx
 from tests.support import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.e2e

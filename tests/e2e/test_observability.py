@@ -12,15 +12,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import REGISTRY
+from app.observability.metrics import REGISTRY
 from tests.support import BackendServer, GatewayProcess, RedisProcess, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 # Families whose component is not on main yet: present in the scrape (HELP/TYPE), without samples.
 # Families whose component is not on main yet: present (HELP/TYPE) but without samples. Active health
-# checks (app/health.py) join by themselves when they land: the "ok" route asks for them.
-NOT_YET_WIRED = set() if importlib.util.find_spec("app.health") else {"apigw_health_checks"}
+# checks (app/breaker/health.py) join by themselves when they land: the "ok" route asks for them.
+NOT_YET_WIRED = set() if importlib.util.find_spec("app.breaker.health") else {"apigw_health_checks"}
 
 
 def _routes(backend: BackendServer) -> list[dict]:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from app.fleet import WALKTHROUGH, FleetPorts
+from app.tools.fleet import WALKTHROUGH, FleetPorts
 from tests.e2e.test_fleet import FleetRun, _own_redis_env
 from tests.support import ROOT
 

@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections import Counter
 
-from app.activity import ClientActivity
-from app.exchange import Exchange
+from app.control.activity import ClientActivity
+from app.pipeline.exchange import Exchange
 from app.store import ScriptCall, Store
 
 

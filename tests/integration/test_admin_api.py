@@ -8,7 +8,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from app.admin import auth
+from app.control.admin import auth
 from app.config import parse_config
 from tests.support import BackendServer, GatewayThread
 

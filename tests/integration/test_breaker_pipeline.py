@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from app.config import parse_config
-from app.metrics import UPSTREAM_RETRIES
+from app.observability.metrics import UPSTREAM_RETRIES
 from tests.support import BackendServer, GatewayThread, free_port
 
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from app.config import parse_config
-from app.exchange import Exchange, Reply, error_reply
-from app.pipeline import Stage
+from app.pipeline.exchange import Exchange, Reply, error_reply
+from app.pipeline.stage import Stage
 from tests.support import BackendServer, GatewayThread, RedisProcess
 
 
@@ -286,7 +286,7 @@ def test_a_request_refused_before_the_cache_frees_the_fill_lock(
 
 
 def test_lookups_are_counted_in_the_metrics(backend: BackendServer, key_prefix: str) -> None:
-    from app.metrics import CACHE_LOOKUPS
+    from app.observability.metrics import CACHE_LOOKUPS
 
     def seen(result: str) -> float:
         return CACHE_LOOKUPS.labels("* /m/*", result)._value.get()

@@ -1,5 +1,5 @@
 """What the backend receives through the gateway, byte for byte where it matters: pins the
-behaviour that the hot-path work of issue 8 (app/upstream.py, app/orchestrator.py) must keep."""
+behaviour that the hot-path work of issue 8 (app/edge/upstream.py, app/pipeline/orchestrator.py) must keep."""
 
 from __future__ import annotations
 

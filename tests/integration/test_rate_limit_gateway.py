@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.config import parse_config
-from app.metrics import RATE_LIMITED, STORE_ERRORS
+from app.observability.metrics import RATE_LIMITED, STORE_ERRORS
 from tests.support import BackendServer, GatewayThread, RedisProcess
 
 pytestmark = pytest.mark.redis

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from app.config import RateLimiterSection, RateLimitSpec
 from app.rate_limiter import ApiGatewayRateLimiter
-from app.rate_limits import burst_interval_us
+from app.ratelimit.limits import burst_interval_us
 from app.store import MemoryStore
 from app.store.redis import RedisStore
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from app.config import RateLimiterSection, RateLimitSpec
 from app.rate_limiter import ApiGatewayRateLimiter
-from app.rate_limits import limits_of
+from app.ratelimit.limits import limits_of
 from app.store.redis import RedisStore
 from app.store.scripts import LUA_DIR
 from tests.perf.configs import BENCH_PATH, gateway_config

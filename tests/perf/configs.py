@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import parse_config
-from app.exchange import Exchange
+from app.pipeline.exchange import Exchange
 from app.orchestrator import ApiGatewayOrchestrator
 
 BENCH_PATH = "/bench"

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     from app.config import parse_config
-    from app.server import Gateway
+    from app.edge.server import Gateway
     from tests.perf.configs import CASES
     from tests.perf.servers import backend_nginx
     from tests.support import free_port

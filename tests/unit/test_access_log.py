@@ -6,8 +6,8 @@ import io
 import json
 import time
 
-from app.access_log import AccessLog, document
-from app.exchange import Exchange
+from app.observability.access_log import AccessLog, document
+from app.pipeline.exchange import Exchange
 
 
 def _exchange(request_id: str = "r1") -> Exchange:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from app.coalescing import CoalescingTransport
+from app.edge.coalescing import CoalescingTransport
 
 
 class RecordingTransport:

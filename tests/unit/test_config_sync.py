@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.config import RouteSpec, parse_config
-from app.config_sync import ConfigSync, route_document
+from app.control.config_sync import ConfigSync, route_document
 from app.router import ApiGatewayRouter
 from app.store import MemoryStore
 

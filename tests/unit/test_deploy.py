@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from app.config import ENV_OVERRIDES, load_config, parse_config
-from app.demo import demo_routes
-from app.server import Gateway
+from app.tools.demo import demo_routes
+from app.edge.server import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -332,7 +332,7 @@ def test_k8s_config_is_the_compose_config_and_its_backends_exist(tmp_path: Path)
 
 
 def test_the_fleet_runs_the_compose_config_with_local_addresses() -> None:
-    from app.fleet import fleet_config
+    from app.tools.fleet import fleet_config
 
     compose_side = compose_config()
     local = fleet_config("redis://127.0.0.1:6390/0", "http://127.0.0.1:9001", "http://127.0.0.1:9002",

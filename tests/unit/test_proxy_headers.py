@@ -1,14 +1,14 @@
 """The proxy's header rules, exactly: what is forwarded, in which order, and what replaces what.
 
-These pin the behaviour that hot-path rewrites of app/upstream.py and app/orchestrator.py must keep
+These pin the behaviour that hot-path rewrites of app/edge/upstream.py and app/pipeline/orchestrator.py must keep
 (issue 8); the end-to-end view of the same rules is in tests/integration/test_proxy.py.
 """
 
 from __future__ import annotations
 
-from app.exchange import Exchange
+from app.pipeline.exchange import Exchange
 from app.orchestrator import ApiGatewayOrchestrator
-from app.upstream import forwardable_request_headers, forwardable_response_headers
+from app.edge.upstream import forwardable_request_headers, forwardable_response_headers
 
 
 def _exchange(headers: list[tuple[bytes, bytes]], request_id: str = "rid-1") -> Exchange:
@@ -76,7 +76,7 @@ def test_forwarded_headers_without_host_or_prior_hops() -> None:
 
 def test_every_connection_header_of_a_request_names_hop_by_hop_ones() -> None:
     """Two Connection headers: what either names stays on this hop (the pipeline's path too)."""
-    from app.exchange import Exchange
+    from app.pipeline.exchange import Exchange
     from app.orchestrator import ApiGatewayOrchestrator
 
     raw = [(b"host", b"h"), (b"connection", b"keep-alive"), (b"connection", b"x-secret"),

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.client_identity import ProxyTrust
+from app.ratelimit.identity import ProxyTrust
 from app.config import ConfigError, RateLimitSpec, parse_config
 from app.rate_limiter import ApiGatewayRateLimiter, RateLimitConfig
-from app.rate_limits import client_tag, limits_of
+from app.ratelimit.limits import client_tag, limits_of
 from app.router import ApiGatewayRouter
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed_config.yaml"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from app.config import RetrySpec
-from app.exchange import Reply
-from app.retry import BackendCall, RetryBudget, RetryPolicy, send_with_retries
+from app.pipeline.exchange import Reply
+from app.pipeline.retry import BackendCall, RetryBudget, RetryPolicy, send_with_retries
 
 
 class Clock:

@@ -1,2 +1,0 @@
-"""The admin API under ``/_gateway/``: one module per concern, each an APIRouter that
-``app.control`` mounts. Everything here is control plane: never on the proxy path."""

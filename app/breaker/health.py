@@ -1,0 +1,173 @@
+"""Active health checks: each target of a route with ``health_check`` is probed every interval.
+
+One replica per route does the probing (it holds ``lua/health_claim.lua``'s lease and renews it
+each round); its results go through ``lua/health_report.lua``, which applies the healthy/unhealthy
+thresholds and keeps the fleet's verdict in one hash per route. A change is announced on the
+``health`` channel; every replica also re-reads the hash each interval and after a reconnect, so
+one replica's checks serve all. The load balancer skips unhealthy targets (``set_healthy``).
+
+With the store unreachable, every replica probes for itself and decides on local state (the same
+scripts' twins on a private MemoryDB), so a dead target is still skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from app.breaker.breaker import breaker_tag
+from app.observability.metrics import HEALTH_CHECKS
+from app.routing.router import ApiGatewayRouter, Route
+from app.store import MemoryDB, ScriptCall, Store, StoreError, StoreUnavailable
+from app.store.scripts import health_claim, health_report
+
+log = logging.getLogger("apigw.health")
+
+
+class HealthChecker:
+    def __init__(self, router: ApiGatewayRouter, store: Store,
+                 session: Callable[[], aiohttp.ClientSession]) -> None:
+        self.router = router
+        self.store = store
+        self.session = session
+        self.owner = uuid.uuid4().hex[:12]
+        self.channel = store.channel("health")
+        self._due: dict[str, float] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._local = MemoryDB()  # decisions while the store is unreachable
+        self._task: asyncio.Task[None] | None = None
+        store.subscribe(self.channel, self._on_event)
+        store.on_reconnect(self.refresh_all)
+
+    def _keys(self, route: Route) -> tuple[str, str]:
+        tag = breaker_tag(route.key)
+        return self.store.key("health", tag), self.store.key("health", tag, "lease")
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            await self.refresh_all()
+            self._task = asyncio.create_task(self._loop(), name="apigw-health-checks")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._task = None
+        self._running.clear()
+
+    async def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            wake = now + 0.5  # routes added through the admin API are noticed this soon
+            for route in self.router.routes:
+                spec = route.spec.health_check
+                if spec is None or not route.enabled:
+                    continue
+                due = self._due.get(route.key, 0.0)
+                if now >= due:
+                    due = self._due[route.key] = now + spec.interval
+                    running = self._running.get(route.key)
+                    if running is None or running.done():  # a slow round is not doubled
+                        self._running[route.key] = asyncio.create_task(self._guarded_round(route))
+                wake = min(wake, due)
+            await asyncio.sleep(max(0.01, wake - time.monotonic()))
+
+    # -- one round for one route ----------------------------------------------------------------
+
+    async def _guarded_round(self, route: Route) -> None:
+        try:
+            await self._round(route)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one bad round must not stop the checks
+            log.exception("health check round failed for %s", route.key)
+
+    async def _round(self, route: Route) -> None:
+        spec = route.spec.health_check
+        assert spec is not None
+        health_key, lease_key = self._keys(route)
+        try:
+            leader = bool(await self.store.call("health_claim", [lease_key], [self.owner, int(spec.interval * 3000)]))
+            shared = True
+        except StoreUnavailable:
+            leader, shared = True, False
+        if not leader:
+            await self._refresh(route)
+            return
+        targets = list(route.balancer.targets)
+        results = await asyncio.gather(*(self._probe(route, t.url) for t in targets))
+        args = [[t.url, int(ok), spec.healthy_threshold, spec.unhealthy_threshold] for t, ok in zip(targets, results)]
+        replies: list[Any] | None = None
+        if shared:
+            try:
+                replies = await self.store.run(*(ScriptCall("health_report", [health_key], a) for a in args))
+            except StoreUnavailable:
+                replies = None
+        if replies is None:
+            replies = [health_report.run(self._local, [health_key], a) for a in args]
+        for target, (healthy, changed) in zip(targets, replies, strict=True):
+            self._apply(route.key, target.url, bool(int(healthy)))
+            if int(changed) and shared:
+                message = orjson.dumps({"route": route.key, "url": target.url, "healthy": bool(int(healthy))})
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.publish(self.channel, message)
+
+    async def _probe(self, route: Route, url: str) -> bool:
+        spec = route.spec.health_check
+        assert spec is not None
+        try:
+            async with self.session().get(url + spec.path, allow_redirects=False,
+                                          timeout=aiohttp.ClientTimeout(total=spec.timeout)) as answer:
+                ok = 200 <= answer.status < 400
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            ok = False
+        HEALTH_CHECKS.labels(url, "healthy" if ok else "unhealthy").inc()
+        return ok
+
+    # -- what the fleet found -------------------------------------------------------------------
+
+    def _apply(self, route_key: str, url: str, healthy: bool) -> None:
+        route = self.router.route_manager.get(route_key)
+        if route is None:
+            return
+        for target in route.balancer.targets:
+            if target.url == url and target.healthy != healthy:
+                log.warning("target %s of %s is now %s", url, route_key, "healthy" if healthy else "unhealthy")
+        route.balancer.set_healthy(url, healthy)
+
+    def _on_event(self, message: bytes) -> None:
+        try:
+            event = orjson.loads(message)
+            self._apply(str(event["route"]), str(event["url"]), bool(event["healthy"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed health event: %r", message[:200])
+
+    async def _refresh(self, route: Route) -> None:
+        health_key, _ = self._keys(route)
+        try:
+            fields = await self.store.hgetall(health_key)
+        except StoreError:  # unreachable, or not a hash: keep what we know
+            return
+        for target in route.balancer.targets:
+            verdict = fields.get(target.url.encode())
+            if verdict is not None:
+                self._apply(route.key, target.url, verdict != b"0")
+
+    async def refresh_all(self) -> None:
+        """At start and after a reconnect: take the fleet's verdicts for every checked route."""
+        for route in self.router.routes:
+            if route.spec.health_check is not None:
+                await self._refresh(route)

@@ -1,0 +1,41 @@
+"""Liveness, readiness and the Prometheus scrape: open to anyone who can reach the port, like
+every load balancer and Prometheus expects (no secrets in them)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.observability.metrics import REGISTRY
+
+if TYPE_CHECKING:
+    from app.edge.server import Gateway
+
+
+def build_router(gateway: Gateway) -> APIRouter:
+    router = APIRouter(prefix="/_gateway", tags=["health"])
+
+    @router.get("/health")
+    async def health() -> dict[str, Any]:
+        """The process is up and serving."""
+        return {"status": "ok"}
+
+    @router.get("/ready")
+    async def ready() -> JSONResponse:
+        """Ready when the shared store answers."""
+        store = gateway.orchestrator.store
+        ok = await store.ping()
+        body = {"status": "ready" if ok else "store unavailable", "store": type(store).__name__,
+                "config_version": gateway.config_sync.version}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/metrics", response_class=Response,
+                responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+    async def metrics() -> Response:
+        """Every metric family of app/observability/metrics.py, in the Prometheus text format."""
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return router

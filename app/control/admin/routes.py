@@ -1,0 +1,150 @@
+"""Routes through the admin API: list, add, change, enable/disable, delete.
+
+A route has the shape it has in the config file (``app.config.RouteSpec``) and is addressed by its
+key: its ``id`` when it has one, else ``"<METHODS> <path>"`` (e.g. ``GET /api/v1/agents``,
+URL-encoded in the path). Every change goes through ``ConfigSync``: kept in the store on top of the
+config file, applied by every replica within a second.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic.fields import FieldInfo
+
+from app.control.admin.validation import check_numbers
+from app.config import RouteSpec
+from app.control.config_sync import route_document
+
+if TYPE_CHECKING:
+    from app.edge.server import Gateway
+
+
+class RouteView(BaseModel):
+    key: str
+    source: Literal["config", "api"]  # from the config file, or changed/added through the API
+    enabled: bool
+    route: dict[str, Any]  # as in the config file
+
+
+class RouteList(BaseModel):
+    version: int
+    routes: list[RouteView]
+
+
+class RouteChanged(BaseModel):
+    version: int  # the config version that holds the change
+    key: str
+    route: RouteView | None = None  # None after a delete
+
+
+def _optional(field: FieldInfo) -> Any:
+    """The field's type and constraints (gt=0, ...), with None allowed."""
+    optional = field.annotation | None
+    return Annotated[optional, *field.metadata] if field.metadata else optional
+
+
+# Every field of a route, each optional: what PATCH takes (the fields given replace the route's).
+RoutePatch = create_model(  # type: ignore[call-overload]
+    "RoutePatch", __config__=ConfigDict(extra="forbid"),
+    **{name: (_optional(field), None) for name, field in RouteSpec.model_fields.items()})
+
+
+_EXAMPLE = {"id": "agents", "path": "/api/v1/agents/{id}", "method": ["GET", "PUT"],
+            "targets": [{"url": "http://127.0.0.1:8001", "weight": 3}, {"url": "http://127.0.0.1:8002"}],
+            "timeout": {"read": 5}}
+NewRoute = Annotated[RouteSpec, Body(examples=[_EXAMPLE])]
+
+
+def invalid(errors: ValidationError, prefix: tuple[str, ...] = ("body",)) -> RequestValidationError:
+    """A pydantic error as the 400 every bad input gets, naming each field."""
+    return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in errors.errors()])
+
+
+def build_router(gateway: Gateway) -> APIRouter:
+    router = APIRouter(prefix="/_gateway/routes", tags=["routes"])
+    sync = gateway.config_sync
+
+    def view(spec: RouteSpec) -> RouteView:
+        return RouteView(key=spec.key, source=sync.source(spec.key), enabled=spec.enabled,
+                         route=route_document(spec))
+
+    def current(key: str) -> RouteSpec:
+        route = gateway.orchestrator.router.route_manager.get(key)
+        if route is None:
+            raise HTTPException(404, f"no route with key {key!r}")
+        return route.spec
+
+    async def changed(spec: RouteSpec, replaces: str | None = None) -> RouteChanged:
+        check_numbers(route_document(spec))
+        version = await sync.put(spec, replaces)
+        return RouteChanged(version=version, key=spec.key, route=view(current(spec.key)))
+
+    @router.get("", response_model=RouteList)
+    async def list_routes() -> RouteList:
+        """Every route this replica serves (enabled or not), in matching order, and the config version."""
+        return RouteList(version=sync.version, routes=[view(r.spec) for r in gateway.orchestrator.router.routes])
+
+    @router.post("", status_code=201, response_model=RouteChanged,
+                 responses={409: {"description": "a route with this key exists"}})
+    async def add_route(spec: NewRoute) -> RouteChanged:
+        """Add a route (same shape as in the config file). 409 when its key is taken."""
+        if gateway.orchestrator.router.route_manager.get(spec.key) is not None:
+            raise HTTPException(409, f"a route with key {spec.key!r} exists; change it with PUT or PATCH")
+        return await changed(spec)
+
+    @router.get("/{key:path}", response_model=RouteView, responses={404: {"description": "no such route"}})
+    async def get_route(key: str) -> RouteView:
+        return view(current(key))
+
+    @router.put("/{key:path}", response_model=RouteChanged, responses={404: {"description": "no such route"}})
+    async def replace_route(key: str, spec: NewRoute) -> RouteChanged:
+        """Replace a route with a whole new spec (its key may change with it)."""
+        current(key)
+        if spec.key != key and gateway.orchestrator.router.route_manager.get(spec.key) is not None:
+            raise HTTPException(409, f"a route with key {spec.key!r} exists")
+        return await changed(spec, replaces=key)
+
+    @router.patch("/{key:path}", response_model=RouteChanged, responses={404: {"description": "no such route"}})
+    async def change_route(key: str, patch: RoutePatch) -> RouteChanged:  # type: ignore[valid-type]
+        """Change some fields of a route; the others keep their values. Nested sections are replaced
+        whole (``{"timeout": {"read": 5}}`` resets ``timeout.connect`` to its default)."""
+        old = current(key)
+        fields = patch.model_dump(mode="json", exclude_unset=True)  # type: ignore[attr-defined]
+        document = route_document(old)
+        if "target" in fields:  # the one-target form replaces the list, as in the file
+            document.pop("targets", None)
+        document.update(fields)
+        try:
+            spec = RouteSpec.model_validate(document)
+        except ValidationError as error:
+            raise invalid(error) from None
+        if spec.key != key and gateway.orchestrator.router.route_manager.get(spec.key) is not None:
+            raise HTTPException(409, f"a route with key {spec.key!r} exists")
+        return await changed(spec, replaces=key)
+
+    async def set_enabled(key: str, enabled: bool) -> RouteChanged:
+        spec = current(key)
+        if spec.enabled == enabled:
+            return RouteChanged(version=sync.version, key=key, route=view(spec))
+        return await changed(spec.model_copy(update={"enabled": enabled}))
+
+    @router.post("/{key:path}/enable", response_model=RouteChanged, responses={404: {"description": "no such route"}})
+    async def enable_route(key: str) -> RouteChanged:
+        return await set_enabled(key, True)
+
+    @router.post("/{key:path}/disable", response_model=RouteChanged,
+                 responses={404: {"description": "no such route"}})
+    async def disable_route(key: str) -> RouteChanged:
+        """A disabled route matches nothing; it stays listed and can be enabled again."""
+        return await set_enabled(key, False)
+
+    @router.delete("/{key:path}", response_model=RouteChanged, responses={404: {"description": "no such route"}})
+    async def delete_route(key: str) -> RouteChanged:
+        current(key)
+        return RouteChanged(version=await sync.delete(key), key=key)
+
+    return router

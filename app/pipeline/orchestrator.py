@@ -1,0 +1,342 @@
+"""The request pipeline, in the seed's order:
+
+client -> identify client -> rate limit -> route -> cache lookup -> circuit check
+       -> transform request -> backend -> transform response -> cache store -> client
+
+``process`` runs it for the ASGI proxy (streaming bodies); ``handle_request`` is the seed's library
+call, the same pipeline for a JSON body, answering ``(body, status)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from time import perf_counter
+from typing import Any
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from app.control.activity import ClientActivity
+from app.edge.bodies import SMALL_BODY, BodyTooLarge, request_body
+from app.breaker.manager import CircuitBreakerManager
+from app.breaker.stage import CircuitBreakerStage
+from app.cache_manager import ApiCacheManager, CacheStage
+from app.config import GatewayConfig
+from app.pipeline.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
+from app.breaker.health import HealthChecker
+from app.observability.metrics import STORE_ERRORS, STORE_ROUND_TRIPS
+from app.pipeline.stage import Stage, StagePlan
+from app.ratelimit.stage import RateLimitStage
+from app.ratelimit.limiter import ApiGatewayRateLimiter
+from app.pipeline.retry import BackendCall, RetryPolicy, send_with_retries
+from app.routing.router import ApiGatewayRouter, Route
+from app.store import MemoryStore, ScriptCall, Store, StoreError
+from app.transform.apply import transform_reply, transform_request
+from app.transformation_engine import CompiledTransform, TransformationEngine
+from app.edge.upstream import (
+    NOT_FORWARDED,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamTimeout,
+    backend_url,
+    client_timeout,
+    forwardable_request_headers,
+    forwardable_response_headers,
+)
+
+log = logging.getLogger("apigw.pipeline")
+
+# Answers that mean the backend could not serve: a stale cached answer is better (stale-if-error).
+_FAILURE_STATUSES = frozenset({500, 502, 503, 504})
+# Not forwarded from the client: hop-by-hop headers, and those this hop sets from what it knows.
+_NOT_FORWARDED = NOT_FORWARDED | {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
+
+
+# The request pipeline's batched round trips that failed (components count their own calls).
+STORE_ERRORS_PIPELINE = STORE_ERRORS.labels("pipeline")
+
+
+class ApiGatewayOrchestrator:
+    """Holds the gateway's components and runs each request through them."""
+
+    def __init__(self, config: GatewayConfig | None = None, store: Store | None = None,
+                 upstream: UpstreamClient | None = None) -> None:
+        self.config = config or GatewayConfig()
+        self.store = store or MemoryStore(prefix=self.config.redis.prefix)
+        STORE_ROUND_TRIPS.stores.add(self.store)
+        self.upstream = upstream or UpstreamClient(self.config.server.upstream_max_connections,
+                                                   self.config.server.upstream_keepalive)
+        # The seed's library transformer, for handle_request's data (routes compile their own).
+        self.transformer = TransformationEngine()
+        self.rate_limiter = ApiGatewayRateLimiter(self.store, self.config.rate_limiter)
+        # In the seed's order; each component issue adds its stage here.
+        self.stages: list[Stage] = []
+        if self.config.rate_limiter.enabled:
+            self.stages.append(RateLimitStage(self.rate_limiter))
+        self.cache_manager = ApiCacheManager(store=self.store, settings=self.config.cache)
+        self.cache_stage = CacheStage(self.cache_manager, forward=self._forward, match=self._match_route)
+        self.stages.append(self.cache_stage)
+        # After the rate limit stage: it counts the client that stage identified, and answers nothing.
+        self.client_activity = ClientActivity(self.store)
+        self.stages.append(self.client_activity)
+        self.circuit_breaker_manager = CircuitBreakerManager(self.store, self.config.circuit_breaker.default)
+        self.stages.append(CircuitBreakerStage(self.circuit_breaker_manager, self.config.circuit_breaker))
+        # The stages that run for requests that matched no route (each route compiles its own plan).
+        self.unrouted_plan = self._plan_for(None)
+        # Built after the stages: compiling a route picks the stages that apply to it.
+        self.router = ApiGatewayRouter(self.config.router.routes, enabled=self.config.enabled,
+                                       on_change=self._compile_route)
+        self.router.status_reporters["circuits"] = self.circuit_breaker_manager.get_all_stats
+        # Active health checks of the targets of routes with health_check (a background task).
+        self.health_checker = HealthChecker(self.router, self.store, lambda: self.upstream.session)
+
+    def _compile_route(self, route: Route) -> None:
+        spec = route.spec
+        route.compiled["timeout"] = client_timeout(spec.timeout.connect, spec.timeout.read)
+        route.compiled["max_body"] = spec.max_body_size or self.config.server.max_body_size
+        route.compiled["retry"] = RetryPolicy.for_route(spec.retry, route.key)
+        if spec.transform is not None:
+            route.compiled["transform"] = CompiledTransform(spec.transform)
+        route.compiled["stages"] = self._plan_for(route)
+
+    def insert_stage(self, index: int, stage: Stage) -> None:
+        """Add a stage after construction (a test's stand-in, a plugin): every route's plan is
+        made again."""
+        self.stages.insert(index, stage)
+        self.unrouted_plan = self._plan_for(None)
+        for route in self.router.routes:
+            route.compiled["stages"] = self._plan_for(route)
+
+    def _plan_for(self, route: Route | None) -> StagePlan:
+        return StagePlan.of(stage for stage in self.stages if stage.applies_to(route))
+
+    def _match_route(self, path: str, method: str) -> Route | None:
+        found = self.router.match(path, method)
+        return found.route if found is not None else None
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.rate_limiter.start()
+        await self.upstream.start()
+        await self.cache_stage.start()  # subscribes to fills; warms cache.warm paths
+        await self.client_activity.start()
+        await self.circuit_breaker_manager.start()
+        await self.health_checker.start()
+
+    async def close(self) -> None:
+        await self.health_checker.close()
+        await self.circuit_breaker_manager.close()
+        await self.client_activity.close()
+        await self.cache_stage.close()
+        await self.upstream.close()
+        await self.store.close()
+
+    # -- the pipeline ---------------------------------------------------------------------------
+
+    async def process(self, ex: Exchange) -> Reply:
+        if not ex.request_id:
+            ex.request_id = new_request_id()
+        found = self.router.match(ex.path, ex.method)
+        route = ex.route = found.route if found is not None else None
+        early = await self._admit(ex, route)
+        if early is not None:
+            return early
+        if route is None:
+            return error_reply(404, "no route", method=ex.method, path=ex.path)
+        transform: CompiledTransform | None = route.compiled.get("transform")
+        if transform is not None:
+            refused = await transform_request(ex, route, transform)
+            if refused is not None:
+                self._ended_early(ex, route, refused)
+                return refused
+        reply = await self._forward(ex, route)
+        if transform is not None and reply.from_backend:
+            reply = await transform_reply(ex, route, transform, reply)
+        if route.compiled["stages"].completing:
+            await self._complete(ex, route, reply)
+        if reply.status in _FAILURE_STATUSES:
+            stale = self._stale_instead(ex, route)
+            if stale is not None:
+                if reply.stream is not None:
+                    reply.stream.release()
+                return stale
+        return reply
+
+    def _stages_for(self, route: Route | None) -> StagePlan:
+        return route.compiled["stages"] if route is not None else self.unrouted_plan
+
+    async def _admit(self, ex: Exchange, route: Route | None) -> Reply | None:
+        """Rate limit, cache lookup, circuit check: every store read in one round trip."""
+        plan = self._stages_for(route)
+        calls = [stage.admission_call(ex, route) for stage in plan.asking]
+        replies = await self._run_calls(calls) if any(calls) else None
+        for stage, index in plan.deciding:
+            early = await stage.admit(ex, route, plan.reply_of(replies, index))
+            if early is not None:
+                if early.status >= 500 and route is not None:
+                    early = self._stale_instead(ex, route) or early
+                self._ended_early(ex, route, early, stage, replies)
+                return early
+        return None
+
+    async def _complete(self, ex: Exchange, route: Route, reply: Reply) -> None:
+        """Cache store and breaker outcome: every store write in one round trip (or none)."""
+        stages = route.compiled["stages"].completing
+        calls = [stage.completion_call(ex, route, reply) for stage in stages]
+        if not any(calls):
+            return
+        replies = await self._run_calls(calls)
+        for stage, call, store_reply in zip(stages, calls, replies, strict=True):
+            if call is not None:
+                await stage.completed(ex, route, reply, store_reply)
+
+    async def _run_calls(self, calls: list[ScriptCall | None]) -> list[Any]:
+        """The non-None calls in one round trip; each stage gets its reply, None when it asked
+        nothing, or the StoreError (usually StoreUnavailable) when the store could not answer."""
+        wanted = [call for call in calls if call is not None]
+        if not wanted:
+            return [None] * len(calls)
+        try:
+            answers = iter(await self.store.run(*wanted))
+        except StoreError as error:  # unreachable, or a script error: each stage degrades, never a 500
+            STORE_ERRORS_PIPELINE.inc()
+            return [error if call is not None else None for call in calls]
+        return [next(answers) if call is not None else None for call in calls]
+
+    def _ended_early(self, ex: Exchange, route: Route | None, reply: Reply, answered_by: Stage | None = None,
+                     replies: list[Any] | None = None) -> None:
+        plan = self._stages_for(route)
+        for stage, index in plan.ending:
+            if stage is not answered_by:
+                stage.ended_early(ex, route, reply, plan.reply_of(replies, index))
+
+    def _stale_instead(self, ex: Exchange, route: Route) -> Reply | None:
+        for stage in route.compiled["stages"].stale:
+            stale = stage.stale_reply(ex, route)
+            if stale is not None:
+                return stale
+        return None
+
+    async def _forward(self, ex: Exchange, route: Route) -> Reply:
+        """Send the request to a target (the one the circuit check chose, if it did), retried as
+        the route's policy allows; ``ex.notes["backend"]`` tells the later stages how it went."""
+        target = ex.notes.get("target") or route.balancer.next_target()
+        if target is None:
+            return error_reply(503, "no healthy target", route=route.key)
+        limit: int = route.compiled["max_body"]
+        try:
+            body = await request_body(ex, limit)
+        except BodyTooLarge:
+            return error_reply(413, "request body too large", limit=limit)
+        url = backend_url(target.url, self._upstream_path(ex, route), ex.query_string.decode("latin-1"))
+        headers = self._request_headers(ex)
+        policy = None if ex.notes.get("no_retry") else route.compiled["retry"]
+        if policy is None:
+            reply, backend = await self._attempt(ex, route, url, headers, body, limit)
+        else:
+            async def attempt() -> tuple[Reply, BackendCall | None]:
+                return await self._attempt(ex, route, url, headers, body, limit)
+
+            reply, backend = await send_with_retries(policy, ex.method, body, attempt, ex.notes.get("retry_guard"))
+        ex.notes["backend"] = backend
+        return reply
+
+    async def _attempt(self, ex: Exchange, route: Route, url: URL, headers: list[tuple[str, str]],
+                       body: bytes | AsyncIterator[bytes] | None, limit: int) -> tuple[Reply, BackendCall | None]:
+        """One try; the BackendCall is None when the request never reached the backend."""
+        sent = perf_counter()
+        try:
+            response = await self.upstream.send(ex.method, url, headers, body, route.compiled["timeout"])
+        except UpstreamError as error:
+            ex.backend_seconds += perf_counter() - sent
+            if ex.notes.get("body_too_large"):
+                return error_reply(413, "request body too large", limit=limit), None
+            log.info("upstream %s for %s: %s", error.reason, route.key, error)
+            return error_reply(error.status, error.reason, route=route.key), \
+                BackendCall(None, perf_counter() - sent)
+        # A stage may want larger bodies whole (the cache, to keep what it may store).
+        reply = await self._reply_from(response, route, max(SMALL_BODY, ex.notes.get("read_body_up_to", 0)))
+        ex.backend_seconds += perf_counter() - sent  # headers, and the body when it was read whole
+        # A body that broke off is no answer, whatever the status line said.
+        status = None if reply.status != response.status else response.status
+        return reply, BackendCall(status, perf_counter() - sent)
+
+    async def _reply_from(self, response: aiohttp.ClientResponse, route: Route,
+                          read_up_to: int = SMALL_BODY) -> Reply:
+        headers = forwardable_response_headers(response.raw_headers)
+        length = response.content_length
+        if length is not None and length <= read_up_to:
+            try:
+                body = await response.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                timed_out = isinstance(error, asyncio.TimeoutError | aiohttp.ServerTimeoutError)
+                failure = UpstreamTimeout if timed_out else UpstreamError
+                return error_reply(failure.status, failure.reason, route=route.key)
+            finally:
+                response.release()
+            return Reply(response.status, headers, body, from_backend=True)
+        return Reply(response.status, headers, stream=response, from_backend=True)
+
+    # -- request pieces -------------------------------------------------------------------------
+
+    @staticmethod
+    def _upstream_path(ex: Exchange, route: Route) -> str:
+        path = ex.raw_path.decode("latin-1")
+        if route.spec.strip_prefix and route.is_prefix and route.prefix:
+            path = path[len(route.prefix):] or "/"
+            if not path.startswith("/"):
+                path = "/" + path
+        return path
+
+    @staticmethod
+    def _request_headers(ex: Exchange) -> list[tuple[str, str]]:
+        # Replace what the client claimed about hops with what this hop knows (one filtering pass).
+        headers = forwardable_request_headers(ex.headers, _NOT_FORWARDED, ex.header(b"connection") is not None)
+        prior = ex.header(b"x-forwarded-for")
+        forwarded_for = f"{prior.decode('latin-1')}, {ex.client_addr}" if prior else ex.client_addr
+        host = ex.header(b"host")
+        headers.append(("X-Forwarded-For", forwarded_for))
+        headers.append(("X-Forwarded-Proto", ex.scheme))
+        if host:
+            headers.append(("X-Forwarded-Host", host.decode("latin-1")))
+        headers.append(("X-Request-ID", ex.request_id))
+        return headers
+
+    # -- the seed's library entry ---------------------------------------------------------------
+
+    async def handle_request(self, client_id: str, path: str, method: str, data: dict[str, Any] | None,
+                             schema_version: str = "v1") -> tuple[Any, int]:
+        """The seed's call: ``data`` goes as a JSON body (as a query for GET and HEAD); the answer
+        comes back parsed when it is JSON."""
+        method = method.upper()
+        data = self.transformer.transform_request(data, schema_version, "internal") if data else data
+        headers: list[tuple[bytes, bytes]] = [(b"x-client-id", client_id.encode()),
+                                              (b"x-api-version", schema_version.encode())]
+        body: bytes | None = None
+        query = b""
+        if data and method in ("GET", "HEAD"):
+            from urllib.parse import urlencode
+            query = urlencode(sorted((k, str(v)) for k, v in data.items())).encode()
+        elif data is not None and method not in ("GET", "HEAD"):
+            body = orjson.dumps(data)
+            headers.append(JSON_CONTENT)
+        ex = Exchange(method=method, path=path, raw_path=path.encode(), query_string=query,
+                      headers=headers, client_addr="127.0.0.1", body=body, client_id=client_id)
+        reply = await self.process(ex)
+        if reply.stream is not None:
+            try:
+                raw = await reply.stream.read()
+            finally:
+                reply.stream.release()
+        else:
+            raw = reply.body
+        try:
+            answer = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            return raw.decode("utf-8", "replace"), reply.status
+        if reply.from_backend and isinstance(answer, dict | list):
+            answer = self.transformer.transform_response(answer, "internal", schema_version)
+        return answer, reply.status

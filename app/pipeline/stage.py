@@ -1,0 +1,96 @@
+"""The extension points of the request pipeline, and the round-trip budget they share.
+
+A component joins the pipeline as a ``Stage``. Before the backend, the orchestrator collects every
+stage's ``admission_call`` and sends them to the store in one round trip (rate limit + cache lookup),
+then asks each stage in order whether it ``admit``s the request: a stage ends the pipeline by
+answering a ``Reply`` (429, a cache HIT, 503 for an open circuit). After the backend it collects
+every ``completion_call`` (cache store, breaker outcome) into a second round trip. A stage that has
+nothing to ask of the store returns None and costs nothing.
+
+A stage learns that the store is unreachable by receiving the ``StoreUnavailable`` as its reply,
+and degrades by its own policy (fail open, bypass the cache, use local breaker state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.pipeline.exchange import Exchange, Reply
+from app.routing.router import Route
+from app.store import ScriptCall
+
+
+class Stage:
+    """Base class with do-nothing hooks; a stage overrides those it needs."""
+
+    name = "stage"
+
+    def applies_to(self, route: Route | None) -> bool:
+        """Whether the stage has anything to do for requests on ``route`` (None: requests that
+        matched no route). Asked once when a route is compiled, not per request: a stage that
+        says no costs those requests nothing."""
+        return True
+
+    def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
+        """What the stage needs from the store before the backend (``route`` is None when no route
+        matched: the rate limit still counts the request)."""
+        return None
+
+    async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
+        """Decide with the store's reply to ``admission_call`` (or the ``StoreUnavailable``)."""
+        return None
+
+    def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
+        """What to write after the backend answered (or failed: ``reply`` is then the error)."""
+        return None
+
+    async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
+        """The store's reply to ``completion_call``."""
+        return None
+
+    def stale_reply(self, ex: Exchange, route: Route) -> Reply | None:
+        """A reply to serve instead of a backend failure (the cache's stale-if-error)."""
+        return None
+
+    def ended_early(self, ex: Exchange, route: Route | None, reply: Reply, store_reply: Any) -> None:
+        """The request was answered before the backend by someone else (429, 503, 400): no
+        ``completion_call`` will follow, so release what ``admission_call`` took (a fill lock).
+        ``store_reply`` is the reply to this stage's ``admission_call`` (None when unknown); a
+        stage after the one that answered never had ``admit`` called with it."""
+        return None
+
+
+def _overrides(stage: Stage, hook: str) -> bool:
+    return getattr(type(stage), hook) is not getattr(Stage, hook)
+
+
+@dataclass(frozen=True, slots=True)
+class StagePlan:
+    """The stages that apply to one route, sorted by the hooks each overrides, made when the route
+    is compiled: a hook a stage leaves as the base class's costs that route's requests nothing."""
+
+    asking: tuple[Stage, ...] = ()  # admission_call, in pipeline order
+    # admit and ended_early, each with the index of the stage's reply among ``asking``'s (-1: none)
+    deciding: tuple[tuple[Stage, int], ...] = ()
+    ending: tuple[tuple[Stage, int], ...] = ()
+    completing: tuple[Stage, ...] = ()  # completion_call (then completed)
+    stale: tuple[Stage, ...] = ()  # stale_reply
+
+    @classmethod
+    def of(cls, stages: Iterable[Stage]) -> StagePlan:
+        stages = tuple(stages)
+        asking = tuple(stage for stage in stages if _overrides(stage, "admission_call"))
+
+        def with_reply(hook: str) -> tuple[tuple[Stage, int], ...]:
+            return tuple((stage, asking.index(stage) if stage in asking else -1)
+                         for stage in stages if _overrides(stage, hook))
+
+        return cls(asking=asking, deciding=with_reply("admit"), ending=with_reply("ended_early"),
+                   completing=tuple(stage for stage in stages if _overrides(stage, "completion_call")),
+                   stale=tuple(stage for stage in stages if _overrides(stage, "stale_reply")))
+
+    @staticmethod
+    def reply_of(replies: Sequence[Any] | None, index: int) -> Any:
+        return replies[index] if replies is not None and index >= 0 else None

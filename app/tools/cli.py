@@ -1,0 +1,222 @@
+"""``python -m app``: serve, demo, check-config, backend, fleet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from app.config import ConfigError, GatewayConfig, load_config, parse_config
+from app.edge.http_protocol import GatewayHttpProtocol
+from app.edge.server import Gateway
+
+EXIT_BAD_CONFIG = 2
+
+
+def _uvicorn_config(app: Gateway, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, loop="uvloop", http=GatewayHttpProtocol, lifespan="on",
+        access_log=False, log_level=log_level, server_header=False, date_header=False,
+        # Client identity and X-Forwarded-For trust are the gateway's own decisions (trusted_proxies).
+        proxy_headers=False,
+        # Above the usual load balancer idle timeout (60 s), so the LB never reuses a closed connection.
+        timeout_keep_alive=75)
+
+
+def _load_or_exit(path: str | None) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_CONFIG) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config)
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    server = uvicorn.Server(_uvicorn_config(Gateway(config), host, port, args.log_level))
+    server.run()  # the gateway's start-up ends with gc.freeze() (app/edge/server.py)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.file)
+    store = f"redis {config.redis.url}" if config.redis.url else "memory store"
+    print(f"ok: {args.file}: {len(config.router.routes)} route(s), {store}")
+    return 0
+
+
+async def _run_demo(host: str, port: int) -> None:
+    from app.tools.demo import start_backend
+
+    agents, agents_port = await start_backend("agent-service")
+    threads, threads_port = await start_backend("thread-service")
+    a, b = f"http://127.0.0.1:{agents_port}", f"http://127.0.0.1:{threads_port}"
+    raw = {
+        "router": {"routes": [
+            {"path": "/api/v1/agents", "method": "GET", "target": a},
+            {"path": "/api/v1/agents/{id}", "method": ["GET", "PUT", "DELETE"], "target": a},
+            {"path": "/api/v1/threads", "method": "POST", "target": b},
+            {"path": "/demo/*", "targets": [{"url": a, "weight": 3}, {"url": b, "weight": 1}],
+             # Not cached, so that each request shows which backend the 3:1 weights picked.
+             "strip_prefix": True, "timeout": {"read": 1.0}, "cache": {"enabled": False}},
+        ]},
+    }
+    config = parse_config(raw, os.environ, "demo")
+    server = uvicorn.Server(_uvicorn_config(Gateway(config), host, port))
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if serving.done():
+        await serving
+        return
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    base = f"http://{host}:{bound}"
+    print(f"""
+API gateway demo on {base} (memory store), backends on {a} and {b}. Try:
+
+  curl -i {base}/api/v1/agents
+  curl -i {base}/api/v1/agents/42
+  curl -i -X POST {base}/api/v1/threads -H 'content-type: application/json' -d '{{"title": "hi"}}'
+  for i in 1 2 3 4; do curl -s {base}/demo/who | grep -o 'service": "[a-z-]*'; done   # 3:1 weights
+  curl -i {base}/demo/slow?seconds=2      # slower than the route's 1 s timeout: 504
+  curl -i {base}/nowhere                  # no route: 404
+  curl -i {base}/_gateway/health
+
+Ctrl-C stops it.""", flush=True)
+    try:
+        await serving
+    finally:
+        await agents.cleanup()
+        await threads.cleanup()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import uvloop
+
+    try:
+        uvloop.run(_run_demo(args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _run_backend(name: str, host: str, port: int) -> None:
+    from app.tools.demo import start_backend
+
+    runner, bound = await start_backend(name, host, port)
+    print(f"demo backend {name} on http://{host}:{bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def cmd_backend(args: argparse.Namespace) -> int:
+    import uvloop
+
+    uvloop.run(_run_backend(args.name, args.host, args.port))
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from app.tools.fleet import FleetPlan, FleetPorts, run_fleet
+
+    # --free-ports: a free port for each one not given.
+    given = (args.port, args.replica_port, args.backend_port, args.redis_port)
+    defaults = FleetPorts.free() if args.free_ports else FleetPorts()
+    ports = FleetPorts(*(default if port is None else port for port, default in zip(
+        given, (defaults.balancer, defaults.first_replica, defaults.first_backend, defaults.redis), strict=True)))
+    token = args.admin_token or os.environ.get("API_GATEWAY_ADMIN_TOKEN") or None
+    plan = FleetPlan(replicas=args.replicas, host=args.host, ports=ports,
+                     redis_url=args.redis_url or os.environ.get("API_GATEWAY_REDIS_URL") or os.environ.get("REDIS_URL"),
+                     use_nginx=not args.no_nginx)
+    if token:
+        plan.admin_token = token
+    return run_fleet(plan)
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    from app.tools.state import OVERVIEW, read_state
+
+    logging.getLogger("apigw").setLevel(logging.ERROR)  # its own message says what went wrong
+    config = _load_or_exit(args.config)
+    url = args.redis_url or config.redis.url
+    if not url:
+        print("state: no Redis configured (--redis-url, API_GATEWAY_REDIS_URL or redis.url); "
+              "the memory store lives inside one gateway process: ask its admin API", file=sys.stderr)
+        return 1
+    wanted = list(OVERVIEW) if args.section == "all" else [args.section]
+    return asyncio.run(read_state(url, config, args.prefix or config.redis.prefix, wanted, args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="A distributed API gateway on Redis.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="YAML config file (default: $API_GATEWAY_CONFIG, else built-in defaults)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="the gateway on the memory store with two demo backends")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.set_defaults(func=cmd_demo)
+
+    check = sub.add_parser("check-config", help="validate a config file: exit 0 when good, 2 when not")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    fleet = sub.add_parser("fleet", help="Redis, demo backends, N replicas and nginx in front, as local processes")
+    fleet.add_argument("--replicas", type=int, default=3)
+    fleet.add_argument("--host", default="127.0.0.1")
+    fleet.add_argument("--port", type=int, help="(default 8080) the load balancer's (nginx) port")
+    fleet.add_argument("--replica-port", type=int, help="(default 8081) the first replica's port; the next ones follow")
+    fleet.add_argument("--backend-port", type=int, help="(default 9001) the first demo backend's port")
+    fleet.add_argument("--redis-port", type=int, help="(default 6390) the port of the Redis started here")
+    fleet.add_argument("--free-ports", action="store_true", help="a free port for each of these not given (the tests)")
+    fleet.add_argument("--redis-url", help="use this Redis (default: $API_GATEWAY_REDIS_URL or $REDIS_URL, "
+                                           "else a redis-server started here)")
+    fleet.add_argument("--admin-token", help="the admin API's token (default: $API_GATEWAY_ADMIN_TOKEN, "
+                                             "else the demo's)")
+    fleet.add_argument("--no-nginx", action="store_true", help="no load balancer, even when nginx is installed")
+    fleet.set_defaults(func=cmd_fleet)
+
+    state = sub.add_parser("state", help="the fleet's shared state in Redis, for people (reads only)")
+    state.add_argument("section", nargs="?", default="all",
+                       help="all (default), config, cache, clients, ratelimits, circuits, health, client <id>")
+    state.add_argument("client_id", nargs="?", help="with 'client': the client id")
+    state.add_argument("--config", help="config file (for redis.url and redis.prefix)")
+    state.add_argument("--redis-url", help="default: API_GATEWAY_REDIS_URL, REDIS_URL or the config's redis.url")
+    state.add_argument("--prefix", help="key prefix (default: the config's redis.prefix, apigw)")
+    state.add_argument("--json", action="store_true", help="JSON instead of text")
+    state.set_defaults(func=cmd_state)
+
+    backend = sub.add_parser("backend", help="one demo backend (app/tools/demo.py) on its own, as the compose demo runs it")
+    backend.add_argument("--name", default="backend")
+    backend.add_argument("--host", default="127.0.0.1")
+    backend.add_argument("--port", type=int, default=9001, help="0 picks a free port")
+    backend.set_defaults(func=cmd_backend)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+

@@ -1,0 +1,416 @@
+"""``python -m app fleet``: the compose demo without Docker, as local processes.
+
+Redis (unless one is given), the two demo backends, N gateway replicas (``python -m app serve``)
+and, when nginx is installed, an nginx load balancer in front of them. Every child runs in a process
+group of the fleet's own, so that Ctrl-C in the terminal reaches only the fleet, which then stops
+the children in order (balancer, replicas, backends, Redis) and finally kills whatever is left in
+their group: nothing outlives it. On Linux each child also gets SIGTERM if the fleet itself dies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from app.config import parse_config
+from app.tools.demo import demo_routes
+
+DEMO_ADMIN_TOKEN = "demo-admin-token"
+STOP_GRACE = 10.0    # seconds a child gets to stop after SIGTERM before the group is killed
+START_TIMEOUT = 60.0  # seconds the whole fleet gets to come up
+
+
+class FleetError(Exception):
+    """The fleet cannot start; the message says why and what to do."""
+
+
+@dataclass
+class FleetPorts:
+    balancer: int = 8080
+    first_replica: int = 8081
+    first_backend: int = 9001
+    redis: int = 6390
+
+    @classmethod
+    def free(cls) -> FleetPorts:
+        return cls(0, 0, 0, 0)
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    url: str = ""
+
+
+@dataclass
+class FleetPlan:
+    replicas: int = 3
+    host: str = "127.0.0.1"
+    ports: FleetPorts = field(default_factory=FleetPorts)
+    redis_url: str | None = None
+    admin_token: str = DEMO_ADMIN_TOKEN
+    use_nginx: bool = True
+
+
+def _bind_free(host: str, port: int) -> int:
+    """``port`` when it can be bound (0: any free port); else a FleetError."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise FleetError(f"port {port} on {host} is busy ({error.strerror}); choose others with --port, "
+                             "--replica-port, --backend-port, --redis-port, or take free ones with "
+                             "--free-ports") from None
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the fleet dies, whatever killed it (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def find_nginx() -> str | None:
+    # /usr/sbin is not on every user's PATH.
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def nginx_conf(workdir: Path, host: str, port: int, replica_ports: list[int], replica_host: str) -> str:
+    servers = "\n".join(f"        server {replica_host}:{p} max_fails=1 fail_timeout=2s;" for p in replica_ports)
+    temp = "\n".join(f"    {kind}_temp_path {workdir}/{kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""# Written by `python -m app fleet`; the compose demo's is deploy/nginx.conf.
+daemon off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    server_tokens off;
+{temp}
+    upstream gateways {{
+{servers}
+        keepalive 32;
+        keepalive_timeout 60s;
+    }}
+    server {{
+        listen {host}:{port};
+        location / {{
+            proxy_pass http://gateways;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            client_max_body_size 0;
+            proxy_request_buffering off;
+            proxy_buffering off;
+            proxy_read_timeout 60s;
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+"""
+
+
+def fleet_config(redis_url: str, backend_a: str, backend_b: str, admin_token: str,
+                 host: str) -> dict[str, Any]:
+    """The replicas' config: deploy/gateway.yaml's, with local addresses."""
+    return {
+        "server": {"host": host},
+        "redis": {"url": redis_url},
+        "admin": {"token": admin_token},
+        "rate_limiter": {
+            "default": {"requests_per_minute": 600, "requests_per_hour": 20000},
+            # nginx in front: its X-Forwarded-For names the client.
+            "trusted_proxies": ["127.0.0.1"],
+        },
+        "cache": {"ttl": 60},
+        "circuit_breaker": {"default": {"failure_threshold": 5, "recovery_timeout": 30, "success_threshold": 2}},
+        "router": {"routes": demo_routes(backend_a, backend_b)},
+    }
+
+
+class Fleet:
+    def __init__(self, plan: FleetPlan) -> None:
+        self.plan = plan
+        self.workdir = Path(tempfile.mkdtemp(prefix="apigw-fleet-"))
+        self.children: list[Child] = []
+        self.pgids: list[int] = []
+        self.stopping = threading.Event()
+        self.redis_url = plan.redis_url or ""
+        self.balancer_url: str | None = None
+        self.redis_port: int | None = None
+
+    # -- children -------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], url: str = "", env: dict[str, str] | None = None) -> Child:
+        log = self.workdir / f"{name}.log"
+        with open(log, "ab") as out:
+            kwargs: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                          env=env, preexec_fn=_die_with_parent)
+            try:
+                # The first child starts the group; the others join it.
+                proc = subprocess.Popen(argv, process_group=self.pgids[0] if self.pgids else 0, **kwargs)
+            except OSError:
+                if not self.pgids:
+                    raise
+                # The group is gone (its members all exited): this child starts another one.
+                proc = subprocess.Popen(argv, process_group=0, **kwargs)
+        pgid = os.getpgid(proc.pid)
+        if pgid not in self.pgids:
+            self.pgids.append(pgid)
+        child = Child(name, proc, log, url)
+        self.children.append(child)
+        return child
+
+    def _wait_until(self, child: Child, ready: Any, deadline: float) -> None:
+        while True:
+            if self.stopping.is_set():
+                raise FleetError("stopped while starting")
+            code = child.proc.poll()
+            if code is not None:
+                tail = child.log.read_text(errors="replace")[-2000:]
+                raise FleetError(f"{child.name} exited with code {code} while starting:\n{tail}")
+            try:
+                if ready():
+                    return
+            except (OSError, httpx.HTTPError):
+                pass
+            if time.monotonic() > deadline:
+                raise FleetError(f"{child.name} did not get ready in time; its log: {child.log}")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _http_ok(url: str) -> bool:
+        return httpx.get(url, timeout=1.0).status_code == 200
+
+    # -- start ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        plan, ports, host = self.plan, self.plan.ports, self.plan.host
+        if plan.replicas < 1:
+            raise FleetError("--replicas must be at least 1")
+        nginx = find_nginx() if plan.use_nginx else None
+        # Every port is checked before anything starts, so a busy one fails fast and says which.
+        replica_ports = [_bind_free(host, 0 if ports.first_replica == 0 else ports.first_replica + i)
+                         for i in range(plan.replicas)]
+        backend_ports = [_bind_free(host, 0 if ports.first_backend == 0 else ports.first_backend + i)
+                         for i in range(2)]
+        balancer_port = _bind_free(host, ports.balancer) if nginx else None
+        deadline = time.monotonic() + START_TIMEOUT
+
+        if not self.redis_url:
+            self._start_redis(deadline)
+        env = {k: v for k, v in os.environ.items() if k not in ("API_GATEWAY_CONFIG", "API_GATEWAY_REDIS_URL", "REDIS_URL")}
+        python = [sys.executable, "-m", "app"]
+        backends = []
+        for name, port in zip(("backend-a", "backend-b"), backend_ports, strict=True):
+            url = f"http://{host}:{port}"
+            backends.append(self._spawn(name, [*python, "backend", "--name", name, "--host", host, "--port", str(port)],
+                                        url, env))
+        config = fleet_config(self.redis_url, backends[0].url, backends[1].url, plan.admin_token, host)
+        parse_config(config, {}, "fleet config")  # refuse a bad config here, not in N replicas
+        config_path = self.workdir / "gateway.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        replicas = [self._spawn(f"replica-{i + 1}", [*python, "serve", "--config", str(config_path), "--host", host,
+                                                     "--port", str(port), "--log-level", "warning"],
+                                f"http://{host}:{port}", env)
+                    for i, port in enumerate(replica_ports)]
+        for child in backends:
+            self._wait_until(child, lambda c=child: self._http_ok(f"{c.url}/__hits"), deadline)
+        for child in replicas:
+            self._wait_until(child, lambda c=child: self._http_ok(f"{c.url}/_gateway/ready"), deadline)
+        if nginx and balancer_port is not None:
+            self._start_nginx(nginx, balancer_port, replica_ports, deadline)
+
+    def _start_redis(self, deadline: float) -> None:
+        exe = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/local/bin")
+        if exe is None:
+            raise FleetError("no Redis: install redis-server (apt-get install redis-server) "
+                             "or give one with --redis-url / REDIS_URL")
+        port = _bind_free("127.0.0.1", self.plan.ports.redis)
+        data = self.workdir / "redis"
+        data.mkdir()
+        child = self._spawn("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(data), "--daemonize", "no",
+                                      "--loglevel", "warning"])
+        self.redis_port = port
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+
+        def pings() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        self._wait_until(child, pings, deadline)
+
+    def _start_nginx(self, nginx: str, port: int, replica_ports: list[int], deadline: float) -> None:
+        workdir = self.workdir / "nginx"
+        workdir.mkdir()
+        # As root, nginx's workers run as nobody and must reach their temp folders.
+        os.chmod(self.workdir, 0o755)
+        os.chmod(workdir, 0o755)
+        conf = workdir / "nginx.conf"
+        text = nginx_conf(workdir, self.plan.host, port, replica_ports, self.plan.host)
+        # A build without some module does not know its temp path directive: drop those it refuses.
+        for _ in range(4):
+            conf.write_text(text)
+            check = subprocess.run([nginx, "-t", "-q", "-p", str(workdir), "-e", str(workdir / "error.log"),
+                                    "-c", str(conf)], capture_output=True, text=True, timeout=30)
+            unknown = [kind for kind in ("fastcgi", "uwsgi", "scgi")
+                       if f'unknown directive "{kind}_temp_path"' in check.stderr]
+            if check.returncode == 0 or not unknown:
+                break
+            text = "\n".join(line for line in text.splitlines()
+                             if not any(f"{kind}_temp_path" in line for kind in unknown))
+        if check.returncode != 0:
+            raise FleetError(f"nginx refused its config {conf}:\n{check.stderr}")
+        url = f"http://{self.plan.host}:{port}"
+        child = self._spawn("nginx", [nginx, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)],
+                            url)
+        self._wait_until(child, lambda: self._http_ok(f"{url}/_gateway/health"), deadline)
+        self.balancer_url = url
+
+    # -- run and stop -------------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Until stopped: say when a child exits (the others go on, as a fleet does)."""
+        reported: set[int] = set()
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                code = child.proc.poll()
+                if code is not None and child.proc.pid not in reported:
+                    reported.add(child.proc.pid)
+                    print(f"fleet: {child.name} exited with code {code} (log: {child.log})", flush=True)
+            if len(reported) == len(self.children):
+                print("fleet: every process has exited", flush=True)
+                return
+
+    def stop(self) -> None:
+        """Stop the children in reverse start order; then kill whatever is left in their groups."""
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                try:
+                    # nginx: SIGQUIT is its graceful stop; the others stop gracefully on SIGTERM.
+                    child.proc.send_signal(signal.SIGQUIT if child.name == "nginx" else signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            try:
+                child.proc.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+        for pgid in self.pgids:
+            if pgid == os.getpgrp():  # never the fleet's own (the shell's) group
+                continue
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- telling people -----------------------------------------------------------------------
+
+    def urls(self) -> dict[str, str]:
+        replicas = [c.url for c in self.children if c.name.startswith("replica-")]
+        out = {"GW": self.balancer_url or replicas[0]}
+        out.update({f"R{i + 1}": url for i, url in enumerate(replicas)})
+        # backend-a, backend-b: A, B
+        out.update({c.name.removeprefix("backend-").upper(): c.url for c in self.children
+                    if c.name.startswith("backend-")})
+        return out
+
+    def redis_cli(self) -> str:
+        if self.redis_port is not None:
+            return f"redis-cli -p {self.redis_port}"
+        return f"redis-cli -u {self.redis_url}"
+
+    def banner(self) -> str:
+        urls = self.urls()
+        replicas = [c for c in self.children if c.name.startswith("replica-")]
+        backends = [c for c in self.children if c.name.startswith("backend-")]
+        own = " (started here)" if self.redis_port is not None else ""
+        lines = ["", f"API gateway fleet: {len(replicas)} replicas on Redis {self.redis_url}{own}", ""]
+        if self.balancer_url:
+            lines.append(f"  load balancer  {self.balancer_url}   nginx, round robin over the replicas")
+        else:
+            why = "nginx is not installed: apt-get install nginx-light" if self.plan.use_nginx else "--no-nginx"
+            lines.append(f"  load balancer  none ({why}); GW is replica 1")
+        lines += [f"  {c.name:<13}  {c.url}" for c in replicas + backends]
+        lines += [f"  status page    {urls['GW']}/_gateway/#token={self.plan.admin_token}",
+                  f"  logs           {self.workdir}", "",
+                  "In another shell (these are the README's walkthrough; admin token: "
+                  f"{self.plan.admin_token}):", ""]
+        exports = " ".join(f"{k}={v}" for k, v in urls.items())
+        lines.append(f"  {exports} REDIS=\"{self.redis_cli()}\"")
+        every_replica = " ".join(f"${k}" for k in urls if k.startswith("R"))
+        walkthrough = WALKTHROUGH.replace("$R1 $R2 $R3", every_replica)
+        lines += [f"  {line}" if line else "" for line in walkthrough.strip("\n").splitlines()]
+        lines += ["", f"fleet ready: {urls['GW']}", "Ctrl-C stops the fleet.", ""]
+        return "\n".join(lines)
+
+
+# What to try: the first command of each part of the README's "Run it as a fleet" (a test checks
+# that each line is there, word for word).
+WALKTHROUGH = """
+# The balancer takes turns over the replicas, each replica over the backends:
+for i in 1 2 3 4 5 6; do curl -s $GW/api/who | grep -o '"service": "[a-z-]*"'; done | sort | uniq -c
+# A shared rate limit: 5 a minute for each client on /limited, counted once for the fleet:
+for i in $(seq 7); do curl -s -o /dev/null -w '%{http_code} ' -H 'X-Client-ID: alice' $GW/limited/x; done; echo
+# A shared cache: a MISS on replica 1, then a HIT on replicas 2 and 3:
+for r in $R1 $R2 $R3; do curl -s -o /dev/null -D - $r/cached/report | grep -i '^x-cache'; done
+# A circuit opened for the fleet: 3 failures through any replicas, then every replica refuses:
+for i in 1 2 3; do curl -s -o /dev/null -w '%{http_code} ' $GW/fragile/status/500; done; echo
+for r in $R1 $R2 $R3; do curl -s -o /dev/null -w '%{http_code} ' $r/fragile/ok; done; echo
+"""
+
+
+def run_fleet(plan: FleetPlan) -> int:
+    # The readiness polls are no news to the person at the terminal.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    fleet = Fleet(plan)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        fleet.stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        try:
+            fleet.start()
+        except FleetError as error:
+            if fleet.stopping.is_set():
+                return 0
+            print(f"fleet: {error}", file=sys.stderr, flush=True)
+            return 1
+        print(fleet.banner(), flush=True)
+        fleet.watch()
+        print("fleet: stopping", flush=True)
+        return 0
+    finally:
+        fleet.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

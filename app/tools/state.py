@@ -1,0 +1,215 @@
+"""``python -m app state``: the fleet's shared state in Redis, for people.
+
+It reads with the components' key schemas (never a scan of the keyspace) and changes nothing. Each
+section also prints the ``redis-cli`` commands that show the same keys, so the README's key table
+and what this command prints cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.cache.keys import CacheKeys
+from app.config import GatewayConfig
+from app.control.config_sync import ConfigSync
+from app.store.redis import RedisStore
+
+BUSIEST = 10
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    data: Any
+    commands: list[str] = field(default_factory=list)
+
+
+def _cli(*words: str) -> str:
+    """A redis-cli command line, keys quoted (they hold braces)."""
+    return "redis-cli " + " ".join(w if w.isupper() or w.lstrip("-").isdigit() else f"'{w}'" for w in words)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class StateReader:
+    def __init__(self, store: RedisStore, config: GatewayConfig | None = None) -> None:
+        self.store = store
+        self.config = config or GatewayConfig()
+
+    async def config(self, args: Any = None) -> Section:
+        routes_key, version_key = ConfigSync.keys_of(self.store)
+        raw = await self.store.hgetall(routes_key)
+        version = await self.store.get(version_key)
+        overrides = {}
+        for key, value in sorted(raw.items()):
+            document = orjson.loads(value)
+            overrides[key.decode()] = {"version": document["version"],
+                                       "route": document["spec"] if document["spec"] is not None else "deleted"}
+        data = {"version": int(version or 0), "route_overrides": overrides}
+        return Section("config", "config (the admin API's changes on top of the config file)", data,
+                       [_cli("GET", version_key), _cli("HGETALL", routes_key)])
+
+    async def cache(self, args: Any = None) -> Section:
+        keys = CacheKeys(self.store)
+        stats = {k.decode(): int(v) for k, v in (await self.store.hgetall(keys.stats)).items()}
+        hits, misses = stats.get("hits", 0), stats.get("misses", 0)
+        entries = await self._zcard(keys.lru)
+        data = {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+                "evictions": stats.get("evictions", 0), "entries": entries}
+        return Section("cache", "cache (fleet-wide)", data, [
+            _cli("HGETALL", keys.stats), _cli("ZCARD", keys.lru), _cli("ZREVRANGE", keys.lru, "0", "9", "WITHSCORES")])
+
+    async def clients(self, args: Any = None, count: int = BUSIEST) -> Section:
+        from app.control.activity import WINDOW_SECONDS, ClientActivity
+
+        activity = ClientActivity(self.store)
+        flat = await self.store.call("activity_top", list(activity.keys), [WINDOW_SECONDS, count])
+        busiest = [{"client": _text(flat[i]), "requests": int(flat[i + 1])} for i in range(0, len(flat), 2)]
+        current, previous, meta = activity.keys
+        return Section("clients", f"busiest clients (requests in the last {WINDOW_SECONDS}-{2 * WINDOW_SECONDS} s)", busiest, [
+            _cli("ZREVRANGE", current, "0", str(count - 1), "WITHSCORES"), _cli("HGETALL", meta)])
+
+    async def ratelimits(self, args: Any = None) -> Section:
+        limiter = self._limiter()
+        await limiter.manager.reload()
+        clients = {client_id: spec.model_dump(include=spec.model_fields_set)
+                   for client_id, spec in sorted(limiter.manager.runtime_clients.items())}
+        keys = [{"hash": digest, "client_id": client_id, "tier": tier}
+                for digest, (client_id, tier, source) in sorted(limiter.manager.api_key_entries().items())
+                if source == "api"]
+        manager = limiter.manager
+        return Section("ratelimits", "rate limits set through the admin API (on top of the config file)",
+                       {"client_configs": clients, "api_keys": keys},
+                       [_cli("HGETALL", manager.clients_key), _cli("HGETALL", manager.api_keys_key)])
+
+    async def client(self, args: Any = None) -> Section:
+        client_id = getattr(args, "client_id", None)
+        if not client_id:
+            raise ValueError("state client: which client? (python -m app state client <id>)")
+        limiter = self._limiter()
+        stats = await limiter.get_client_stats(client_id)
+        plan = limiter.plan(client_id)
+        commands = [_cli("GET" if name == "b" else "HGETALL", key) for name, key in zip(plan.names, plan.keys,
+                                                                                        strict=True)]
+        data = {"client_id": client_id, "limits": limiter.manager.client_config(client_id), "counters": stats,
+                "keys": dict(zip(plan.names, plan.keys, strict=True))}
+        return Section("client", f"client {client_id!r}: its limits and counters (fleet-wide)", data, commands)
+
+    async def circuits(self, args: Any = None) -> Section:
+        """Every circuit of the effective routes (the config file's plus the API's changes)."""
+        from app.breaker.breaker import breaker_tag
+        from app.breaker.stage import target_breaker_name
+        from app.routing.router import ApiGatewayRouter
+
+        sync = ConfigSync(self.config, ApiGatewayRouter(self.config.router.routes), self.store)
+        await sync.refresh()
+        names = []
+        for spec in sync.effective_routes():
+            urls = [t.url for t in spec.targets]
+            names.extend([spec.key] if len(urls) == 1 else [target_breaker_name(spec.key, u) for u in urls])
+        now_ms = int(time.time() * 1000)
+        circuits, commands = {}, []
+        for name in names:
+            key = self.store.key("cb", breaker_tag(name))
+            h = {k.decode(): v.decode() for k, v in (await self.store.hgetall(key)).items()}
+            state = h.get("state", "closed")
+            open_until_ms = float(h.get("open_until", 0)) / 1000
+            circuits[name] = {"state": state, "failures": int(h.get("failures", 0)),
+                              "times_opened": int(h.get("opened", 0)), "generation": int(h.get("gen", 0)),
+                              "open_seconds_left": round(max(0.0, open_until_ms - now_ms) / 1000, 1)
+                              if state == "open" else 0}
+            commands.append(_cli("HGETALL", key))
+        return Section("circuits", "circuits (shared by the fleet; a missing hash is a closed circuit)",
+                       circuits, commands)
+
+    async def health(self, args: Any = None) -> Section:
+        """The fleet's verdict on each target of the routes that have active health checks."""
+        from app.breaker.breaker import breaker_tag
+        from app.routing.router import ApiGatewayRouter
+
+        sync = ConfigSync(self.config, ApiGatewayRouter(self.config.router.routes), self.store)
+        await sync.refresh()
+        routes, commands = {}, []
+        for spec in sync.effective_routes():
+            if spec.health_check is None:
+                continue
+            key = self.store.key("health", breaker_tag(spec.key))
+            verdicts = {k.decode(): v.decode() for k, v in (await self.store.hgetall(key)).items()}
+            routes[spec.key] = {t.url: {"healthy": verdicts.get(t.url, "1") == "1"} for t in spec.targets}
+            commands += [_cli("HGETALL", key), _cli("GET", f"{key}:lease")]
+        return Section("health", "target health (active checks, the fleet's verdict; no verdict yet = healthy)",
+                       routes, commands)
+
+    def _limiter(self) -> Any:
+        from app.ratelimit.limiter import ApiGatewayRateLimiter
+
+        return ApiGatewayRateLimiter(self.store, self.config.rate_limiter)
+
+    async def _zcard(self, key: str) -> int:
+        return int(await self.store.redis.zcard(key))
+
+
+Reader = Callable[[StateReader, Any], Coroutine[Any, Any, Section]]
+SECTIONS: dict[str, Reader] = {
+    "config": StateReader.config,
+    "cache": StateReader.cache,
+    "clients": StateReader.clients,
+    "ratelimits": StateReader.ratelimits,
+    "circuits": StateReader.circuits,
+    "health": StateReader.health,
+    "client": StateReader.client,
+}
+# What "all" shows (one client needs its id).
+OVERVIEW = ("config", "cache", "clients", "ratelimits", "circuits", "health")
+
+
+def render(sections: list[Section]) -> str:
+    lines: list[str] = []
+    for section in sections:
+        lines.append(f"== {section.title}")
+        body = orjson.dumps(section.data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+        lines.extend("  " + line for line in body.splitlines())
+        if section.commands:
+            lines.append("  # the same with redis-cli:")
+            lines.extend(f"  {command}" for command in section.commands)
+        lines.append("")
+    return "\n".join(lines)
+
+
+async def read_state(url: str, config: GatewayConfig, prefix: str, wanted: list[str], args: Any) -> int:
+    """Print the wanted sections; 0, or 1 when Redis cannot be read or a section is unknown."""
+    import sys
+
+    from app.store import StoreError
+
+    unknown = [name for name in wanted if name not in SECTIONS]
+    if unknown:
+        print(f"state: unknown section {unknown[0]!r}; one of: all, {', '.join(SECTIONS)}", file=sys.stderr)
+        return 1
+    store = RedisStore(url, prefix, retry_after_failure=0.01)
+    try:
+        await store.start()
+        reader = StateReader(store, config)
+        sections = [await SECTIONS[name](reader, args) for name in wanted]
+    except StoreError as error:
+        print(f"state: cannot read Redis at {url}: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:
+        print(f"state: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    if getattr(args, "json", False):
+        print(orjson.dumps({s.key: {"data": s.data, "redis_cli": s.commands} for s in sections},
+                           option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(sections))
+    return 0
