@@ -4,8 +4,9 @@ The JSON gathers what the components know (routes and target health from the rou
 states, fleet-wide cache statistics, the busiest clients and their remaining quota), each part on
 its own: a component that is missing or failing makes its part say so, never the whole answer
 fail. It shows client ids and backends, so it is mounted behind the admin token like the admin API
-(no token configured: off). The page itself is static, one HTML file with its CSS and JS inline, no external
-asset (its Content-Security-Policy allows none); it asks for the token once and polls every 2 s.
+(no token configured: off). The page itself is static, ``status.html`` beside this module (package
+data), with its CSS and JS inline and no external asset (its Content-Security-Policy allows none); it
+asks for the token once and polls every 2 s.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import re
 import time
 from collections.abc import Awaitable
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from app.edge.server import Gateway
 
 BUSIEST = 10
+PAGE = files(__package__).joinpath("status.html").read_text(encoding="utf-8")
 STARTED = time.time()
 
 
@@ -207,227 +210,3 @@ def build_router(gateway: Gateway) -> APIRouter:
 
     return router
 
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>API gateway status</title>
-<style>
-:root { --ok: #1a7f37; --bad: #cf222e; --warn: #9a6700; --muted: #57606a; --line: #d0d7de; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2328; background: #f6f8fa; }
-header { background: #24292f; color: #fff; padding: 12px 20px; display: flex; gap: 24px; align-items: baseline; flex-wrap: wrap; }
-header h1 { font-size: 18px; margin: 0; }
-header span { color: #d0d7de; font-size: 13px; }
-main { padding: 16px 20px; display: grid; gap: 16px; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); }
-section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 12px 16px; }
-section.wide { grid-column: 1 / -1; }
-h2 { font-size: 15px; margin: 0 0 8px; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { color: var(--muted); font-weight: 600; font-size: 12px; }
-code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
-.pill { display: inline-block; border-radius: 10px; padding: 0 8px; font-size: 12px; font-weight: 600; color: #fff; }
-.up, .closed { background: var(--ok); } .down, .open { background: var(--bad); } .half_open, .disabled { background: var(--warn); }
-.target { display: block; }
-.big { font-size: 32px; font-weight: 700; }
-.muted { color: var(--muted); }
-.bar { height: 8px; background: #eaeef2; border-radius: 4px; overflow: hidden; min-width: 80px; }
-.bar > div { height: 100%; background: var(--ok); }
-.bar > div.low { background: var(--bad); }
-#error { display: none; background: #ffebe9; border: 1px solid #ff8182; color: var(--bad); padding: 8px 20px; }
-#login { display: none; }
-input { font: inherit; padding: 4px 8px; width: 320px; }
-button { font: inherit; padding: 4px 12px; }
-</style>
-</head>
-<body>
-<header><h1>API gateway</h1><span id="replica">connecting...</span><span id="updated"></span></header>
-<div id="error"></div>
-<main>
-<section id="login" class="wide"><h2>Admin token</h2>
-<p class="muted">The status needs the admin token (API_GATEWAY_ADMIN_TOKEN). It is kept in this tab only.</p>
-<input id="token" type="password" autocomplete="off" placeholder="admin token"> <button id="use">Show status</button></section>
-<section class="wide"><h2>Routes and targets</h2>
-<table id="routes"><thead><tr><th>route</th><th>path</th><th>methods</th><th>targets (health, weight)</th><th>circuit</th></tr></thead><tbody></tbody></table></section>
-<section><h2>Cache</h2><div id="cache"><span class="big" id="cache-hit-rate">-</span> <span class="muted">hit rate, fleet-wide</span>
-<p id="cache-counts" class="muted"></p></div></section>
-<section><h2>Circuits</h2>
-<table id="circuits"><thead><tr><th>circuit</th><th>state</th><th>details</th></tr></thead><tbody></tbody></table>
-<p id="circuits-note" class="muted"></p></section>
-<section class="wide"><h2>Busiest clients <span class="muted" id="clients-window"></span></h2>
-<table id="clients"><thead><tr><th>client</th><th>requests</th><th>minute quota left</th><th></th><th>hour quota left</th><th>burst tokens</th><th>left on limited routes</th></tr></thead><tbody></tbody></table>
-<p id="clients-note" class="muted"></p></section>
-</main>
-<script>
-"use strict";
-const KEY = "apigw-admin-token";
-const POLL_MS = 2000;
-let timer = null;
-
-function takeTokenFromHash() {
-  const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
-  if (m) {
-    sessionStorage.setItem(KEY, decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname);
-  }
-}
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-  for (const child of children) {
-    if (child === null || child === undefined) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
-function pill(word, cls) { return el("span", {class: "pill " + (cls || word)}, word); }
-
-function fill(tbody, rows) { tbody.replaceChildren(...rows); }
-
-function pct(x) { return (100 * x).toFixed(1) + "%"; }
-
-function circuitFor(route, circuits) {
-  if (!circuits || !circuits.items) return null;
-  const names = [route.key, ...route.targets.map(t => t.url)];
-  const mine = circuits.items.filter(c => names.some(n => c.name === n || c.name.includes(n)));
-  if (!mine.length) return null;
-  const rank = {open: 3, half_open: 2, closed: 1};
-  mine.sort((a, b) => (rank[String(b.state).toLowerCase()] || 0) - (rank[String(a.state).toLowerCase()] || 0));
-  return mine[0];
-}
-
-function stateClass(state) { return String(state).toLowerCase().replace("-", "_"); }
-
-function renderRoutes(s) {
-  const tbody = document.querySelector("#routes tbody");
-  if (!Array.isArray(s.routes)) { fill(tbody, [el("tr", {}, el("td", {colspan: 5}, "unavailable"))]); return; }
-  fill(tbody, s.routes.map(r => {
-    const targets = el("td", {});
-    for (const t of r.targets) {
-      targets.append(el("span", {class: "target"}, pill(t.healthy ? "up" : "down"), " ", el("code", {}, t.url), " ",
-                        el("span", {class: "muted"}, "w" + t.weight)));
-    }
-    const c = circuitFor(r, s.circuits);
-    const circuit = c ? pill(stateClass(c.state)) : el("span", {class: "muted"}, "-");
-    const name = r.enabled ? el("code", {}, r.key) : el("span", {}, el("code", {}, r.key), " ", pill("disabled"));
-    return el("tr", {"data-route": r.key}, el("td", {}, name), el("td", {}, el("code", {}, r.path)),
-              el("td", {}, r.methods.join(" ")), targets, el("td", {class: "circuit"}, circuit));
-  }));
-}
-
-function renderCircuits(s) {
-  const tbody = document.querySelector("#circuits tbody");
-  const note = document.getElementById("circuits-note");
-  const c = s.circuits || {};
-  if (!c.available) { fill(tbody, []); note.textContent = c.reason || c.error || "unavailable"; return; }
-  note.textContent = c.items.length ? "" : "no circuit has seen traffic yet";
-  fill(tbody, c.items.map(item => {
-    const st = item.stats || {};
-    const shown = [["failure_count", "failures"], ["success_count", "successes"], ["rejected_count", "refused"],
-                   ["state_changes", "changes"]].filter(([k]) => typeof st[k] === "number").map(([k, label]) => label + " " + st[k]);
-    if (st.open_seconds_left > 0) shown.push("half-open in " + Math.ceil(st.open_seconds_left) + " s");
-    if (st.local_only) shown.push("local state only (store unreachable)");
-    const details = shown.join(", ") + (shown.length ? " (this replica)" : "");
-    return el("tr", {"data-circuit": item.name}, el("td", {}, el("code", {}, item.name)),
-              el("td", {}, pill(stateClass(item.state))), el("td", {class: "muted"}, details));
-  }));
-}
-
-function renderCache(s) {
-  const c = s.cache || {};
-  const rate = document.getElementById("cache-hit-rate");
-  const counts = document.getElementById("cache-counts");
-  if (!c.available) { rate.textContent = "-"; counts.textContent = c.reason || c.error || "unavailable"; return; }
-  rate.textContent = pct(c.hit_rate || 0);
-  counts.textContent = c.hits + " hits, " + c.misses + " misses, " + c.size + " entries" + (c.enabled === false ? " (off)" : "");
-}
-
-function quotaCell(q) {
-  if (!q || q.remaining === null || q.remaining === undefined) return el("td", {class: "muted"}, "-");
-  return el("td", {}, q.remaining + " of " + q.limit);
-}
-
-function quotaBar(q) {
-  if (!q || !q.limit) return el("td", {});
-  const share = Math.max(0, Math.min(1, q.remaining / q.limit));
-  const fillBar = el("div", {class: share < 0.2 ? "low" : ""});
-  fillBar.style.width = (100 * share).toFixed(0) + "%";  // CSSOM: the CSP allows no style attribute
-  return el("td", {}, el("div", {class: "bar"}, fillBar));
-}
-
-function routeQuotas(routes) {
-  const cell = el("td", {class: "route-quotas"});
-  for (const r of routes || []) {
-    cell.append(el("span", {class: "target"}, el("code", {}, r.route), " ",
-                   el("span", {class: r.remaining === 0 ? "pill open" : ""}, r.remaining + " of " + r.limit)));
-  }
-  if (!cell.childNodes.length) cell.append(el("span", {class: "muted"}, "-"));
-  return cell;
-}
-
-function renderClients(s) {
-  const tbody = document.querySelector("#clients tbody");
-  const note = document.getElementById("clients-note");
-  const c = s.clients || {};
-  if (!c.available) { fill(tbody, []); note.textContent = c.reason || c.error || "unavailable"; return; }
-  document.getElementById("clients-window").textContent = "(requests in the last " + c.window_seconds + "-" + 2 * c.window_seconds + " s, fleet-wide)";
-  note.textContent = c.items.length ? "" : "no requests yet";
-  fill(tbody, c.items.map(item => {
-    const q = item.quota && !item.quota.error ? item.quota : null;
-    return el("tr", {"data-client": item.client_id}, el("td", {}, el("code", {}, item.client_id)),
-              el("td", {class: "requests"}, item.requests), quotaCell(q && q.minute), quotaBar(q && q.minute),
-              quotaCell(q && q.hour), el("td", {}, q && q.burst_tokens !== null && q.burst_tokens !== undefined ? q.burst_tokens : "-"),
-              routeQuotas(q && q.routes));
-  }));
-}
-
-function render(s) {
-  const r = s.replica || {};
-  document.getElementById("replica").textContent = "replica " + r.id + ", " + r.store + (r.store_ok ? " (answering)" : " (NOT answering)") +
-    (r.config_version !== null && r.config_version !== undefined ? ", config v" + r.config_version : "");
-  document.getElementById("updated").textContent = "updated " + new Date(s.generated_at * 1000).toLocaleTimeString();
-  renderRoutes(s); renderCircuits(s); renderCache(s); renderClients(s);
-}
-
-function showError(text) {
-  const box = document.getElementById("error");
-  box.textContent = text;
-  box.style.display = text ? "block" : "none";
-}
-
-async function poll() {
-  clearTimeout(timer);
-  const token = sessionStorage.getItem(KEY) || "";
-  try {
-    const answer = await fetch("/_gateway/status", {headers: {"Authorization": "Bearer " + token}, cache: "no-store"});
-    if (answer.status === 401 || answer.status === 403) {
-      const body = await answer.json().catch(() => ({}));
-      document.getElementById("login").style.display = "block";
-      showError(body.error || "not authorized");
-      return;  // until a token is given
-    }
-    if (!answer.ok) throw new Error("status " + answer.status);
-    document.getElementById("login").style.display = "none";
-    render(await answer.json());
-    showError("");
-  } catch (e) {
-    showError("cannot reach the gateway: " + e.message);
-  }
-  timer = setTimeout(poll, POLL_MS);
-}
-
-document.getElementById("use").addEventListener("click", () => {
-  sessionStorage.setItem(KEY, document.getElementById("token").value);
-  poll();
-});
-takeTokenFromHash();
-poll();
-</script>
-</body>
-</html>
-"""
