@@ -37,7 +37,7 @@ class RateLimitSpec(_Section):
     requests_per_hour: int | None = Field(default=1000, gt=0)
     requests_per_day: int | None = Field(default=None, gt=0)
     # A token bucket of this capacity refilled at requests_per_minute/60 per second;
-    # None: no tighter bucket than the minute window (DESIGN.md).
+    # None: no tighter bucket than the minute window (docs/design.md).
     burst_size: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
@@ -113,7 +113,7 @@ class CacheSection(_Section):
 class RouteCacheSpec(_Section):
     enabled: bool = True
     ttl: int | None = Field(default=None, gt=0)
-    # Statuses worth keeping; DESIGN.md: by default 200 only.
+    # Statuses worth keeping; docs/design.md: by default 200 only.
     statuses: list[int] = [200]
 
 
@@ -164,7 +164,7 @@ class TimeoutSpec(_Section):
 
 
 class RetrySpec(_Section):
-    # Retries after the first attempt; 0 (the default, DESIGN.md) means none.
+    # Retries after the first attempt; 0 (the default, docs/design.md) means none.
     attempts: int = Field(default=0, ge=0, le=10)
     # Exponential backoff with full jitter: a wait in [0, min(backoff_max, backoff_base * 2^(n-1))].
     backoff_base: float = Field(default=0.05, ge=0)

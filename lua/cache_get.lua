@@ -1,4 +1,4 @@
--- The cache lookup: one call per request, pipelined with the rate limit (DESIGN.md's hit budget).
+-- The cache lookup: one call per request, pipelined with the rate limit (docs/design.md: the hit's budget).
 -- KEYS: 1 entry, 2 lru index, 3 stats, 4 fill lock, 5 pass marker, 6 vary record
 -- ARGV: 1 mode ("0" may lock or wait, "1" final: never lock nor wait, "2" warm: peek, lock when due)
 --       2 lock token, 3 lock ms, 4 the entry's index member ("<path>\0<id>", cache_set.lua),

@@ -75,7 +75,7 @@ def breaker_tag(name: str) -> str:
 
 
 def default_is_failure(result: Any) -> bool:
-    """A returned value fails when it is an HTTP answer with a 5xx status (DESIGN.md); 4xx succeed."""
+    """A returned value fails when it is an HTTP answer with a 5xx status (docs/design.md); 4xx succeed."""
     status = getattr(result, "status_code", None)
     if status is None:
         status = getattr(result, "status", None)

@@ -2,7 +2,7 @@
 
 The storage rules of RFC 9111 section 3 are those of hishel's sans-IO ``CacheMiss`` state (method,
 final status, no-store, private, Authorization, explicit freshness) and its header and freshness
-helpers; this module adds what a gateway needs on top (DESIGN.md "Cache"): status allow-list per
+helpers; this module adds what a gateway needs on top (docs/design.md, "Cache"): status allow-list per
 route, no-cache responses not stored (we do not revalidate), Vary: * and Set-Cookie not stored,
 an Authorization'd request stored only when the response says ``public``, and the TTL rule
 min(metadata cache_time, route ttl, s-maxage/max-age minus Age).
@@ -120,7 +120,7 @@ def vary_names(value: str) -> tuple[str, ...]:
 
 
 class DefaultCacheStrategy(CacheStrategy):
-    """DESIGN.md's rules: GET/HEAD, status 200 unless the route lists others, Cache-Control and
+    """The rules of docs/design.md: GET/HEAD, status 200 unless the route lists others, Cache-Control and
     Vary honoured, Authorization only with ``public``; key = method, route, path, sorted query,
     schema version, Vary'd headers (and whether the request was authorized)."""
 

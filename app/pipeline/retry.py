@@ -33,7 +33,7 @@ class BackendCall:
 
     @property
     def failed(self) -> bool:
-        """What the circuit breaker counts as a failure (DESIGN.md): no answer, or 5xx."""
+        """What the circuit breaker counts as a failure (docs/design.md): no answer, or 5xx."""
         return self.status is None or self.status >= 500
 
 

@@ -1,4 +1,4 @@
-"""Who a request comes from, for rate limiting (DESIGN.md, "Client identity").
+"""Who a request comes from, for rate limiting (docs/design.md, "Client identity").
 
 In order: an API key in ``X-API-Key`` (its sha256 looked up among the known keys gives the client
 id and tier; an unknown key identifies nobody and the next rule applies), else the ``X-Client-ID``

@@ -47,7 +47,7 @@ class Limit:
 
 
 def burst_interval_us(spec: RateLimitSpec) -> int | None:
-    """Microseconds per burst token: requests_per_minute/60 per second (DESIGN.md); without a minute
+    """Microseconds per burst token: requests_per_minute/60 per second (docs/design.md); without a minute
     limit, the rate of the shortest window configured. Rounded up: refilling never runs fast."""
     if spec.requests_per_minute is not None:
         return -(-60_000_000 // spec.requests_per_minute)

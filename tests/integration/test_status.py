@@ -85,7 +85,7 @@ def test_status_shows_quotas_left_and_open_circuits(pair: tuple[GatewayThread, G
         return next((c for c in _status(one)["clients"]["items"] if c["client_id"] == "dave"), None)
     wait_for(lambda: dave() is not None, timeout=10, what="dave counted")
     quota = dave()["quota"]  # type: ignore[index]
-    # Refused requests are not counted (DESIGN.md): 3 of the client's own 60 a minute are gone.
+    # Refused requests are not counted (docs/design.md): 3 of the client's own 60 a minute are gone.
     assert quota["minute"] == {"used": 3, "limit": 60, "remaining": 57}
     assert quota["hour"] == {"used": 3, "limit": 1000, "remaining": 997}
     (limited,) = quota["routes"]

@@ -1,6 +1,6 @@
 """The floor the gateway is measured against: the least an ASGI proxy on aiohttp can do.
 
-DESIGN.md's "Data plane" figure (79 us of CPU per request) is this program: uvicorn with uvloop and
+docs/design.md's "Data plane" figure (79 us of CPU per request) is this program: uvicorn with uvloop and
 httptools, one process, a raw ASGI callable that forwards the method, path and headers through one
 ``aiohttp.ClientSession`` and answers with the backend's status, headers and body. No routing, no
 header policy, no error handling: it shows what the gateway's own work costs on top, in the same run.

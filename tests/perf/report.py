@@ -8,7 +8,7 @@ from typing import Any
 CPU_TARGETS = {"gw_proxy": 90, "gw_ratelimit": 140, "gw_miss": 200, "gw_hit": 90}
 ROUND_TRIP_TARGETS = {"gw_ratelimit": 1, "gw_miss": 2, "gw_hit": 1}
 ADDED_P99_TARGET_MS = 2.0
-# The bare aiohttp proxy's CPU per request when the targets were set (DESIGN.md). On a machine where
+# The bare aiohttp proxy's CPU per request when the targets were set (docs/design.md). On a machine where
 # the same program costs more, a target holds as a ratio to the floor measured in the same round.
 FLOOR_WHEN_SET_US = 79
 LABELS = {"gw_proxy": "(a) proxy-only", "gw_ratelimit": "(b) rate-limited", "gw_miss": "(c) miss + store",

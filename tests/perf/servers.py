@@ -20,7 +20,7 @@ import httpx
 
 from tests.support import ROOT, GatewayProcess, free_port, wait_for
 
-# The direct backend's fixed answer: a small JSON document, as the DESIGN.md figures used.
+# The direct backend's fixed answer: a small JSON document, as the figures of docs/design.md used.
 BACKEND_BODY = '{"service":"bench","ok":true,"items":[1,2,3],"message":"a small fixed JSON answer"}'
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -1,4 +1,4 @@
-"""The default strategy's rules (DESIGN.md "Cache"), on plain values."""
+"""The default strategy's rules (docs/design.md, "Cache"), on plain values."""
 
 from __future__ import annotations
 
