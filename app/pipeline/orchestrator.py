@@ -1,10 +1,18 @@
-"""The request pipeline, in the seed's order:
+"""The request pipeline: what ``process`` does with each request, in this order.
 
-client -> identify client -> rate limit -> route -> cache lookup -> circuit check
-       -> transform request -> backend -> transform response -> cache store -> client
+1. match the route (the rate limit needs the route's own limits; nothing is answered yet);
+2. admission, one store round trip for every stage that asks: identify the client and charge the
+   rate limit, look the cache up (taking the fill lock on a miss), count the client's activity,
+   check the circuit; the first stage that answers (429, HIT, 503) ends the request here;
+3. 404 when no route matched (after the rate limit: unrouted requests are counted too);
+4. transform the request, forward it to a target (with the route's retries), transform the reply;
+5. completion, one more round trip for every stage that writes: the cache store and the circuit's
+   outcome together;
+6. a stale cached answer instead of a 5xx when the route's cache allows it; then the client.
 
-``process`` runs it for the ASGI proxy (streaming bodies); ``handle_request`` is the seed's library
-call, the same pipeline for a JSON body, answering ``(body, status)``.
+This is the seed's order (identify, rate limit, route, cache lookup, circuit check, transform,
+backend, transform, cache store), except that the route is matched first. ``handle_request`` is
+the seed's library call: the same pipeline for a JSON body, answering ``(body, status)``.
 """
 
 from __future__ import annotations
