@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis
 
+from app.cache.pending import cache_request
 from app.config import parse_config
 from app.pipeline.exchange import Exchange, Reply, error_reply
 from app.pipeline.stage import Stage
@@ -305,11 +306,11 @@ def test_waiters_go_to_the_backend_themselves_after_lock_wait(
     config = _config(backend, redis_url, key_prefix, lock_wait=0.5)
     with GatewayThread(config) as gateway:
         orchestrator = gateway.gateway.orchestrator
-        cache, stage = orchestrator.cache_manager, orchestrator.cache_stage
+        cache = orchestrator.cache_manager
         route = orchestrator.router.match("/c/held", "GET").route
         ex = Exchange(method="GET", path="/c/held", raw_path=b"/c/held", query_string=b"", headers=[],
                       client_addr="127.0.0.1")
-        entry_id = cache.strategy.cache_key(stage._cache_request(ex, route))
+        entry_id = cache.strategy.cache_key(cache_request(ex, route))
         # Someone else (a stuck replica) holds the fill lock for 10 s.
         redis_client.set(cache.keys.lock(entry_id), "stuck", px=10_000)
         started = time.monotonic()

@@ -1,0 +1,109 @@
+"""What the cache writes once the backend answered: the entry (a store), or the fill lock given
+back (a release) when the answer cannot be kept.
+
+A body of known length is judged at once and its write joins the pipeline's second round trip. A
+streamed body (unknown length) is copied while the client is served (``TeeResponse``) and stored
+once complete, in one more round trip after the answer went out. Writes made off the request's
+path run as background tasks, held here until they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from app.cache.manager import PASS_MS, ApiCacheManager
+from app.cache.pending import Pending
+from app.cache.policy import StoreDecision
+from app.cache.singleflight import FillWaiters
+from app.cache.tee import TeeResponse
+from app.cache.vary_hints import VaryHints
+from app.observability.metrics import STORE_ERRORS
+from app.pipeline.exchange import Reply
+from app.store import ScriptCall, StoreError
+
+log = logging.getLogger("apigw.cache")
+
+
+class Filler:
+    def __init__(self, manager: ApiCacheManager, waiters: FillWaiters, hints: VaryHints) -> None:
+        self.manager = manager
+        self.settings = manager.settings
+        self.store = manager.store
+        self.waiters = waiters
+        self.hints = hints
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run ``coro`` off the request's path; it is cancelled by ``close``."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def completion(self, pending: Pending, reply: Reply) -> ScriptCall | None:
+        """The write this answer needs: a store, a release of the lock, or none (a stream is
+        stored later, by its copy)."""
+        decision = None
+        if reply.stream is not None or len(reply.body) <= self.settings.max_body_size:
+            decision = self.manager.strategy.storable(pending.request, reply.status, reply.headers)
+        if decision is not None and reply.stream is not None:
+            self._copy_stream(pending, reply, decision)
+            return None
+        if decision is None:
+            if not pending.holds_lock:
+                return None
+            # A failure may pass; anything else will not be kept next time either: skip the lock.
+            pass_ms = 0 if reply.status >= 500 else PASS_MS
+            return self.manager.release_call(pending.entry_id, pending.token, pass_ms)
+        return self._store_call(pending, decision, reply.status, reply.body)
+
+    def _store_call(self, pending: Pending, decision: StoreDecision, status: int, body: bytes) -> ScriptCall:
+        entry_id = pending.entry_id
+        if decision.vary != pending.names:
+            self.hints.learn(pending.base_id, decision.vary)
+            entry_id = self.manager.strategy.cache_key(pending.request, decision.vary) if decision.vary \
+                else pending.base_id
+        if entry_id != pending.entry_id and pending.holds_lock:
+            # Filed under another variant than the one locked: free the lock, waiters look again.
+            self.spawn(self.release_quietly(pending))
+        token = pending.token if pending.holds_lock and entry_id == pending.entry_id else ""
+        return self.manager.store_call(pending.request, entry_id, pending.base_id, decision, status, body, token)
+
+    def _copy_stream(self, pending: Pending, reply: Reply, decision: StoreDecision) -> None:
+        status = reply.status
+
+        def complete(body: bytes) -> None:
+            self.spawn(self._write_later(pending, self._store_call(pending, decision, status, body)))
+
+        def abandon(too_large: bool) -> None:
+            if pending.holds_lock:
+                pass_ms = PASS_MS if too_large else 0
+                self.spawn(self._write_later(pending, self.manager.release_call(
+                    pending.entry_id, pending.token, pass_ms)))
+
+        reply.stream = TeeResponse(reply.stream, self.settings.max_body_size, complete, abandon)  # type: ignore[assignment]
+
+    async def _write_later(self, pending: Pending, call: ScriptCall) -> None:
+        try:
+            await self.store.run(call)
+        except StoreError as error:
+            STORE_ERRORS.labels("cache").inc()
+            log.debug("cache store after a stream failed: %s", error)
+        finally:
+            self.waiters.wake(pending.entry_id)
+
+    async def release_quietly(self, pending: Pending) -> None:
+        """Give the fill lock back (its waiters look again), whatever the store says."""
+        try:
+            await self.store.run(self.manager.release_call(pending.entry_id, pending.token, 0))
+        except StoreError:
+            pass
+        self.waiters.wake(pending.entry_id)

@@ -1,0 +1,40 @@
+"""One request's dealings with the cache (``Pending``), and the request as the cache sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.cache.policy import CacheRequest
+from app.pipeline.exchange import Exchange
+from app.routing.router import Route
+
+
+@dataclass(slots=True)
+class Pending:
+    """What the stage, a background refresh or the warmer knows of one lookup and its fill."""
+
+    request: CacheRequest
+    entry_id: str
+    base_id: str
+    names: tuple[str, ...]
+    token: str = ""
+    holds_lock: bool = False
+    admitted: bool = False
+    # Set once the answer did not come from the backend (HIT, STALE) or the cache is out (BYPASS).
+    done: bool = False
+    # The expired entry's raw parts, kept to answer instead of a failure.
+    stale: tuple[int, bytes, bytes, bytes] | None = None
+    header_at: int = -1
+
+
+def cache_request(ex: Exchange, route: Route) -> CacheRequest:
+    # The client's schema version is part of the key: a route's transform says where it is
+    # (header or path segment); without one, the seed's X-API-Version header.
+    transform = route.compiled.get("transform")
+    if transform is not None:
+        version = transform.client_version(ex.headers, ex.path)
+    else:
+        raw = ex.header(b"x-api-version")
+        version = raw.decode("latin-1") if raw else ""
+    return CacheRequest(method=ex.method, route=route.key, path=ex.path, query=ex.query_string,
+                        headers=ex.headers, schema_version=version, settings=route.spec.cache)

@@ -1,0 +1,55 @@
+"""Fetching an entry anew in the background: stale-while-revalidate, and the warmer's fetches.
+
+The fetch goes through the orchestrator (``forward``: the route's target, retries and timeouts),
+with the fill lock already held by this replica; its answer is stored as a request's would be.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from app.cache.fill import Filler
+from app.cache.pending import Pending
+from app.cache.tee import TeeResponse
+from app.pipeline.exchange import Exchange, Reply, new_request_id
+from app.routing.router import Route
+
+log = logging.getLogger("apigw.cache")
+
+Forward = Callable[[Exchange, Route], Awaitable[Reply]]
+
+
+class Refresher:
+    def __init__(self, forward: Forward, filler: Filler) -> None:
+        self.forward = forward
+        self.filler = filler
+
+    async def fetch_and_store(self, ex: Exchange, route: Route, pending: Pending) -> bool:
+        """Whether the answer was stored."""
+        ex.notes["read_body_up_to"] = self.filler.settings.max_body_size
+        reply = await self.forward(ex, route)
+        try:
+            call = self.filler.completion(pending, reply)
+            if call is not None:
+                await self.filler.store.run(call)
+                return call.script == "cache_set"
+            if isinstance(reply.stream, TeeResponse):
+                return await reply.stream.drain()  # stored by the copy on release
+            return False
+        finally:
+            if reply.stream is not None:
+                reply.stream.release()
+            self.filler.waiters.wake(pending.entry_id)
+
+    async def refresh(self, ex: Exchange, route: Route, pending: Pending) -> None:
+        """Stale-while-revalidate: this replica holds the lock; fetch anew and store."""
+        again = Exchange(method="GET", path=ex.path, raw_path=ex.raw_path, query_string=ex.query_string,
+                         headers=[(n, v) for n, v in ex.headers if n != b"content-length"],
+                         client_addr=ex.client_addr, scheme=ex.scheme, request_id=new_request_id())
+        fresh = Pending(pending.request, pending.entry_id, pending.base_id, pending.names, pending.token,
+                        holds_lock=True)
+        try:
+            await self.fetch_and_store(again, route, fresh)
+        except Exception:  # a background refresh must never take the replica down
+            log.exception("background refresh of %s failed", ex.path)
