@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 
 from app.store import MemoryStore, Store
 from app.store.redis import RedisStore
+from tests.redis_topologies import RedisClusterProcesses, SentinelProcesses
 from tests.support import BackendServer, RedisProcess
 
 # Property tests judge behaviour, never speed: no per-example deadline on a shared, noisy machine.
@@ -60,6 +61,40 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+def _no_topology(what: str, error: Exception) -> None:
+    message = f"no {what} for the tests: install redis-server and redis-cli ({error})"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcesses]:
+    """A Redis Cluster of 3 masters and 3 replicas, started once per session by the first test that
+    asks for it. A test that kills a node starts it again before it ends (``restart``)."""
+    try:
+        cluster = RedisClusterProcesses().start()
+    except Exception as error:
+        _no_topology("Redis Cluster", error)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelProcesses]:
+    """A Sentinel group (1 master, 1 replica, 3 sentinels naming it ``mymaster``), once per session."""
+    try:
+        group = SentinelProcesses().start()
+    except Exception as error:
+        _no_topology("Sentinel group", error)
+    try:
+        yield group
+    finally:
+        group.stop()
 
 
 @pytest.fixture
