@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from app.store.base import ScriptCall, Store, StoreError
-from app.store.scripts import LUA_DIR
+from app.store.script_sources import SCRIPT_NAMES
 
 
 class MemoryDB:
@@ -85,8 +85,8 @@ class MemoryDB:
 
 def _load_twins() -> dict[str, ModuleType]:
     twins = {}
-    for lua in sorted(LUA_DIR.glob("*.lua")):
-        twins[lua.stem] = importlib.import_module(f"app.store.scripts.{lua.stem}")
+    for name in sorted(SCRIPT_NAMES):
+        twins[name] = importlib.import_module(f"app.store.scripts.{name}")
     return twins
 
 

@@ -28,7 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.store.base import ScriptCall, Store, StoreError, StoreUnavailable
 from app.store.pipe import PipeBroken, PipeUnavailable, RedisPipe, ReplyError, bulk, encode
-from app.store.scripts import LUA_DIR
+from app.store.script_sources import script_sources
 
 log = logging.getLogger("apigw.store")
 
@@ -51,11 +51,13 @@ class RedisStore(Store):
 
     def __init__(self, url: str, prefix: str = "apigw", *, max_connections: int = 64,
                  socket_timeout: float = 1.0, connect_timeout: float = 0.5,
-                 retry_after_failure: float = 0.5, scripts_dir: Path = LUA_DIR) -> None:
+                 retry_after_failure: float = 0.5, scripts_dir: Path | None = None) -> None:
         super().__init__(prefix)
         self.url = url
         self.retry_after_failure = retry_after_failure
-        self._sources = {p.stem: p.read_text() for p in sorted(scripts_dir.glob("*.lua"))}
+        # The gateway's scripts (every one, or ScriptsMissing); a test may bring a folder of its own.
+        self._sources = script_sources() if scripts_dir is None else {
+            p.stem: p.read_text() for p in sorted(scripts_dir.glob("*.lua"))}
         self._shas = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._sources.items()}
         # "EVALSHA <sha>" of each script, encoded once.
         self._heads = {name: bulk("EVALSHA") + bulk(sha) for name, sha in self._shas.items()}

@@ -15,6 +15,7 @@ import uvicorn
 from app.config import ConfigError, GatewayConfig, load_config, parse_config
 from app.edge.http_protocol import GatewayHttpProtocol
 from app.edge.server import Gateway
+from app.store.script_sources import ScriptsMissing
 
 EXIT_BAD_CONFIG = 2
 
@@ -42,7 +43,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     server = uvicorn.Server(_uvicorn_config(Gateway(config), host, port, args.log_level))
-    server.run()  # the gateway's start-up ends with gc.freeze() (app/edge/server.py)
+    try:
+        server.run()  # the gateway's start-up ends with gc.freeze() (app/edge/server.py)
+    except KeyboardInterrupt:  # uvicorn stopped cleanly, then raises Ctrl-C again: no traceback
+        pass
     return 0
 
 
@@ -217,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ScriptsMissing as error:  # never serve with the scripts (and so the limits) missing
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 

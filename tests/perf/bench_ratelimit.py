@@ -34,7 +34,7 @@ from app.config import RateLimiterSection, RateLimitSpec
 from app.rate_limiter import ApiGatewayRateLimiter
 from app.ratelimit.limits import limits_of
 from app.store.redis import RedisStore
-from app.store.scripts import LUA_DIR
+from app.store.script_sources import script_sources
 from tests.perf.configs import BENCH_PATH, gateway_config
 from tests.perf.load import run_wrk
 from tests.perf.servers import GatewayServer, backend_nginx, settle
@@ -72,7 +72,7 @@ def bench_script(port: int, requests: int, clients: int) -> dict[str, Any]:
 
     client = redis.Redis(port=port)
     trivial = client.script_load(TRIVIAL)
-    ours = client.script_load((LUA_DIR / "ratelimit.lua").read_text())
+    ours = client.script_load(script_sources()["ratelimit"])
     results: dict[str, Any] = {}
     for pipeline in (1, 16):
         base = redis_benchmark(port, ["evalsha", trivial, "0"], requests, clients, pipeline)

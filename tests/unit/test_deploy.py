@@ -183,22 +183,48 @@ def test_gateway_config_passes_check_config() -> None:
 
 # -- deploy/Dockerfile -----------------------------------------------------------------------
 
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's steps, one list per FROM."""
+    stages: list[list[tuple[str, str]]] = []
+    for op, args in dockerfile():
+        if op == "FROM":
+            stages.append([])
+        stages[-1].append((op, args))
+    return stages
+
+
 def test_dockerfile_is_small_non_root_and_copies_what_exists() -> None:
     steps = dockerfile()
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    assert all(args.split()[0] == "python:3.11-slim" for op, args in steps if op == "FROM")
     users = [args for op, args in steps if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     copies = [args.split() for op, args in steps if op == "COPY"]
     assert copies
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    assert "**" in ignore  # the build context is the repository root: the ignore file keeps it small
     for args in copies:
+        if any(a.startswith("--from=") for a in args):
+            continue
         for source in [a for a in args[:-1] if not a.startswith("--")]:
             assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
-    # lua/ is found next to the package (app/store/scripts/__init__.py), so both go in, side by side.
-    assert ["lua", "./lua"] in copies and ["app", "./app"] in copies
-    assert any(op == "RUN" and "pip install -e ." in args for op, args in steps)
-    # The build context is the repository root: the ignore file beside the Dockerfile keeps it small.
-    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
-    assert "**" in ignore and "!app/" in ignore and "!lua/" in ignore
+            assert f"!{source}" in ignore or f"!{source}/" in ignore, f"COPY {source}: the ignore file leaves it out"
+
+
+def test_dockerfile_installs_the_wheel_that_the_packaging_test_installs() -> None:
+    """Not editable: the image runs the package from site-packages, lua/ carried inside the wheel.
+    The wheel is built from what tests/e2e/test_packaging.py builds and runs from another directory."""
+    from tests.e2e.test_packaging import SOURCES
+
+    build, final = dockerfile_stages()
+    sources = {a for op, args in build if op == "COPY" for a in args.split()[:-1]}
+    assert sources == set(SOURCES)
+    assert any(op == "RUN" and "pip wheel" in args and "--no-deps" in args for op, args in build)
+    (stage_name,) = [args.split()[-1] for op, args in build if op == "FROM"]
+    assert any(op == "COPY" and f"--from={stage_name}" in args for op, args in final)
+    installs = [args for op, args in final if op == "RUN" and "pip install" in args]
+    assert installs and not any(" -e " in f" {args} " or "--editable" in args for args in installs)
+    # The working directory must hold no app/ (python -m would import it ahead of the install).
+    assert not any(op == "COPY" and args.split()[0] in ("app", ".") for op, args in final)
 
 
 def test_dockerfile_healthcheck_and_port_match_the_config() -> None:

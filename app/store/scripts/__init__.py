@@ -3,7 +3,3 @@
 ``<name>.py`` here mirrors ``lua/<name>.lua`` line for line where it can: ``run(db, keys, args)``
 takes a ``MemoryDB`` and returns what the script returns, as redis-py hands it over (bytes, not str).
 """
-
-from pathlib import Path
-
-LUA_DIR = Path(__file__).resolve().parents[3] / "lua"
