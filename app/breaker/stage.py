@@ -41,7 +41,7 @@ class CircuitBreakerStage(Stage):
         self.section = section
 
     def breakers_for(self, route: Route) -> RouteBreakers:
-        found: RouteBreakers | None = route.compiled.get("breakers")
+        found: RouteBreakers | None = route.compiled.breakers
         if found is None:
             config = route.spec.circuit_breaker or self.section.default
             targets = route.balancer.targets
@@ -50,7 +50,7 @@ class CircuitBreakerStage(Stage):
             else:
                 found = RouteBreakers(None, {t.url: self.manager.get_circuit_breaker(
                     target_breaker_name(route.key, t.url), config) for t in targets})
-            route.compiled["breakers"] = found
+            route.compiled.breakers = found
         return found
 
     def applies_to(self, route: Route | None) -> bool:
@@ -59,7 +59,7 @@ class CircuitBreakerStage(Stage):
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
         if route is None or not self.section.enabled:
             return None
-        breakers: RouteBreakers = route.compiled.get("breakers") or self.breakers_for(route)
+        breakers: RouteBreakers = route.compiled.breakers or self.breakers_for(route)
         single = breakers.single
         if single is not None:
             # A CLOSED circuit admits from memory, without a coroutine.

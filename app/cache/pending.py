@@ -30,7 +30,7 @@ class Pending:
 def cache_request(ex: Exchange, route: Route) -> CacheRequest:
     # The client's schema version is part of the key: a route's transform says where it is
     # (header or path segment); without one, the seed's X-API-Version header.
-    transform = route.compiled.get("transform")
+    transform = route.compiled.transform
     if transform is not None:
         version = transform.client_version(ex.headers, ex.path)
     else:

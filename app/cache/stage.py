@@ -119,7 +119,7 @@ class CacheStage(Stage):
             except StoreError as error:
                 return self._bypass(ex, route, pending, error)
         code = reply[0]
-        if code == STALE and reply[1] == 1 and route.compiled.get("transform") is not None:
+        if code == STALE and reply[1] == 1 and route.compiled.transform is not None:
             # A background refresh would skip the route's transform: refresh in this request instead.
             code = MISS
         if code == HIT or code == STALE:
@@ -189,11 +189,11 @@ class CacheStage(Stage):
             ex.response_headers.append((X_CACHE, how))
             if pending is not None:
                 pending.header_at = len(ex.response_headers) - 1
-        counters = route.compiled.get("cache_lookups")
+        counters = route.compiled.cache_lookups
         if counters is None:
             # The children's value objects: Counter.inc would check on every call that a child
             # from labels() is observable, which it always is.
-            counters = route.compiled["cache_lookups"] = {
+            counters = route.compiled.cache_lookups = {
                 value: CACHE_LOOKUPS.labels(route.key, label)._value.inc for value, label in _LABELS.items()}
         counters[how](1)
 

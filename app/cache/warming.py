@@ -55,7 +55,7 @@ class CacheWarmer:
         if route is None or not route.spec.cache.enabled:
             log.warning("cache.warm: no caching GET route for %s", target)
             return 60.0
-        if route.compiled.get("transform") is not None:
+        if route.compiled.transform is not None:
             log.warning("cache.warm: %s is on a route with a transform; not warmed", target)
             return 3600.0
         ex = Exchange(method="GET", path=path, raw_path=path.encode(), query_string=query.encode(),

@@ -77,9 +77,9 @@ class ProxyApp:
         if route is None:
             metrics = NO_ROUTE
         else:
-            metrics = route.compiled.get("metrics")
+            metrics = route.compiled.metrics
             if metrics is None:
-                metrics = route.compiled["metrics"] = RouteMetrics(route.key)
+                metrics = route.compiled.metrics = RouteMetrics(route.key)
         metrics.observe(status, seconds, ex.backend_seconds)
         if self.access_log is not None:
             self.access_log.record(ex, status, seconds)

@@ -123,7 +123,7 @@ HEALTH_CHECKS = Counter("apigw_health_checks_total", "Active health-check probes
 
 
 class RouteMetrics:
-    """One route's series, found once: the proxy keeps one in ``Route.compiled["metrics"]``."""
+    """One route's series, found once: the proxy keeps one in ``Route.compiled.metrics``."""
 
     __slots__ = ("route", "_by_status", "_overhead", "_backend")
 

@@ -33,6 +33,7 @@ from app.breaker.manager import CircuitBreakerManager
 from app.breaker.stage import CircuitBreakerStage
 from app.cache_manager import ApiCacheManager, CacheStage
 from app.config import GatewayConfig
+from app.pipeline.compiled import CompiledRoute
 from app.pipeline.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
 from app.breaker.health import HealthChecker
 from app.observability.metrics import STORE_ERRORS, STORE_ROUND_TRIPS
@@ -95,20 +96,20 @@ class ApiGatewayOrchestrator:
         # The stages that run for requests that matched no route (each route compiles its own plan).
         self.unrouted_plan = self._plan_for(None)
         # Built after the stages: compiling a route picks the stages that apply to it.
-        self.router = ApiGatewayRouter(self.config.router.routes, enabled=self.config.enabled,
-                                       on_change=self._compile_route)
+        self.router: ApiGatewayRouter[CompiledRoute] = ApiGatewayRouter(
+            self.config.router.routes, enabled=self.config.enabled, compile=self._compile_route)
         self.router.status_reporters["circuits"] = self.circuit_breaker_manager.get_all_stats
         # Active health checks of the targets of routes with health_check (a background task).
         self.health_checker = HealthChecker(self.router, self.store, lambda: self.upstream.session)
 
-    def _compile_route(self, route: Route) -> None:
+    def _compile_route(self, route: Route[CompiledRoute]) -> CompiledRoute:
         spec = route.spec
-        route.compiled["timeout"] = client_timeout(spec.timeout.connect, spec.timeout.read)
-        route.compiled["max_body"] = spec.max_body_size or self.config.server.max_body_size
-        route.compiled["retry"] = RetryPolicy.for_route(spec.retry, route.key)
-        if spec.transform is not None:
-            route.compiled["transform"] = CompiledTransform(spec.transform)
-        route.compiled["stages"] = self._plan_for(route)
+        return CompiledRoute(
+            stages=self._plan_for(route),
+            timeout=client_timeout(spec.timeout.connect, spec.timeout.read),
+            max_body=spec.max_body_size or self.config.server.max_body_size,
+            retry=RetryPolicy.for_route(spec.retry, route.key),
+            transform=CompiledTransform(spec.transform) if spec.transform is not None else None)
 
     def insert_stage(self, index: int, stage: Stage) -> None:
         """Add a stage after construction (a test's stand-in, a plugin): every route's plan is
@@ -116,12 +117,12 @@ class ApiGatewayOrchestrator:
         self.stages.insert(index, stage)
         self.unrouted_plan = self._plan_for(None)
         for route in self.router.routes:
-            route.compiled["stages"] = self._plan_for(route)
+            route.compiled.stages = self._plan_for(route)
 
-    def _plan_for(self, route: Route | None) -> StagePlan:
+    def _plan_for(self, route: Route[CompiledRoute] | None) -> StagePlan:
         return StagePlan.of(stage for stage in self.stages if stage.applies_to(route))
 
-    def _match_route(self, path: str, method: str) -> Route | None:
+    def _match_route(self, path: str, method: str) -> Route[CompiledRoute] | None:
         found = self.router.match(path, method)
         return found.route if found is not None else None
 
@@ -154,7 +155,7 @@ class ApiGatewayOrchestrator:
             return early
         if route is None:
             return error_reply(404, "no route", method=ex.method, path=ex.path)
-        transform: CompiledTransform | None = route.compiled.get("transform")
+        transform = route.compiled.transform
         if transform is not None:
             refused = await transform_request(ex, route, transform)
             if refused is not None:
@@ -163,7 +164,7 @@ class ApiGatewayOrchestrator:
         reply = await self._forward(ex, route)
         if transform is not None and reply.from_backend:
             reply = await transform_reply(ex, route, transform, reply)
-        if route.compiled["stages"].completing:
+        if route.compiled.stages.completing:
             await self._complete(ex, route, reply)
         if reply.status in _FAILURE_STATUSES:
             stale = self._stale_instead(ex, route)
@@ -173,10 +174,10 @@ class ApiGatewayOrchestrator:
                 return stale
         return reply
 
-    def _stages_for(self, route: Route | None) -> StagePlan:
-        return route.compiled["stages"] if route is not None else self.unrouted_plan
+    def _stages_for(self, route: Route[CompiledRoute] | None) -> StagePlan:
+        return route.compiled.stages if route is not None else self.unrouted_plan
 
-    async def _admit(self, ex: Exchange, route: Route | None) -> Reply | None:
+    async def _admit(self, ex: Exchange, route: Route[CompiledRoute] | None) -> Reply | None:
         """Rate limit, cache lookup, circuit check: every store read in one round trip."""
         plan = self._stages_for(route)
         calls = [stage.admission_call(ex, route) for stage in plan.asking]
@@ -190,9 +191,9 @@ class ApiGatewayOrchestrator:
                 return early
         return None
 
-    async def _complete(self, ex: Exchange, route: Route, reply: Reply) -> None:
+    async def _complete(self, ex: Exchange, route: Route[CompiledRoute], reply: Reply) -> None:
         """Cache store and breaker outcome: every store write in one round trip (or none)."""
-        stages = route.compiled["stages"].completing
+        stages = route.compiled.stages.completing
         calls = [stage.completion_call(ex, route, reply) for stage in stages]
         if not any(calls):
             return
@@ -214,34 +215,34 @@ class ApiGatewayOrchestrator:
             return [error if call is not None else None for call in calls]
         return [next(answers) if call is not None else None for call in calls]
 
-    def _ended_early(self, ex: Exchange, route: Route | None, reply: Reply, answered_by: Stage | None = None,
-                     replies: list[Any] | None = None) -> None:
+    def _ended_early(self, ex: Exchange, route: Route[CompiledRoute] | None, reply: Reply,
+                     answered_by: Stage | None = None, replies: list[Any] | None = None) -> None:
         plan = self._stages_for(route)
         for stage, index in plan.ending:
             if stage is not answered_by:
                 stage.ended_early(ex, route, reply, plan.reply_of(replies, index))
 
-    def _stale_instead(self, ex: Exchange, route: Route) -> Reply | None:
-        for stage in route.compiled["stages"].stale:
+    def _stale_instead(self, ex: Exchange, route: Route[CompiledRoute]) -> Reply | None:
+        for stage in route.compiled.stages.stale:
             stale = stage.stale_reply(ex, route)
             if stale is not None:
                 return stale
         return None
 
-    async def _forward(self, ex: Exchange, route: Route) -> Reply:
+    async def _forward(self, ex: Exchange, route: Route[CompiledRoute]) -> Reply:
         """Send the request to a target (the one the circuit check chose, if it did), retried as
         the route's policy allows; ``ex.notes["backend"]`` tells the later stages how it went."""
         target = ex.notes.get("target") or route.balancer.next_target()
         if target is None:
             return error_reply(503, "no healthy target", route=route.key)
-        limit: int = route.compiled["max_body"]
+        limit = route.compiled.max_body
         try:
             body = await request_body(ex, limit)
         except BodyTooLarge:
             return error_reply(413, "request body too large", limit=limit)
         url = backend_url(target.url, self._upstream_path(ex, route), ex.query_string.decode("latin-1"))
         headers = self._request_headers(ex)
-        policy = None if ex.notes.get("no_retry") else route.compiled["retry"]
+        policy = None if ex.notes.get("no_retry") else route.compiled.retry
         if policy is None:
             reply, backend = await self._attempt(ex, route, url, headers, body, limit)
         else:
@@ -252,12 +253,13 @@ class ApiGatewayOrchestrator:
         ex.notes["backend"] = backend
         return reply
 
-    async def _attempt(self, ex: Exchange, route: Route, url: URL, headers: list[tuple[str, str]],
-                       body: bytes | AsyncIterator[bytes] | None, limit: int) -> tuple[Reply, BackendCall | None]:
+    async def _attempt(self, ex: Exchange, route: Route[CompiledRoute], url: URL,
+                       headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None,
+                       limit: int) -> tuple[Reply, BackendCall | None]:
         """One try; the BackendCall is None when the request never reached the backend."""
         sent = perf_counter()
         try:
-            response = await self.upstream.send(ex.method, url, headers, body, route.compiled["timeout"])
+            response = await self.upstream.send(ex.method, url, headers, body, route.compiled.timeout)
         except UpstreamError as error:
             ex.backend_seconds += perf_counter() - sent
             if ex.notes.get("body_too_large"):
@@ -272,7 +274,7 @@ class ApiGatewayOrchestrator:
         status = None if reply.status != response.status else response.status
         return reply, BackendCall(status, perf_counter() - sent)
 
-    async def _reply_from(self, response: aiohttp.ClientResponse, route: Route,
+    async def _reply_from(self, response: aiohttp.ClientResponse, route: Route[CompiledRoute],
                           read_up_to: int = SMALL_BODY) -> Reply:
         headers = forwardable_response_headers(response.raw_headers)
         length = response.content_length
@@ -291,7 +293,7 @@ class ApiGatewayOrchestrator:
     # -- request pieces -------------------------------------------------------------------------
 
     @staticmethod
-    def _upstream_path(ex: Exchange, route: Route) -> str:
+    def _upstream_path(ex: Exchange, route: Route[CompiledRoute]) -> str:
         path = ex.raw_path.decode("latin-1")
         if route.spec.strip_prefix and route.is_prefix and route.prefix:
             path = path[len(route.prefix):] or "/"

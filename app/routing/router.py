@@ -11,11 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from app.config import RouteSpec, TargetSpec
 
 ANY_METHOD = "*"
+
+# What the router's owner compiles from a route's spec to serve it (the pipeline's
+# app.pipeline.compiled.CompiledRoute). The router carries it without knowing it, so routing stays
+# below the pipeline that reads it.
+Compiled = TypeVar("Compiled")
 
 
 @dataclass(eq=False)
@@ -65,16 +70,17 @@ class LoadBalancer:
 
 
 @dataclass(eq=False)
-class Route:
-    """A compiled route: its config, its targets' balancer, and what components compiled from it."""
+class Route(Generic[Compiled]):
+    """A compiled route: its config, its targets' balancer, and what its router's owner compiled from it."""
 
     spec: RouteSpec
     balancer: LoadBalancer
     # Literal segments, and "{name}" for parameters; "*" last for a prefix route.
     segments: tuple[str, ...]
     is_prefix: bool
-    # Per-component structures compiled once from the spec (e.g. "transform"), read per request.
-    compiled: dict[str, Any] = field(default_factory=dict)
+    # Made once from the spec by the router's ``compile`` when the route is built, read per request;
+    # never set on a router without one (a library router that only matches).
+    compiled: Compiled = field(init=False, repr=False)
     # The spec's key and methods, which it computes on each access (read several times per request).
     key: str = field(init=False)
     methods: tuple[str, ...] = field(init=False)
@@ -84,7 +90,7 @@ class Route:
         self.methods = self.spec.methods
 
     @classmethod
-    def from_spec(cls, spec: RouteSpec) -> Route:
+    def from_spec(cls, spec: RouteSpec) -> Route[Any]:
         segments = tuple(s for s in spec.path.split("/") if s)
         is_prefix = bool(segments) and segments[-1] == "*"
         if is_prefix:
@@ -107,8 +113,8 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
-class RouteMatch:
-    route: Route
+class RouteMatch(Generic[Compiled]):
+    route: Route[Compiled]
     params: dict[str, str]
 
 
@@ -221,27 +227,27 @@ class RouteManager:
         return _pick(node.prefix_routes, method) if node.prefix_routes else None
 
 
-class ApiGatewayRouter:
+class ApiGatewayRouter(Generic[Compiled]):
     """The seed's router: routes and targets, and the lookups the proxy makes."""
 
     def __init__(self, routes: Iterable[RouteSpec] = (), enabled: bool = True,
-                 on_change: Callable[[Route], None] | None = None) -> None:
+                 compile: Callable[[Route[Compiled]], Compiled] | None = None) -> None:
         self.enabled = enabled
         self.route_manager = RouteManager()
-        # Components compile their per-route structures here (see Route.compiled).
-        self._on_change = on_change
+        # Makes each route's ``compiled`` (the pipeline's per-route structures) when it is built.
+        self._compile = compile
         # Sections that components add to get_health_status (name -> a call returning its report).
         self.status_reporters: dict[str, Callable[[], Any]] = {}
         self.replace_routes(routes)
 
-    def _build(self, spec: RouteSpec) -> Route:
-        route = Route.from_spec(spec)
-        if self._on_change is not None:
-            self._on_change(route)
+    def _build(self, spec: RouteSpec) -> Route[Compiled]:
+        route: Route[Compiled] = Route.from_spec(spec)
+        if self._compile is not None:
+            route.compiled = self._compile(route)
         return route
 
     def add_route(self, path: str, method: str | list[str] = ANY_METHOD, target: str | None = None,
-                  weight: int = 100, **extensions: Any) -> Route:
+                  weight: int = 100, **extensions: Any) -> Route[Compiled]:
         """Add a route, or a target to the route already at (path, method): repeated calls with
         several targets make one load-balanced route, as the seed's weighted routing implies."""
         spec = RouteSpec(path=path, method=method, target=target, weight=weight, **extensions)  # type: ignore[arg-type]
@@ -255,7 +261,7 @@ class ApiGatewayRouter:
                 spec = merged
         return self.add(spec)
 
-    def add(self, spec: RouteSpec) -> Route:
+    def add(self, spec: RouteSpec) -> Route[Compiled]:
         route = self._build(spec)
         self.route_manager.put(route)
         return route
@@ -284,10 +290,10 @@ class ApiGatewayRouter:
         self.route_manager.replace_all(routes)
 
     @property
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[Route[Compiled]]:
         return self.route_manager.routes
 
-    def match(self, path: str, method: str) -> RouteMatch | None:
+    def match(self, path: str, method: str) -> RouteMatch[Compiled] | None:
         if not self.enabled:
             return None
         return self.route_manager.match(path, method.upper())

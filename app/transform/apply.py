@@ -25,7 +25,7 @@ async def transform_request(ex: Exchange, route: Route, transform: CompiledTrans
     ex.query_string = transform.query(ex.query_string)
     if not transform.has_request_body_rules:
         return None
-    limit: int = route.compiled["max_body"]
+    limit: int = route.compiled.max_body
     try:
         body = ex.body if ex.body is not None else await read_body(ex, limit)
         ex.body = transform.request_body(body, version)
@@ -42,7 +42,7 @@ async def transform_reply(ex: Exchange, route: Route, transform: CompiledTransfo
     reply.headers = transform.response_headers(reply.headers)
     if not transform.has_response_body_rules:
         return reply
-    limit: int = route.compiled["max_body"]
+    limit: int = route.compiled.max_body
     if reply.stream is not None:
         try:
             body = await read_response_limited(reply.stream, limit)

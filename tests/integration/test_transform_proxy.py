@@ -110,7 +110,7 @@ def test_rule_that_raises_is_400_naming_the_rule(backend: BackendServer) -> None
     orchestrator = ApiGatewayOrchestrator()
     route = orchestrator.router.add_route("/echo-json", "POST", backend.url,
                                           transform={"request_rules": [{"op": "uppercase", "field": "name"}]})
-    compiled = route.compiled["transform"]
+    compiled = route.compiled.transform
 
     def explode(value: object) -> object:
         raise ValueError("boom")

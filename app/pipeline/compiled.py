@@ -1,0 +1,47 @@
+"""What the pipeline makes of a route's spec: built once when the route changes, read per request.
+
+The router keeps it as ``Route.compiled`` (``Route[CompiledRoute]``) and builds it through the
+orchestrator's ``_compile_route``. Each field says who fills it and who reads it; a stage keeps
+the per-route structures it makes on first use here too, so that a request finds them with one
+attribute lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from app.breaker.stage import RouteBreakers
+from app.observability.metrics import RouteMetrics
+from app.pipeline.retry import RetryPolicy
+from app.pipeline.stage import StagePlan
+from app.transform.compiled import CompiledTransform
+
+
+@dataclass(slots=True)
+class CompiledRoute:
+    # The stages that apply to the route, sorted by hook. Filled by the orchestrator
+    # (_compile_route, and again by insert_stage); read by the orchestrator on every request.
+    stages: StagePlan
+    # The backend call's connect and read timeouts. Filled by the orchestrator; read by its
+    # _attempt (UpstreamClient.send).
+    timeout: aiohttp.ClientTimeout
+    # The largest request body forwarded, and body transformed. Filled by the orchestrator (the
+    # route's max_body_size, else the server's); read by its _forward and by app.transform.apply.
+    max_body: int
+    # None: no retries. Filled by the orchestrator; read by its _forward.
+    retry: RetryPolicy | None
+    # The route's transform, None without one. Filled by the orchestrator; read by the orchestrator
+    # (request and answer), and by the cache (app/cache/pending.py: the client's version is part of
+    # the key; stage.py and warming.py: no background fetch skips it).
+    transform: CompiledTransform | None = None
+    # The route's circuit breakers. Filled on first use by the breaker stage (breakers_for), which
+    # reads it per request; the admin API's circuit list fills it for routes no request used yet.
+    breakers: RouteBreakers | None = None
+    # The cache stage's lookup counters by X-Cache verdict (the prometheus children's inc). Filled
+    # on first use and read by the cache stage.
+    cache_lookups: dict[bytes, Callable[[float], None]] | None = None
+    # The route's request series. Filled on first use and read by the proxy (app.edge.proxy).
+    metrics: RouteMetrics | None = None
