@@ -279,6 +279,14 @@ class RedisSection(_Section):
     retry_after_failure: float = Field(default=0.5, gt=0)
 
 
+class PathsSection(_Section):
+    """How request paths are normalised before routing (app/edge/paths.py)."""
+
+    merge_slashes: bool = True
+    # %2F and %5C in a path: refused with 400, or forwarded as they came and never decoded for matching.
+    encoded_slash: Literal["reject", "pass"] = "reject"
+
+
 class ServerSection(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -287,6 +295,7 @@ class ServerSection(_Section):
     upstream_keepalive: float = Field(default=30.0, gt=0)
     # One JSON line per request on stdout (app/observability/access_log.py), written off the request path.
     access_log: bool = True
+    paths: PathsSection = PathsSection()
 
 
 class AdminSection(_Section):

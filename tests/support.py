@@ -146,15 +146,13 @@ class GatewayThread(ThreadServer):
 
     def __init__(self, config: Any) -> None:
         super().__init__()
-        from app.edge.http_protocol import GatewayHttpProtocol
+        from app.edge.listener import uvicorn_config
         from app.edge.server import Gateway
 
         self.gateway = Gateway(config)
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(
-            self.gateway, host="127.0.0.1", port=self.port, loop="asyncio", http=GatewayHttpProtocol,
-            lifespan="on", access_log=False, log_level="warning", proxy_headers=False,
-            date_header=False, server_header=False))
+        self.server = uvicorn.Server(uvicorn_config(self.gateway, "127.0.0.1", self.port, loop="asyncio",
+                                                    log_level="warning"))
 
     @property
     def url(self) -> str:

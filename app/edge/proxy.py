@@ -17,6 +17,7 @@ from app.observability.access_log import AccessLog
 from app.pipeline.exchange import Exchange, Reply, error_reply
 from app.observability.metrics import NO_ROUTE, RouteMetrics
 from app.edge.bodies import ClientGone
+from app.edge.paths import RECEIVED_PATH
 from app.pipeline.orchestrator import ApiGatewayOrchestrator
 
 log = logging.getLogger("apigw.proxy")
@@ -38,6 +39,7 @@ def exchange_from_scope(scope: Scope, receive: Any) -> Exchange:
         client_addr=client[0] if client else "unknown",
         scheme=scope.get("scheme", "http"),
         receive=receive,
+        received_path=scope.get(RECEIVED_PATH),
     )
     claimed = ex.header(b"x-request-id")
     if claimed:

@@ -11,7 +11,7 @@ dropped and counted, and the count is logged.
 A line::
 
     {"time": "2026-11-26T08:30:00.123Z", "request_id": "…", "client": "ip:127.0.0.1", "method": "GET",
-     "path": "/api/v1/agents", "route": "agents", "status": 200, "duration_ms": 1.9,
+     "path": "/api/v1/agents", "received_path": "/api/v1/agents", "route": "agents", "status": 200, "duration_ms": 1.9,
      "backend_ms": 1.2, "overhead_ms": 0.7, "cache": "MISS",
      "rate_limit": {"limit": 60, "remaining": 59, "outcome": "allowed"}}
 """
@@ -55,6 +55,8 @@ def document(wall: float, ex: Exchange, status: int, seconds: float) -> dict[str
         "client": ex.client_id or f"ip:{ex.client_addr}",
         "method": ex.method,
         "path": ex.path,
+        # As the client sent it: the normalised path above is what was routed and forwarded.
+        "received_path": (ex.received_path or ex.raw_path).decode("latin-1"),
         "route": route.key if route is not None else None,
         "status": status,
         "duration_ms": round(seconds * 1000, 3),

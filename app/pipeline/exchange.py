@@ -51,6 +51,8 @@ class Exchange:
     route: Any = None
     # Seconds spent waiting for backends (all attempts), so the gateway's own time is the rest.
     backend_seconds: float = 0.0
+    # The path as the client sent it, when the edge's normalising changed it (for the access log).
+    received_path: bytes | None = None
     # ``headers`` by name, first value of each, made on the first ``header`` call (one pass in C
     # instead of a scan per lookup; several stages look up several names).
     _by_name: dict[bytes, bytes] | None = field(default=None, init=False, repr=False)

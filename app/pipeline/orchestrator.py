@@ -29,6 +29,7 @@ from yarl import URL
 
 from app.control.activity import ClientActivity
 from app.edge.bodies import SMALL_BODY, BodyTooLarge, request_body
+from app.edge.paths import strip_segments
 from app.breaker.manager import CircuitBreakerManager
 from app.breaker.stage import CircuitBreakerStage
 from app.cache_manager import ApiCacheManager, CacheStage
@@ -295,10 +296,9 @@ class ApiGatewayOrchestrator:
     @staticmethod
     def _upstream_path(ex: Exchange, route: Route[CompiledRoute]) -> str:
         path = ex.raw_path.decode("latin-1")
-        if route.spec.strip_prefix and route.is_prefix and route.prefix:
-            path = path[len(route.prefix):] or "/"
-            if not path.startswith("/"):
-                path = "/" + path
+        if route.spec.strip_prefix and route.is_prefix and route.segments:
+            # Whole segments, as many as the route's prefix has (a parameter is one).
+            path = strip_segments(path, len(route.segments))
         return path
 
     @staticmethod

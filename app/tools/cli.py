@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from app.config import ConfigError, GatewayConfig, load_config, parse_config
-from app.edge.http_protocol import GatewayHttpProtocol
+from app.edge.listener import uvicorn_config
 from app.edge.server import Gateway
 from app.store.script_sources import ScriptsMissing
 
@@ -21,13 +21,7 @@ EXIT_BAD_CONFIG = 2
 
 
 def _uvicorn_config(app: Gateway, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
-    return uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", http=GatewayHttpProtocol, lifespan="on",
-        access_log=False, log_level=log_level, server_header=False, date_header=False,
-        # Client identity and X-Forwarded-For trust are the gateway's own decisions (trusted_proxies).
-        proxy_headers=False,
-        # Above the usual load balancer idle timeout (60 s), so the LB never reuses a closed connection.
-        timeout_keep_alive=75)
+    return uvicorn_config(app, host, port, log_level=log_level)
 
 
 def _load_or_exit(path: str | None) -> GatewayConfig:

@@ -22,7 +22,7 @@ def _exchange(request_id: str = "r1") -> Exchange:
 def test_a_line_says_who_what_and_how_it_went() -> None:
     line = document(1764145800.1234, _exchange(), 200, 0.0015)
     assert line == {"time": "2025-11-26T08:30:00.123Z", "request_id": "r1", "client": "ip:10.0.0.1", "method": "GET",
-                    "path": "/a", "route": None, "status": 200, "duration_ms": 1.5, "backend_ms": None,
+                    "path": "/a", "received_path": "/a", "route": None, "status": 200, "duration_ms": 1.5, "backend_ms": None,
                     "overhead_ms": 1.5, "cache": "HIT", "tenant": "acme",
                     "rate_limit": {"limit": 60, "remaining": 59, "outcome": "allowed"}}
 

@@ -1,0 +1,20 @@
+"""The gateway under uvicorn: the one place its server settings are made, for the CLI and the tests."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from app.edge.http_protocol import edge_protocol
+from app.edge.server import Gateway
+
+
+def uvicorn_config(gateway: Gateway, host: str, port: int, *, loop: str = "uvloop",
+                   log_level: str = "info") -> uvicorn.Config:
+    server = gateway.config.server
+    return uvicorn.Config(
+        gateway, host=host, port=port, loop=loop, http=edge_protocol(server), lifespan="on",
+        access_log=False, log_level=log_level, server_header=False, date_header=False,
+        # Client identity and X-Forwarded-For trust are the gateway's own decisions (trusted_proxies).
+        proxy_headers=False,
+        # Above the usual load balancer idle timeout (60 s), so the LB never reuses a closed connection.
+        timeout_keep_alive=75)
