@@ -292,7 +292,10 @@ class ServerSection(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_size: int = Field(default=10 * 1024 * 1024, gt=0)
     upstream_max_connections: int = Field(default=512, gt=0)
-    upstream_keepalive: float = Field(default=30.0, gt=0)
+    # Seconds a pooled backend connection may stay idle and still be used. Below the keep-alive time
+    # of common backends (5 s for Node.js, Apache httpd, uvicorn), so that the gateway drops an idle
+    # connection before the backend closes it under a request.
+    upstream_keepalive: float = Field(default=4.0, gt=0)
     # One JSON line per request on stdout (app/observability/access_log.py), written off the request path.
     access_log: bool = True
     paths: PathsSection = PathsSection()

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from collections.abc import AsyncIterable, Iterable
+from operator import itemgetter
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from app.edge.upstream_protocol import BackendConnector
 
 # RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset({
@@ -55,6 +59,19 @@ def forwardable_request_headers(headers: Iterable[tuple[bytes, bytes]],
         if connection:
             dropped = dropped | connection_listed(connection)
     return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers if n not in dropped]
+
+
+# Control characters that HTTP/1.1 forbids in a field value (RFC 9110 section 5.5) and that the
+# client edge therefore refuses to write; aiohttp lets them through from a backend.
+_FORBIDDEN_IN_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+_value = itemgetter(1)
+
+
+def relayable(status: int, raw_headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """Whether the client edge can write this answer: a final status that HTTP/1.1 can carry
+    (200-599: a 1xx is interim, and a 101 would switch protocols) and field values without control
+    characters. The values are checked in one pass in C, joined by a tab (itself allowed)."""
+    return 200 <= status <= 599 and _FORBIDDEN_IN_VALUE.search(b"\t".join(map(_value, raw_headers))) is None
 
 
 def forwardable_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
@@ -123,8 +140,23 @@ def client_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
 
+# aiohttp itself sends these again, once, when a connection drops before their answer began
+# (RFC 9112 section 9.3.1); the client sends the others again only when they carry an
+# Idempotency-Key, which makes a second delivery harmless.
+_RESENT_BY_AIOHTTP = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# How a pooled connection fails when the backend closed it under the request: not a refused or
+# timed-out connect (ClientConnectorError is a ClientOSError too), where nothing was sent.
+_DROPPED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+def _resendable(method: str, headers: list[tuple[str, str]], body: object, error: Exception) -> bool:
+    return (method not in _RESENT_BY_AIOHTTP and not isinstance(error, aiohttp.ClientConnectorError)
+            and (body is None or isinstance(body, bytes))  # a stream, once read, cannot be sent again
+            and any(name.lower() == "idempotency-key" for name, _ in headers))
+
+
 class UpstreamClient:
-    def __init__(self, max_connections: int = 512, keepalive: float = 30.0) -> None:
+    def __init__(self, max_connections: int = 512, keepalive: float = 4.0) -> None:
         self.max_connections = max_connections
         self.keepalive = keepalive
         self._session: aiohttp.ClientSession | None = None
@@ -134,8 +166,7 @@ class UpstreamClient:
             self._open()
 
     def _open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=self.keepalive,
-                                         ttl_dns_cache=60)
+        connector = BackendConnector(limit=self.max_connections, keepalive_timeout=self.keepalive, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             # The client's own headers are forwarded; aiohttp must not add its defaults.
@@ -157,11 +188,20 @@ class UpstreamClient:
     async def send(self, method: str, url: URL, headers: list[tuple[str, str]],
                    body: bytes | AsyncIterable[bytes] | None,
                    timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        """Send the request; the response's body is left unread for the caller to stream."""
+        """Send the request; the response's body is left unread for the caller to stream. A request
+        that a dropped connection cut off before its answer began is sent again, once, on another
+        connection when that is safe (see _RESENT_BY_AIOHTTP)."""
         try:
-            return await self.session.request(
-                method, url, headers=headers, data=body, timeout=timeout,
-                allow_redirects=False, compress=None, chunked=None)
+            try:
+                return await self.session.request(
+                    method, url, headers=headers, data=body, timeout=timeout,
+                    allow_redirects=False, compress=None, chunked=None)
+            except _DROPPED as error:
+                if not _resendable(method, headers, body, error):
+                    raise
+                return await self.session.request(
+                    method, url, headers=headers, data=body, timeout=timeout,
+                    allow_redirects=False, compress=None, chunked=None)
         except (aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError, asyncio.TimeoutError) as error:
             raise UpstreamTimeout(str(error) or "timeout") from error
         except (aiohttp.ClientError, OSError) as error:

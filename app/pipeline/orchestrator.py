@@ -55,6 +55,7 @@ from app.edge.upstream import (
     client_timeout,
     forwardable_request_headers,
     forwardable_response_headers,
+    relayable,
 )
 
 log = logging.getLogger("apigw.pipeline")
@@ -277,6 +278,10 @@ class ApiGatewayOrchestrator:
 
     async def _reply_from(self, response: aiohttp.ClientResponse, route: Route[CompiledRoute],
                           read_up_to: int = SMALL_BODY) -> Reply:
+        if not relayable(response.status, response.raw_headers):
+            response.close()  # the connection may carry anything after such an answer
+            return error_reply(502, "backend answer cannot be relayed", route=route.key,
+                               backend_status=response.status)
         headers = forwardable_response_headers(response.raw_headers)
         length = response.content_length
         if length is not None and length <= read_up_to:
