@@ -1,14 +1,5 @@
 -- The cache lookup: one call per request, pipelined with the rate limit (docs/design.md: the hit's budget).
--- KEYS: 1 entry, 2 lru index, 3 stats, 4 fill lock, 5 pass marker, 6 vary record
--- ARGV: 1 mode ("0" may lock or wait, "1" final: never lock nor wait, "2" warm: peek, lock when due)
---       2 lock token, 3 lock ms, 4 the entry's index member ("<path>\0<id>", cache_set.lua),
---       5 vary names the caller keyed with,
---       6 warm margin: due when less than this share (per mille) of the entry's lifetime is left
--- Reply {code, lock, now_ms, meta, head, body}; meta = "fresh_ms swr_ms stale_ms stored_ms".
--- code: 1 HIT, 4 STALE (serve it; lock=1: this caller refreshes it), 0 MISS (lock=1: this caller
--- fills it), 2 WAIT (another caller fills it), 3 VARY (meta = the names to key with),
--- 5 FRESH (warm: nothing to do), 6 DUE (warm: lock=1 when this caller refreshes).
--- A MISS, WAIT or DUE carries the expired entry, if one is kept, for stale-if-error.
+-- KEYS, ARGV and the reply: app/cache/protocol.py.
 -- A WAIT marks the lock (its value gets a trailing "!"): only then does the filler announce the
 -- fill on the channel, so that a miss nobody waits for (the common case) sends no message.
 local t = redis.call('TIME')

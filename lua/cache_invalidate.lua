@@ -1,8 +1,5 @@
 -- Remove the entries whose request path matches: a path and everything below it, or a glob.
--- KEYS: 1 lru index, 2 expiry index, 3 path index ("<path>\0<id>", scored 0; the three share
---       members: cache_set.lua)
--- ARGV: 1 "prefix" or "glob", 2 the path (prefix) or the glob's literal head, 3 the glob,
---       4 entry key prefix
+-- KEYS, ARGV and the reply: app/cache/protocol.py.
 -- Work is proportional to the entries under the path (prefix) or the glob's literal head, read
 -- off the lexicographic path index: never a scan of the keyspace. Deleted entries are named from
 -- ARGV[4] (same hash tag, same Cluster slot; see README "Caching").

@@ -1,11 +1,6 @@
 -- Store one response: entry, indexes, fleet-wide LRU bound, lock release, waiters woken (a
 -- message only when a lookup marked the lock: someone waits; see cache_get.lua).
--- KEYS: 1 entry, 2 lru index, 3 expiry index, 4 path index, 5 fill lock, 6 vary record,
---       7 pass marker, 8 stats
--- ARGV: 1 index member ("<path>\0<id>"), 2 fresh ms, 3 stale-while-revalidate ms, 4 grace ms,
---       5 head, 6 body, 7 max entries, 8 lock token ("" none), 9 vary names ("" none),
---       10 entry key prefix, 11 channel to announce the fill on, 12 id
--- Reply: {evicted, purged}
+-- KEYS, ARGV and the reply: app/cache/protocol.py.
 -- The three indexes share their members, "<path>\0<id>": an entry found in one (the least
 -- recently read, one whose grace is over) is named in the others and its key is the prefix and
 -- the id. Eviction deletes entries named from ARGV[10] (not in KEYS): they share this script's

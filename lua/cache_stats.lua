@@ -1,7 +1,5 @@
 -- Fleet-wide cache statistics, after dropping index entries whose grace is over.
--- KEYS: 1 stats, 2 lru index, 3 expiry index, 4 path index (the three share members: cache_set.lua)
--- ARGV: 1 most index entries to drop in this call
--- Reply: {hits, misses, size, evictions}
+-- KEYS, ARGV and the reply: app/cache/protocol.py.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))) do

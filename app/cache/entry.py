@@ -1,8 +1,8 @@
-"""A stored response (``CacheEntry``) and how it is laid out in the store.
+"""A stored response (``CacheEntry``), and its head and body as the entry's hash keeps them.
 
-An entry is one Redis hash: ``t`` = "fresh_ms swr_ms stale_ms stored_ms" (read by the scripts),
-``h`` = the head, ``b`` = the body, zlib-compressed when that pays. Status, headers and body live
-and expire together. The head is JSON [status, compressed, age, vary, metadata], a newline, then
+An entry is one Redis hash (app/cache/protocol.py): ``t`` its times, read by the scripts; ``h`` the
+head and ``b`` the body, zlib-compressed when that pays, both opaque to the scripts. Status, headers
+and body live and expire together. The head is JSON [status, compressed, age, vary, metadata], a newline, then
 the headers as they are sent, names and values joined by NUL bytes: a hit turns that into the
 header list with two C calls (HTTP field values never hold NUL, CR or LF; orjson never writes a
 newline).
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from app.cache.protocol import EntryTimes
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -44,10 +46,6 @@ class CacheEntry:
     def age(self) -> int:
         """RFC 9111 4.2.3: the age it arrived with plus the time it spent here."""
         return self.initial_age + max(0, int(self.now - self.stored_at))
-
-    @property
-    def is_fresh(self) -> bool:
-        return self.now < self.fresh_until
 
     @property
     def value(self) -> Any:
@@ -80,43 +78,24 @@ def read_head(head: bytes) -> tuple[int, RawHeaders, bool, int, list[str], dict[
     return status, list(zip(parts, parts)), compressed, age, vary, metadata
 
 
-def read_answer(now_ms: int, meta: bytes, head: bytes) -> tuple[int, RawHeaders, bool, int]:
+def read_answer(head: bytes, stored_ms: int, now_ms: int) -> tuple[int, RawHeaders, bool, int]:
     """What an answer from the cache needs: status, headers, whether the body is compressed, and
     its Age (RFC 9111 4.2.3: the age it arrived with plus the whole seconds it spent here)."""
     info, _, block = head.partition(b"\n")
     status, compressed, age, _, _ = orjson.loads(info)
     parts = iter(block.split(b"\0"))
-    stored = int(meta[meta.rindex(b" ") + 1:])
-    return status, list(zip(parts, parts)), compressed, age + max(0, now_ms - stored) // 1000
+    return status, list(zip(parts, parts)), compressed, age + max(0, now_ms - stored_ms) // 1000
 
 
 async def inflate(body: bytes) -> bytes:
     return await asyncio.to_thread(zlib.decompress, body) if len(body) > _INFLATE_IN_THREAD else zlib.decompress(body)
 
 
-def _meta(raw: bytes) -> tuple[int, int, int, int]:
-    fresh, swr, stale, stored = raw.split(b" ")
-    return int(fresh), int(swr), int(stale), int(stored)
-
-
-async def decode_entry(key: str, now_ms: int, meta: bytes, head: bytes, body: bytes) -> CacheEntry:
-    entry, compressed = _decode(key, now_ms, meta, head, body)
+async def decode_entry(key: str, times: EntryTimes, now_ms: int, head: bytes, body: bytes) -> CacheEntry:
+    status, headers, compressed, age, vary, metadata = read_head(head)
+    entry = CacheEntry(key=key, status=status, headers=headers, body=body, stored_at=times.stored_ms / 1000,
+                       fresh_until=times.fresh_ms / 1000, stale_until=times.stale_ms / 1000, now=now_ms / 1000,
+                       metadata=metadata, initial_age=age, vary=tuple(vary))
     if compressed:
         entry.body = await inflate(body)
     return entry
-
-
-def decode_entry_sync(key: str, now_ms: int, meta: bytes, head: bytes, body: bytes) -> CacheEntry:
-    entry, compressed = _decode(key, now_ms, meta, head, body)
-    if compressed:
-        entry.body = zlib.decompress(body)
-    return entry
-
-
-def _decode(key: str, now_ms: int, meta: bytes, head: bytes, body: bytes) -> tuple[CacheEntry, bool]:
-    fresh, _swr, stale, stored = _meta(meta)
-    status, headers, compressed, age, vary, metadata = read_head(head)
-    entry = CacheEntry(key=key, status=status, headers=headers, body=body, stored_at=stored / 1000,
-                       fresh_until=fresh / 1000, stale_until=stale / 1000, now=now_ms / 1000,
-                       metadata=metadata, initial_age=age, vary=tuple(vary))
-    return entry, bool(compressed)

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from app.cache.manager import PASS_MS, ApiCacheManager
+from app.cache.manager import ApiCacheManager
 from app.cache.pending import Pending
 from app.cache.policy import StoreDecision
+from app.cache.protocol import release_call
 from app.cache.singleflight import FillWaiters
 from app.cache.tee import TeeResponse
 from app.cache.vary_hints import VaryHints
@@ -26,12 +27,16 @@ from app.store import ScriptCall, StoreError
 
 log = logging.getLogger("apigw.cache")
 
+# After an answer that cannot be kept, requests for it skip the fill lock for this long.
+PASS_MS = 10_000
+
 
 class Filler:
     def __init__(self, manager: ApiCacheManager, waiters: FillWaiters, hints: VaryHints) -> None:
         self.manager = manager
         self.settings = manager.settings
         self.store = manager.store
+        self.keys = manager.keys
         self.waiters = waiters
         self.hints = hints
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -62,7 +67,7 @@ class Filler:
                 return None
             # A failure may pass; anything else will not be kept next time either: skip the lock.
             pass_ms = 0 if reply.status >= 500 else PASS_MS
-            return self.manager.release_call(pending.entry_id, pending.token, pass_ms)
+            return release_call(self.keys, pending.entry_id, pending.token, pass_ms)
         return self._store_call(pending, decision, reply.status, reply.body)
 
     def _store_call(self, pending: Pending, decision: StoreDecision, status: int, body: bytes) -> ScriptCall:
@@ -86,8 +91,8 @@ class Filler:
         def abandon(too_large: bool) -> None:
             if pending.holds_lock:
                 pass_ms = PASS_MS if too_large else 0
-                self.spawn(self._write_later(pending, self.manager.release_call(
-                    pending.entry_id, pending.token, pass_ms)))
+                call = release_call(self.keys, pending.entry_id, pending.token, pass_ms)
+                self.spawn(self._write_later(pending, call))
 
         reply.stream = TeeResponse(reply.stream, self.settings.max_body_size, complete, abandon)  # type: ignore[assignment]
 
@@ -103,7 +108,7 @@ class Filler:
     async def release_quietly(self, pending: Pending) -> None:
         """Give the fill lock back (its waiters look again), whatever the store says."""
         try:
-            await self.store.run(self.manager.release_call(pending.entry_id, pending.token, 0))
+            await self.store.run(release_call(self.keys, pending.entry_id, pending.token, 0))
         except StoreError:
             pass
         self.waiters.wake(pending.entry_id)

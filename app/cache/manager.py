@@ -1,8 +1,9 @@
 """``ApiCacheManager``: the seed's library API, and the store calls the pipeline stage batches.
 
-Every shared-state change is one script (lua/cache_*.lua): a lookup reads the entry and, in the
-same call, updates the fleet-wide LRU order and counters, and takes the fill lock on a miss; a
-store writes the entry, its indexes, enforces ``max_size`` and releases the lock.
+Every shared-state change is one script (lua/cache_*.lua, called through app/cache/protocol.py): a
+lookup reads the entry and, in the same call, updates the fleet-wide LRU order and counters, and
+takes the fill lock on a miss; a store writes the entry, its indexes, enforces ``max_size`` and
+releases the lock.
 """
 
 from __future__ import annotations
@@ -15,19 +16,13 @@ from urllib.parse import urlencode
 
 import orjson
 
+from app.cache import protocol
 from app.cache.entry import CacheEntry, decode_entry, encode_body, encode_head
-from app.cache.keys import CacheKeys
-from app.cache.policy import CacheRequest, CacheStrategy, DefaultCacheStrategy, StoreDecision, vary_names
+from app.cache.policy import CacheRequest, CacheStrategy, DefaultCacheStrategy, StoreDecision
+from app.cache.protocol import FINAL, HIT, STALE, VARY, CacheKeys, lookup_reply, stats_reply
 from app.config import CacheSection
 from app.store import MemoryStore, ScriptCall, Store
 
-# Lookup modes (lua/cache_get.lua).
-MAY_LOCK, FINAL, WARM = "0", "1", "2"
-# Lookup reply codes.
-MISS, HIT, WAIT, VARY, STALE, FRESH, DUE = 0, 1, 2, 3, 4, 5, 6
-# After an answer that cannot be kept, requests for it skip the fill lock for this long.
-PASS_MS = 10_000
-_GLOB = frozenset("*?[")
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -38,11 +33,6 @@ _TOKEN_PREFIX = os.urandom(6).hex()
 def new_token() -> str:
     """A fill-lock token, unique across the fleet (a random prefix per process, then a counter)."""
     return f"{_TOKEN_PREFIX}{next(_TOKENS):x}"
-
-
-def index_member(path: str, entry_id: str) -> str:
-    """How the LRU, expiry and path indexes name an entry: "<path>\0<id>" (lua/cache_set.lua)."""
-    return path.replace("\0", "") + "\0" + entry_id
 
 
 def load_strategy(settings: CacheSection) -> CacheStrategy:
@@ -105,15 +95,14 @@ class ApiCacheManager:
     async def invalidate(self, pattern: str) -> int:
         """Remove the entries whose request path matches ``pattern``: a glob (``*``, ``?``,
         ``[...]``), or a path, which covers that path and everything below it. Answers how many."""
-        return int((await self.store.run(self.invalidate_call(pattern)))[0])
+        return int((await self.store.run(protocol.invalidate_call(self.keys, pattern)))[0])
 
     async def get_stats(self) -> dict[str, Any]:
         """Fleet-wide: the same numbers from every replica."""
-        k = self.keys
-        hits, misses, size, _evictions = await self.store.call(
-            "cache_stats", [k.stats, k.lru, k.exp, k.paths], [self.settings.max_size])
-        looked = hits + misses
-        return {"hits": hits, "misses": misses, "hit_rate": hits / looked if looked else 0.0, "size": size}
+        stats = stats_reply((await self.store.run(protocol.stats_call(self.keys, self.settings.max_size)))[0])
+        looked = stats.hits + stats.misses
+        return {"hits": stats.hits, "misses": stats.misses, "hit_rate": stats.hits / looked if looked else 0.0,
+                "size": stats.size}
 
     async def clear(self) -> int:
         return await self.invalidate("/")
@@ -126,14 +115,16 @@ class ApiCacheManager:
         entry_id = self.strategy.cache_key(request)
         base_id = entry_id
         for _ in range(2):
-            reply = (await self.store.run(self.lookup_call(request.path, entry_id, base_id, names, FINAL)))[0]
-            if reply[0] != VARY:
+            reply = lookup_reply((await self.store.run(self.lookup_call(request.path, entry_id, base_id, names,
+                                                                        FINAL)))[0])
+            if reply.code != VARY:
                 break
-            names = vary_names((reply[3] or b"").decode("latin-1"))
+            names = reply.vary
             entry_id = self.strategy.cache_key(request, names)
-        if reply[0] not in (HIT, STALE):
+        if reply.code != HIT and reply.code != STALE or reply.times is None or reply.head is None \
+                or reply.body is None:
             return None
-        return await decode_entry(entry_id, reply[2], reply[3], reply[4], reply[5])
+        return await decode_entry(entry_id, reply.times, reply.now_ms, reply.head, reply.body)
 
     def _library_request(self, path: str, params: dict[str, Any] | None) -> CacheRequest:
         query = urlencode(sorted((str(k), str(v)) for k, v in (params or {}).items())).encode()
@@ -144,37 +135,11 @@ class ApiCacheManager:
     def lookup_call(self, path: str, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
                     token: str = "", margin: int = 0) -> ScriptCall:
         """``path``: the request's (the indexes name the entry with it)."""
-        k = self.keys
-        return ScriptCall("cache_get",
-                          (k.entry_prefix + entry_id, k.lru, k.stats, k.lock_prefix + entry_id,
-                           k.pass_prefix + entry_id, k.vary_prefix + base_id),
-                          (mode, token, self._lock_ms, path.replace("\0", "") + "\0" + entry_id,  # index_member
-                           ",".join(names) if names else "", margin))
+        return protocol.lookup_call(self.keys, path, entry_id, base_id, names, mode, token, self._lock_ms, margin)
 
     def store_call(self, request: CacheRequest, entry_id: str, base_id: str, decision: StoreDecision,
                    status: int, body: bytes, token: str, metadata: dict[str, Any] | None = None) -> ScriptCall:
-        k = self.keys
         stored, compressed = encode_body(body, self.settings.compress_min_size)
         head = encode_head(status, decision.headers, compressed, decision.age, decision.vary, metadata)
-        return ScriptCall(
-            "cache_set",
-            (k.entry_prefix + entry_id, k.lru, k.exp, k.paths, k.lock_prefix + entry_id, k.vary_prefix + base_id,
-             k.pass_prefix + entry_id, k.stats),
-            (index_member(request.path, entry_id), decision.ttl_ms, decision.swr_ms, decision.grace_ms,
-             head, stored, self.settings.max_size, token, ",".join(decision.vary), k.entry_prefix,
-             k.channel, entry_id))
-
-    def release_call(self, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
-        k = self.keys
-        return ScriptCall("cache_release", (k.lock(entry_id), k.pass_marker(entry_id)),
-                          (token, pass_ms, k.channel, entry_id))
-
-    def invalidate_call(self, pattern: str) -> ScriptCall:
-        k = self.keys
-        pattern = pattern.replace("\0", "")
-        first_glob = next((i for i, c in enumerate(pattern) if c in _GLOB), -1)
-        if first_glob >= 0:
-            args = ("glob", pattern[:first_glob], pattern, k.entry_prefix)
-        else:
-            args = ("prefix", pattern.rstrip("/"), "", k.entry_prefix)
-        return ScriptCall("cache_invalidate", (k.lru, k.exp, k.paths), args)
+        return protocol.store_call(self.keys, request.path, entry_id, base_id, decision.ttl_ms, decision.swr_ms,
+                                   decision.grace_ms, head, stored, self.settings.max_size, token, decision.vary)

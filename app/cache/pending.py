@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.cache.policy import CacheRequest
+from app.cache.protocol import LookupReply
 from app.pipeline.exchange import Exchange
 from app.routing.router import Route
 
@@ -22,8 +23,8 @@ class Pending:
     admitted: bool = False
     # Set once the answer did not come from the backend (HIT, STALE) or the cache is out (BYPASS).
     done: bool = False
-    # The expired entry's raw parts, kept to answer instead of a failure.
-    stale: tuple[int, bytes, bytes, bytes] | None = None
+    # The lookup's reply when it carried an expired entry, kept to answer instead of a failure.
+    stale: LookupReply | None = None
     header_at: int = -1
 
 

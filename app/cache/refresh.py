@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from app.cache.fill import Filler
 from app.cache.pending import Pending
+from app.cache.protocol import is_store
 from app.cache.tee import TeeResponse
 from app.pipeline.exchange import Exchange, Reply, new_request_id
 from app.routing.router import Route
@@ -33,6 +34,7 @@ class Refresher:
             call = self.filler.completion(pending, reply)
             if call is not None:
                 await self.filler.store.run(call)
+                return is_store(call)
                 return call.script == "cache_set"
             if isinstance(reply.stream, TeeResponse):
                 return await reply.stream.drain()  # stored by the copy on release

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from app.cache.manager import WAIT
+from app.cache.protocol import WAIT, LookupReply
 from app.store import Store
 
 # Waiters look again at least this often, in case the fill message was missed.
@@ -37,7 +35,7 @@ class FillWaiters:
         if event is not None:
             event.set()
 
-    async def wait(self, entry_id: str, lock_wait: float, look: Callable[[bool], Awaitable[Any]]) -> Any:
+    async def wait(self, entry_id: str, lock_wait: float, look: Callable[[bool], Awaitable[LookupReply]]) -> LookupReply:
         """Look again (``look(final)``) each time the entry may have been filled, until the lookup
         answers something else than WAIT; past ``lock_wait``, one ``final`` look that neither waits
         nor takes the lock. Answers that lookup's reply."""
@@ -55,5 +53,5 @@ class FillWaiters:
                 except TimeoutError:
                     pass
             reply = await look(final)
-            if reply[0] != WAIT:
+            if reply.code != WAIT:
                 return reply

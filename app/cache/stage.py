@@ -21,9 +21,11 @@ from typing import Any
 
 from app.cache.entry import inflate, read_answer
 from app.cache.fill import Filler
-from app.cache.manager import FINAL, HIT, MAY_LOCK, MISS, STALE, VARY, WAIT, ApiCacheManager, new_token
+from app.cache.manager import ApiCacheManager, new_token
 from app.cache.pending import Pending, cache_request
-from app.cache.policy import CacheStrategy, Lookup, vary_names
+from app.cache.policy import CacheStrategy, Lookup
+from app.cache.protocol import (FINAL, HIT, MAY_LOCK, MISS, STALE, VARY, WAIT, LookupReply, as_miss, lookup_reply,
+                                took_fill_lock)
 from app.cache.refresh import Refresher
 from app.cache.singleflight import FillWaiters
 from app.cache.vary_hints import VaryHints
@@ -112,57 +114,57 @@ class CacheStage(Stage):
         if pending is None or route is None or pending.header_at >= 0:
             return None  # no lookup made (bypassed or refreshing)
         pending.admitted = True
-        reply = store_reply
-        if isinstance(reply, BaseException) or reply[0] == VARY or reply[0] == WAIT:
-            try:
+        try:
+            if isinstance(store_reply, BaseException):
+                raise store_reply if isinstance(store_reply, StoreError) else StoreUnavailable(str(store_reply))
+            reply = lookup_reply(store_reply)
+            if reply.code == VARY or reply.code == WAIT:
                 reply = await self._settle(pending, reply)
-            except StoreError as error:
-                return self._bypass(ex, route, pending, error)
-        code = reply[0]
-        if code == STALE and reply[1] == 1 and route.compiled.transform is not None:
+        except (StoreError, ValueError) as error:  # ValueError: an entry this build cannot read
+            return self._bypass(ex, route, pending, error)
+        code = reply.code
+        if code == STALE and reply.locked and route.compiled.transform is not None:
             # A background refresh would skip the route's transform: refresh in this request instead.
             code = MISS
         if code == HIT or code == STALE:
             try:
-                status, headers, compressed, age = read_answer(reply[2], reply[3], reply[4])
+                status, headers, compressed, age = read_answer(reply.head, reply.times.stored_ms, reply.now_ms)
             except ValueError as error:  # an entry this build cannot read (an older build's)
                 return self._bypass(ex, route, pending, error)
-            body = await inflate(reply[5]) if compressed else reply[5]
+            body = await inflate(reply.body) if compressed else reply.body
             if code == STALE:
                 pending.done = True
-                if reply[1] == 1 and self.refresher is not None:
+                if reply.locked and self.refresher is not None:
                     self.filler.spawn(self.refresher.refresh(ex, route, pending))
                 return self._answer(ex, route, pending, status, headers, body, age, b"STALE")
             return self._answer(ex, route, pending, status, headers, body, age, b"HIT")
-        pending.holds_lock = code == MISS and reply[1] == 1
-        if len(reply) > 5 and reply[3] is not None and reply[4] is not None:
-            pending.stale = (reply[2], reply[3], reply[4], reply[5])
+        pending.holds_lock = code == MISS and reply.locked == 1
+        if reply.head is not None:
+            pending.stale = reply
         self._mark(ex, route, pending, b"MISS")
         return None
 
-    async def _settle(self, pending: Pending, reply: Any) -> Any:
+    async def _settle(self, pending: Pending, reply: LookupReply) -> LookupReply:
         """Follow the lookup to a final answer: re-key for the resource's Vary, wait for a fill."""
-        if isinstance(reply, BaseException):
-            raise reply if isinstance(reply, StoreError) else StoreUnavailable(str(reply))
-        if reply[0] == VARY:
-            names = vary_names((reply[3] or b"").decode("latin-1"))
+        if reply.code == VARY:
+            names = reply.vary
             self._vary_hints.learn(pending.base_id, names)
             pending.names = names
             pending.entry_id = self.strategy.cache_key(pending.request, names) if names else pending.base_id
             reply = await self._look(pending, FINAL if not pending.token else MAY_LOCK)
-            if reply[0] == VARY:  # the resource's Vary changed under us: a plain miss
-                return [MISS, 0, reply[2]]
-        if reply[0] == WAIT:
+            if reply.code == VARY:  # the resource's Vary changed under us: a plain miss
+                return as_miss(reply)
+        if reply.code == WAIT:
             reply = await self.waiters.wait(pending.entry_id, self.settings.lock_wait,
                                             lambda final: self._look(pending, FINAL if final else MAY_LOCK))
-            if reply[0] == VARY:
-                return [MISS, 0, reply[2]]
+            if reply.code == VARY:
+                return as_miss(reply)
         return reply
 
-    async def _look(self, pending: Pending, mode: str) -> Any:
+    async def _look(self, pending: Pending, mode: str) -> LookupReply:
         call = self.manager.lookup_call(pending.request.path, pending.entry_id, pending.base_id, pending.names,
                                         mode, pending.token)
-        return (await self.store.run(call))[0]
+        return lookup_reply((await self.store.run(call))[0])
 
     def _answer(self, ex: Exchange, route: Route, pending: Pending, status: int, headers: RawHeaders,
                 body: bytes, age: int, how: bytes) -> Reply:
@@ -220,7 +222,7 @@ class CacheStage(Stage):
             return
         if pending.header_at < 0 and route is not None:
             self._mark(ex, route, pending, b"BYPASS")  # answered by neither the cache nor the backend
-        if not pending.admitted and isinstance(store_reply, list) and store_reply[:2] == [MISS, 1]:
+        if not pending.admitted and isinstance(store_reply, list) and took_fill_lock(store_reply):
             pending.holds_lock = True  # the lookup took the lock, but admit never saw it
         if pending.holds_lock:
             pending.done = True
@@ -231,9 +233,10 @@ class CacheStage(Stage):
         pending: Pending | None = ex.notes.get(_NOTE)
         if pending is None or pending.stale is None:
             return None
-        now_ms, meta, head, body = pending.stale
-        if now_ms >= int(meta.split(b" ")[2]):
+        stale = pending.stale
+        if stale.now_ms >= stale.times.stale_ms:
             return None  # past its grace
-        status, headers, compressed, age = read_answer(now_ms, meta, head)
+        status, headers, compressed, age = read_answer(stale.head, stale.times.stored_ms, stale.now_ms)
+        body = stale.body or b""
         return self._answer(ex, route, pending, status, headers, zlib.decompress(body) if compressed else body,
                             age, b"STALE")

@@ -11,8 +11,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from app.cache.manager import DUE, FRESH, WARM, ApiCacheManager, new_token
+from app.cache.manager import ApiCacheManager, new_token
 from app.cache.pending import Pending, cache_request
+from app.cache.protocol import DUE, FRESH, WARM, lookup_reply
 from app.cache.refresh import Refresher
 from app.cache.vary_hints import VaryHints
 from app.pipeline.exchange import Exchange, new_request_id
@@ -68,14 +69,14 @@ class CacheWarmer:
                           names, new_token())
         call = self.manager.lookup_call(request.path, pending.entry_id, base_id, names, WARM, pending.token, MARGIN)
         try:
-            reply = (await self.manager.store.run(call))[0]
+            reply = lookup_reply((await self.manager.store.run(call))[0])
         except StoreError:
             return 1.0
-        if reply[0] == FRESH:
-            fresh_ms, _, _, stored_ms = (int(part) for part in reply[3].split(b" "))
+        if reply.code == FRESH and reply.times is not None:
+            fresh_ms, stored_ms = reply.times.fresh_ms, reply.times.stored_ms
             due_ms = fresh_ms - (fresh_ms - stored_ms) * MARGIN // 1000
-            return max(0.05, (due_ms - reply[2]) / 1000)
-        if reply[0] == DUE and reply[1] == 1:
+            return max(0.05, (due_ms - reply.now_ms) / 1000)
+        if reply.code == DUE and reply.locked:
             pending.holds_lock = True
             if await self.refresher.fetch_and_store(ex, route, pending):
                 return 0.2  # look again: the next peek knows the stored entry's expiry

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from app.cache.keys import CacheKeys
+from app.cache.protocol import CacheKeys, CacheStats
 from app.config import GatewayConfig
 from app.control.config_sync import ConfigSync
 from app.store.redis import RedisStore
@@ -59,11 +59,10 @@ class StateReader:
 
     async def cache(self, args: Any = None) -> Section:
         keys = CacheKeys(self.store)
-        stats = {k.decode(): int(v) for k, v in (await self.store.hgetall(keys.stats)).items()}
-        hits, misses = stats.get("hits", 0), stats.get("misses", 0)
-        entries = await self._zcard(keys.lru)
+        stats = CacheStats.from_hash(await self.store.hgetall(keys.stats), await self._zcard(keys.lru))
+        hits, misses = stats.hits, stats.misses
         data = {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
-                "evictions": stats.get("evictions", 0), "entries": entries}
+                "evictions": stats.evictions, "entries": stats.size}
         return Section("cache", "cache (fleet-wide)", data, [
             _cli("HGETALL", keys.stats), _cli("ZCARD", keys.lru), _cli("ZREVRANGE", keys.lru, "0", "9", "WITHSCORES")])
 

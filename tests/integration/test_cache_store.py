@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import redis
 
-from app.cache.manager import FINAL, HIT, MAY_LOCK, MISS, WAIT, WARM, DUE, FRESH
+from app.cache.protocol import DUE, FINAL, FRESH, HIT, MAY_LOCK, MISS, WAIT, WARM, release_call
 from app.cache.policy import CacheRequest, StoreDecision
 from app.cache_manager import ApiCacheManager, DefaultCacheStrategy
 from app.store import Store
@@ -179,7 +179,7 @@ async def test_a_fill_is_announced_only_when_someone_waits(store: Store, redis_c
     for entry_id in ids[0::2]:
         await store.run(cache.store_call(request, entry_id, entry_id, _decision(), 200, b"body", "filler"))
     for entry_id in ids[1::2]:
-        assert await store.call(*_args(cache.release_call(entry_id, "filler", 0))) == 1
+        assert await store.call(*_args(release_call(cache.keys, entry_id, "filler", 0))) == 1
     heard = []
     while (message := pubsub.get_message(timeout=0.2 if store.shared else 0.01)) is not None:
         heard.append(message["data"].decode())
@@ -194,8 +194,8 @@ async def test_an_answer_that_cannot_be_kept_frees_waiters_from_the_lock(store: 
     cache = ApiCacheManager(store=store)
     entry_id = cache.strategy.cache_key(CacheRequest(method="GET", route="r", path="/nocache"))
     assert (await store.call(*_args(cache.lookup_call("/nocache", entry_id, entry_id, (), MAY_LOCK, "a"))))[1] == 1
-    assert await store.call(*_args(cache.release_call(entry_id, "wrong", 10_000))) == 0
-    assert await store.call(*_args(cache.release_call(entry_id, "a", 10_000))) == 1
+    assert await store.call(*_args(release_call(cache.keys, entry_id, "wrong", 10_000))) == 0
+    assert await store.call(*_args(release_call(cache.keys, entry_id, "a", 10_000))) == 1
     again = await store.call(*_args(cache.lookup_call("/nocache", entry_id, entry_id, (), MAY_LOCK, "b")))
     assert (again[0], again[1]) == (MISS, 0)  # "pass": straight to the backend, no lock
 

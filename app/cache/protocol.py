@@ -1,0 +1,221 @@
+"""The cache's Redis scripts (``lua/cache_*.lua``): their keys, arguments and replies, and the entry's
+times field, spelt out here once. Every caller builds its calls and reads its replies through this.
+
+Keys (``CacheKeys``), all under one hash tag, ``{c}``:
+  entry    ``apigw:cache:{c}:e2:<id>``    HASH: ``t`` the times (``EntryTimes``), ``h`` the head and
+           ``b`` the body (both opaque to the scripts: app/cache/entry.py)
+  lock     ``...:lock:<id>``              the fill lock: the filler's token, "!" appended once a
+                                          lookup waits on it (only then is the fill announced)
+  pass     ``...:pass:<id>``              set: the answer was not kept; lookups skip the lock
+  vary     ``...:vary:<base id>``         the resource's Vary names, comma-separated
+  lru      ``...:lru``                    ZSET index member -> last read (ms): the LRU order
+  exp      ``...:exp``                    ZSET index member -> end of grace (ms): index cleanup
+  paths    ``...:paths``                  ZSET index member, all scored 0: lexicographic, by path
+  stats    ``...:stats``                  HASH ``hits``, ``misses``, ``evictions``
+  channel  ``apigw:events:cache``         the ids of filled entries someone waits for
+An index member names an entry in all three indexes alike: ``"<path>\\0<id>"`` (``index_member``).
+
+cache_get (``lookup_call``; reply ``LookupReply``)
+  KEYS  entry, lru, stats, lock, pass, vary
+  ARGV  mode (MAY_LOCK may lock or wait, FINAL never locks nor waits, WARM peeks and locks when
+        due), lock token, lock ms, index member, the Vary names the caller keyed with, warm margin
+        (due when less than this share, per mille, of the entry's lifetime is left)
+  reply [code, locked, now_ms, times, head, body]; code HIT, STALE (serve it; locked: this caller
+        refreshes it), MISS (locked: this caller fills it), WAIT (another caller fills it),
+        VARY ([code, 0, now_ms, the names to key with]), FRESH and DUE (WARM: [code, locked,
+        now_ms, times], locked when this caller refreshes). A MISS, WAIT or DUE carries the expired
+        entry, if one is kept, for stale-if-error.
+cache_set (``store_call``)
+  KEYS  entry, lru, exp, paths, lock, vary, pass, stats
+  ARGV  index member, fresh ms, stale-while-revalidate ms, grace ms, head, body, most entries,
+        lock token ("" none), Vary names ("" none), entry key prefix, channel, entry id
+  reply [evicted, purged]
+cache_release (``release_call``)
+  KEYS  lock, pass
+  ARGV  lock token, pass ms (0 none; else for that long lookups go straight to the backend), channel,
+        entry id
+  reply 1 when the caller held the lock, else 0
+cache_invalidate (``invalidate_call``)
+  KEYS  lru, exp, paths
+  ARGV  "prefix" or "glob", the path (prefix) or the glob's literal head, the glob, entry key prefix
+  reply how many entries were removed
+cache_stats (``stats_call``; reply ``CacheStats``)
+  KEYS  stats, lru, exp, paths
+  ARGV  most expired index entries to drop in this call
+  reply [hits, misses, size, evictions]
+
+Entries and the indexes are deleted by name from the entry key prefix, not from KEYS: they carry the
+same hash tag, so Redis Cluster runs the script on one slot (README "Caching"). One tag for the
+whole cache is a deliberate cost: the fleet-wide LRU index, the path index and the counters are
+single keys that every store and lookup script updates atomically with the entry, so they must
+share a slot with every entry. On Redis Cluster the whole cache therefore lives on one shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from app.cache.policy import vary_names
+from app.store import ScriptCall, Store
+
+TAG = "c"
+
+# cache_get's modes.
+MAY_LOCK, FINAL, WARM = "0", "1", "2"
+# cache_get's reply codes.
+MISS, HIT, WAIT, VARY, STALE, FRESH, DUE = 0, 1, 2, 3, 4, 5, 6
+
+_GLOB = frozenset("*?[")
+_new = tuple.__new__  # builds the replies below from their fields without a Python-level __new__
+
+
+class CacheKeys:
+    __slots__ = ("entry_prefix", "lock_prefix", "pass_prefix", "vary_prefix", "lru", "exp", "paths", "stats",
+                 "channel")
+
+    def __init__(self, store: Store) -> None:
+        base = store.key("cache", TAG)
+        # Per-entry keys are a prefix and the id (the lookup builds them on every request). "e2" is
+        # the entry layout's version: replicas of builds with another layout (a fleet mid-upgrade)
+        # never read each other's entries, they just do not share them until all are upgraded.
+        self.entry_prefix = f"{base}:e2:"
+        self.lock_prefix = f"{base}:lock:"
+        self.pass_prefix = f"{base}:pass:"
+        self.vary_prefix = f"{base}:vary:"
+        self.lru = f"{base}:lru"
+        self.exp = f"{base}:exp"
+        self.paths = f"{base}:paths"
+        self.stats = f"{base}:stats"
+        self.channel = store.channel("cache")
+
+    def entry(self, entry_id: str) -> str:
+        return self.entry_prefix + entry_id
+
+    def lock(self, entry_id: str) -> str:
+        return self.lock_prefix + entry_id
+
+
+def index_member(path: str, entry_id: str) -> str:
+    """How the LRU, expiry and path indexes name an entry: "<path>\\0<id>"."""
+    return path.replace("\0", "") + "\0" + entry_id
+
+
+class EntryTimes(NamedTuple):
+    """An entry's ``t`` field, on the store's clock (ms since the epoch); written by cache_set as
+    "fresh_ms swr_ms stale_ms stored_ms"."""
+
+    fresh_ms: int   # fresh until
+    swr_ms: int     # served stale while one caller refreshes it, until
+    stale_ms: int   # kept to answer instead of a failure (stale-if-error), until
+    stored_ms: int  # stored at
+
+    @classmethod
+    def decode(cls, raw: bytes) -> EntryTimes:
+        times = _new(cls, map(int, raw.split(b" ")))
+        if len(times) != 4:
+            raise ValueError(f"not an entry's times: {raw[:40]!r}")
+        return times
+
+    def encode(self) -> bytes:
+        return b"%d %d %d %d" % self
+
+
+class LookupReply(NamedTuple):
+    """cache_get's reply (``lookup_reply``)."""
+
+    code: int
+    locked: int                # 1: this caller holds the fill lock now
+    now_ms: int                # the store's clock
+    times: EntryTimes | None   # the entry's, when one is kept
+    head: bytes | None
+    body: bytes | None
+    vary: tuple[str, ...]      # with VARY: the names to key with
+
+
+def lookup_reply(raw: list[Any]) -> LookupReply:
+    if len(raw) == 6:  # every reply of a request's lookup but VARY
+        code, locked, now_ms, times, head, body = raw
+        return _new(LookupReply, (code, locked, now_ms, EntryTimes.decode(times) if times is not None else None,
+                                  head, body, ()))
+    code, locked, now_ms, extra = raw
+    if code == VARY:
+        return _new(LookupReply, (code, locked, now_ms, None, None, None,
+                                  vary_names((extra or b"").decode("latin-1"))))
+    return _new(LookupReply, (code, locked, now_ms, EntryTimes.decode(extra) if extra is not None else None,
+                              None, None, ()))
+
+
+def took_fill_lock(raw: list[Any]) -> bool:
+    """Whether cache_get's reply, undecoded, is a MISS that gave this caller the fill lock."""
+    return raw[0] == MISS and raw[1] == 1
+
+
+def as_miss(reply: LookupReply) -> LookupReply:
+    """A MISS without the lock, at the same time: what a lookup that cannot settle comes to."""
+    return _new(LookupReply, (MISS, 0, reply.now_ms, None, None, None, ()))
+
+
+class CacheStats(NamedTuple):
+    """cache_stats's reply; ``from_hash`` reads the same counters without the script's cleanup."""
+
+    hits: int
+    misses: int
+    size: int
+    evictions: int
+
+    @classmethod
+    def from_hash(cls, fields: Mapping[bytes, bytes], size: int) -> CacheStats:
+        return cls(int(fields.get(b"hits", 0)), int(fields.get(b"misses", 0)), size,
+                   int(fields.get(b"evictions", 0)))
+
+
+def lookup_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
+                token: str, lock_ms: int, margin: int = 0) -> ScriptCall:
+    """``path``: the request's (the indexes name the entry with it); ``names``: the Vary names
+    ``entry_id`` was keyed with."""
+    return ScriptCall("cache_get",
+                      (keys.entry_prefix + entry_id, keys.lru, keys.stats, keys.lock_prefix + entry_id,
+                       keys.pass_prefix + entry_id, keys.vary_prefix + base_id),
+                      (mode, token, lock_ms, path.replace("\0", "") + "\0" + entry_id,  # index_member
+                       ",".join(names) if names else "", margin))
+
+
+def store_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, fresh_ms: int, swr_ms: int, grace_ms: int,
+               head: bytes, body: bytes, max_entries: int, token: str, names: tuple[str, ...]) -> ScriptCall:
+    return ScriptCall(
+        "cache_set",
+        (keys.entry_prefix + entry_id, keys.lru, keys.exp, keys.paths, keys.lock_prefix + entry_id,
+         keys.vary_prefix + base_id, keys.pass_prefix + entry_id, keys.stats),
+        (index_member(path, entry_id), fresh_ms, swr_ms, grace_ms, head, body, max_entries, token, ",".join(names),
+         keys.entry_prefix, keys.channel, entry_id))
+
+
+def is_store(call: ScriptCall) -> bool:
+    """Whether ``call`` stores an entry (else it is one of the other scripts)."""
+    return call.script == "cache_set"
+
+
+def release_call(keys: CacheKeys, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
+    return ScriptCall("cache_release", (keys.lock_prefix + entry_id, keys.pass_prefix + entry_id),
+                      (token, pass_ms, keys.channel, entry_id))
+
+
+def invalidate_call(keys: CacheKeys, pattern: str) -> ScriptCall:
+    """``pattern``: a glob (``*``, ``?``, ``[...]``), or a path, which covers that path and
+    everything below it."""
+    pattern = pattern.replace("\0", "")
+    first_glob = next((i for i, c in enumerate(pattern) if c in _GLOB), -1)
+    if first_glob >= 0:
+        args = ("glob", pattern[:first_glob], pattern, keys.entry_prefix)
+    else:
+        args = ("prefix", pattern.rstrip("/"), "", keys.entry_prefix)
+    return ScriptCall("cache_invalidate", (keys.lru, keys.exp, keys.paths), args)
+
+
+def stats_call(keys: CacheKeys, most_purged: int) -> ScriptCall:
+    return ScriptCall("cache_stats", (keys.stats, keys.lru, keys.exp, keys.paths), (most_purged,))
+
+
+def stats_reply(raw: list[Any]) -> CacheStats:
+    return _new(CacheStats, raw)
