@@ -103,7 +103,7 @@ def index_member(path: str, entry_id: str) -> str:
 
 class EntryTimes(NamedTuple):
     """An entry's ``t`` field, on the store's clock (ms since the epoch); written by cache_set as
-    "fresh_ms swr_ms stale_ms stored_ms"."""
+    "fresh_ms swr_ms stale_ms stored_ms" (only the scripts write it)."""
 
     fresh_ms: int   # fresh until
     swr_ms: int     # served stale while one caller refreshes it, until
@@ -116,9 +116,6 @@ class EntryTimes(NamedTuple):
         if len(times) != 4:
             raise ValueError(f"not an entry's times: {raw[:40]!r}")
         return times
-
-    def encode(self) -> bytes:
-        return b"%d %d %d %d" % self
 
 
 class LookupReply(NamedTuple):
