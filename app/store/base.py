@@ -2,7 +2,8 @@
 
 Shared state changes only through named scripts (``lua/<name>.lua``), so that each change is atomic
 in Redis. The memory store runs a Python twin of each script (``app/store/scripts/<name>.py``) with
-the same replies; one contract suite runs the pair side by side.
+the same replies and the same resulting keys; tests/integration/test_script_twins.py holds each pair
+to that on a real Redis, and the contract suite runs the components on both stores.
 
 ``run`` takes several script calls and answers them in one round trip, which is how the request
 pipeline keeps to its budget (rate limit + cache lookup together, then outcome + cache store together).

@@ -51,7 +51,8 @@ class PipeBroken(ConnectionError):
         self.timed_out = timed_out
 
 
-def _arg(value: bytes | str | int | float) -> bytes:
+def arg_bytes(value: bytes | str | int | float) -> bytes:
+    """An argument as Redis receives it from redis-py (the twins read theirs through this too)."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
@@ -62,7 +63,7 @@ def _arg(value: bytes | str | int | float) -> bytes:
 
 
 def bulk(value: bytes | str | int | float) -> bytes:
-    raw = _arg(value)
+    raw = arg_bytes(value)
     return b"$%d\r\n%s\r\n" % (len(raw), raw)
 
 

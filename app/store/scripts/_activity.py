@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import b, hash_of
+from app.store.scripts._redis import hash_of
 
 
 def current_epoch(db: MemoryDB, window: int) -> int:
@@ -11,9 +11,4 @@ def current_epoch(db: MemoryDB, window: int) -> int:
 
 
 def seen_epoch(db: MemoryDB, meta_key: str) -> int:
-    meta = hash_of(db, meta_key) or {}
-    return int(meta.get(b"epoch", b"-1"))
-
-
-def as_int(value: object) -> int:
-    return int(b(value))
+    return int((hash_of(db, meta_key) or {}).get(b"epoch", b"-1"))

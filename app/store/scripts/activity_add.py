@@ -5,31 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._activity import as_int, current_epoch, seen_epoch
-from app.store.scripts._cache_common import b, hash_of, zset_of
+from app.store.scripts._activity import current_epoch, seen_epoch
+from app.store.scripts._redis import arg, hset, writable, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
     current, previous, meta_key = keys
-    window, keep = as_int(args[0]), as_int(args[1])
+    window, keep = int(args[0]), int(args[1])
     epoch = current_epoch(db, window)
     seen = seen_epoch(db, meta_key)
     if seen != epoch:
         if seen == epoch - 1 and db.exists(current):
-            db.set(previous, db.get(current))  # RENAME
+            db.set(previous, db.get(current))  # RENAME (the EXPIRE below sets the deadline)
             db.delete(current)
         else:
             db.delete(current, previous)
-        meta = hash_of(db, meta_key, create=True)
-        assert meta is not None
-        meta[b"epoch"] = str(epoch).encode()
+        hset(db, meta_key, epoch=epoch)
     pairs = args[2:]
-    if pairs:
-        counts = zset_of(db, current, create=True)
-        assert counts is not None
-        for client, count in zip(pairs[0::2], pairs[1::2], strict=True):
-            member = b(client)
-            counts[member] = counts.get(member, 0.0) + float(b(count))
+    for client, count in zip(pairs[0::2], pairs[1::2], strict=True):
+        counts = writable(db, current)
+        member = arg(client)
+        counts[member] = counts.get(member, 0.0) + float(arg(count))
     counts = zset_of(db, current)
     if counts is not None and len(counts) > keep:
         # ZREMRANGEBYRANK 0 -(keep+1): the lowest scores go, ties by member (Redis's order).

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._activity import as_int, current_epoch, seen_epoch
-from app.store.scripts._cache_common import zset_of
+from app.store.scripts._activity import current_epoch, seen_epoch
+from app.store.scripts._redis import zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[bytes | int]:
     current, previous, meta_key = keys
-    window, many = as_int(args[0]), as_int(args[1])
+    window, many = int(args[0]), int(args[1])
     epoch = current_epoch(db, window)
     seen = seen_epoch(db, meta_key)
     sources = [current, previous] if seen == epoch else [current] if seen == epoch - 1 else []

@@ -6,34 +6,35 @@ import math
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._breaker import BUCKETS, move, state_of, view
-from app.store.scripts._hash import hash_of, hset, num
+from app.store.scripts._breaker import BUCKETS, move, read, view
+from app.store.scripts._redis import hash_of, hset
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[object]:
-    h = hash_of(db, keys[0])
+    key = keys[0]
     call_gen, outcome, probe, ok_batch = (int(a) for a in args[:4])
-    failure_threshold, success_threshold, recovery_ms = int(args[4]), int(args[5]), float(args[6])
+    failure_threshold, success_threshold = int(args[4]), int(args[5])
+    recovery_us = int(float(args[6]) * 1000)
     rate_threshold, window_ms, min_calls = float(args[7]), float(args[8]), int(args[9])
     now = db.now_us()
-    state = state_of(h)
-    width = window_ms * 100
-    index = math.floor(now / width)
+    h = read(db, key)
+    index = math.floor(now / (window_ms * 100))  # buckets of window_ms * 100 microseconds
 
     def bucket_add(calls: int, fails: int) -> None:
-        field = f"w{index % BUCKETS}".encode()
+        field = f"w{index % BUCKETS}"
         c = f = 0
-        old = h.get(field)
+        old = (hash_of(db, key) or {}).get(field.encode())
         if old is not None:
             oi, oc, of = old.split(b":")
             if int(oi) == index:
                 c, f = int(oc), int(of)
-        h[field] = f"{index}:{c + calls}:{f + fails}".encode()
+        hset(db, key, **{field: f"{index}:{c + calls}:{f + fails}"})
 
     def rate_trips() -> bool:
         calls = fails = 0
+        stored = hash_of(db, key) or {}
         for i in range(BUCKETS):
-            value = h.get(f"w{i}".encode())
+            value = stored.get(f"w{i}".encode())
             if value is not None:
                 oi, oc, of = value.split(b":")
                 if int(oi) > index - BUCKETS:
@@ -41,44 +42,45 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[object]:
                     fails += int(of)
         return calls >= min_calls and fails >= rate_threshold * calls
 
-    if rate_threshold > 0 and ok_batch > 0 and state == b"closed":
+    if rate_threshold > 0 and ok_batch > 0 and h[b"state"] == b"closed":
         bucket_add(ok_batch, 0)
-    if call_gen != num(h, "gen"):
-        return view(h, now, 0, 0)
+    if call_gen != h[b"gen"]:
+        return view(h, now, 0, 0)  # admitted before the last transition
 
     event = 0
-    recovery_us = int(recovery_ms * 1000)
-    if state == b"closed":
+    if h[b"state"] == b"closed":
         if outcome == 1:
-            failures = num(h, "failures") + 1
+            failures = h[b"failures"] + 1
             trip = failures >= failure_threshold
             if rate_threshold > 0:
                 bucket_add(1, 1)
                 trip = trip or rate_trips()
             if trip:
-                move(h, "open", now, recovery_us)
+                move(db, key, h, "open", now, recovery_us)
                 event = 1
             else:
-                hset(h, state="closed", gen=num(h, "gen"), failures=failures)
+                h[b"failures"] = failures
+                hset(db, key, state="closed", gen=h[b"gen"], failures=failures)
                 event = 2 if failures == 1 else 0
         elif outcome == 0:
             if rate_threshold > 0:
                 bucket_add(1, 0)
-            if num(h, "failures") > 0:
-                hset(h, failures=0)
+            if h[b"failures"] > 0:
+                h[b"failures"] = 0
+                hset(db, key, failures=0)
                 event = 2
-    elif state == b"half_open":
-        probes = num(h, "probes")
-        if probe == 1 and probes > 0:
-            hset(h, probes=probes - 1)
+    elif h[b"state"] == b"half_open":
+        if probe == 1 and h[b"probes"] > 0:
+            h[b"probes"] -= 1
+            hset(db, key, probes=h[b"probes"])
         if outcome == 1:
-            move(h, "open", now, recovery_us)
+            move(db, key, h, "open", now, recovery_us)
             event = 1
         elif outcome == 0:
-            successes = num(h, "successes") + 1
+            successes = h[b"successes"] + 1
             if successes >= success_threshold:
-                move(h, "closed", now)
+                move(db, key, h, "closed", now)
                 event = 1
             else:
-                hset(h, successes=successes)
+                hset(db, key, successes=successes)
     return view(h, now, 1, event)

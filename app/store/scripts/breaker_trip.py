@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._breaker import move, state_of, view
-from app.store.scripts._hash import hash_of
+from app.store.scripts._breaker import move, read, view
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[object]:
-    h = hash_of(db, keys[0])
+    key = keys[0]
     open_us = int(float(args[0]) * 1000)
     now = db.now_us()
-    if state_of(h) == b"closed" and open_us > 0:
-        move(h, "open", now, open_us)
+    h = read(db, key)
+    if h[b"state"] == b"closed" and open_us > 0:
+        move(db, key, h, "open", now, open_us)
         return view(h, now, 1, 1)
     return view(h, now, 0, 0)

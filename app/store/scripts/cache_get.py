@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import b, hash_of, integer, now_ms, zset_of
+from app.store.scripts._redis import arg, hash_of, now_ms, writable, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     # Arguments are turned into bytes where they are used: a hit reads two of them.
     entry_key, lru_key, stats_key, lock_key, pass_key, vary_key = keys
-    mode = b(args[0])
+    mode = arg(args[0])
     now = now_ms(db)
     entry = hash_of(db, entry_key) or {}
     meta = entry.get(b"t")
@@ -21,13 +21,13 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
         fresh, swr, stored = int(parts[0]), int(parts[1]), int(parts[3])
 
     if mode == b"2":
-        if meta is not None and (fresh - now) * 1000 > (fresh - stored) * int(b(args[5])):
+        if meta is not None and (fresh - now) * 1000 > (fresh - stored) * int(arg(args[5])):
             return [5, 0, now, meta]
         return [6, _lock(db, lock_key, args), now, meta]
 
     if meta is not None and now < swr:  # fresh (a hit) or within stale-while-revalidate
         lru = zset_of(db, lru_key)
-        member = b(args[3])
+        member = arg(args[3])
         if lru is not None and member in lru:
             lru[member] = now
         _count(db, stats_key, b"hits")
@@ -38,7 +38,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
 
     if meta is None:
         vary = db.get(vary_key) or b""
-        if vary != b(args[4]):
+        if vary != arg(args[4]):
             return [3, 0, now, vary]
 
     state = 0
@@ -57,11 +57,10 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
 def _lock(db: MemoryDB, lock_key: str, args: list[Any]) -> int:
     if db.exists(lock_key):
         return 0
-    db.set(lock_key, b(args[1]), integer(args[2]))
+    db.set(lock_key, arg(args[1]), int(args[2]))
     return 1
 
 
 def _count(db: MemoryDB, stats_key: str, field: bytes) -> None:
-    stats = hash_of(db, stats_key, create=True)
-    assert stats is not None
+    stats = writable(db, stats_key)
     stats[field] = b"%d" % (int(stats.get(field, b"0")) + 1)

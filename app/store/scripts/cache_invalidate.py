@@ -6,7 +6,8 @@ import re
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import b, forget, zrangebylex
+from app.store.scripts._cache_common import forget
+from app.store.scripts._redis import arg, zrangebylex
 
 
 def glob_regex(glob: bytes) -> re.Pattern[bytes]:
@@ -36,7 +37,7 @@ def glob_regex(glob: bytes) -> re.Pattern[bytes]:
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
     lru_key, exp_key, paths_key = keys
-    mode, head, glob, entry_prefix = (b(a) for a in args)
+    mode, head, glob, entry_prefix = (arg(a) for a in args)
     pattern = None
     if mode == b"prefix":
         if not head:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import b
+from app.store.scripts._redis import arg
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
     lock_key, pass_key = keys
-    token, pass_ms = b(args[0]), int(b(args[1]))
+    token, pass_ms = arg(args[0]), int(args[1])
     if db.get(lock_key) not in (token, token + b"!"):
         return 0
     db.delete(lock_key)

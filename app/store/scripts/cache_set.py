@@ -5,24 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import b, entry_key, hash_of, integer, now_ms, purge_expired, zrem, zset_of
+from app.store.scripts._cache_common import entry_key, purge_expired
+from app.store.scripts._redis import arg, now_ms, writable, zrem, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     entry, lru_key, exp_key, paths_key, lock_key, vary_key, pass_key, stats_key = keys
-    member, token, vary = b(args[0]), b(args[7]), b(args[8])
-    fresh_ms, swr_ms, grace_ms, max_entries = integer(args[1]), integer(args[2]), integer(args[3]), integer(args[6])
+    member, token, vary = arg(args[0]), arg(args[7]), arg(args[8])
+    fresh_ms, swr_ms, grace_ms, max_entries = int(args[1]), int(args[2]), int(args[3]), int(args[6])
     now = now_ms(db)
     fresh = now + fresh_ms
     swr = fresh + swr_ms
     stale = fresh + max(grace_ms, swr_ms)
     keep = stale - now
 
-    db.set(entry, {b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": b(args[4]), b"b": b(args[5])}, keep)
+    # Every write replaces the three fields (no DEL first), then the entry's deadline.
+    writable(db, entry).update({b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": arg(args[4]), b"b": arg(args[5])})
+    db.pexpire(entry, keep)
     for key, score in ((lru_key, now), (exp_key, stale), (paths_key, 0)):
-        z = zset_of(db, key, create=True)
-        assert z is not None
-        z[member] = score
+        writable(db, key)[member] = score
     if vary:
         db.set(vary_key, vary, keep)
         db.delete(pass_key)
@@ -40,13 +41,12 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
         zrem(db, lru_key, victim)
         zrem(db, exp_key, victim)
         zrem(db, paths_key, victim)
-        db.delete(entry_key(b(args[9]), victim))
+        db.delete(entry_key(arg(args[9]), victim))
         evicted += 1
         excess -= 1
     if evicted:
-        stats = hash_of(db, stats_key, create=True)
-        assert stats is not None
-        stats[b"evictions"] = b(int(stats.get(b"evictions", b"0")) + evicted)
+        stats = writable(db, stats_key)
+        stats[b"evictions"] = b"%d" % (int(stats.get(b"evictions", b"0")) + evicted)
 
     if token and db.get(lock_key) in (token, token + b"!"):
         db.delete(lock_key)

@@ -5,24 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+from app.store.scripts._redis import text
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
     overrides_key, version_key = keys
-    version = int(db.get(version_key, b"0")) + 1
+    version = int(db.get(version_key) or b"0") + 1
     db.set(version_key, str(version).encode())
-    if _text(args[1]) == "reset":
+    if text(args[1]) == "reset":
         db.delete(overrides_key)
     else:
         overrides = db.get(overrides_key)
         if not isinstance(overrides, dict):
             overrides = {}
         for i in range(2, len(args), 2):
-            field, spec = _text(args[i]).encode(), _text(args[i + 1])
+            field, spec = text(args[i]).encode(), text(args[i + 1])
             if spec == "":
                 overrides.pop(field, None)
             else:
@@ -31,5 +28,5 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
             db.set(overrides_key, overrides)
         else:
             db.delete(overrides_key)  # Redis removes an empty hash
-    db.publish(_text(args[0]), version)
+    db.publish(text(args[0]), version)
     return version

@@ -9,7 +9,7 @@ from app.store.memory import MemoryDB
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     overrides_key, version_key = keys
-    reply: list[Any] = [int(db.get(version_key, b"0"))]
+    reply: list[Any] = [int(db.get(version_key) or b"0")]
     overrides = db.get(overrides_key)
     if isinstance(overrides, dict):
         for field, value in overrides.items():

@@ -10,19 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
+from app.store.scripts._redis import ceil_ms, hdel, number, writable
 
 
 def _ms(us: int) -> int:
-    return 0 if us <= 0 else (us + 999) // 1000
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
+    """The script's ms(): whole milliseconds rounded up, never negative."""
+    return 0 if us <= 0 else ceil_ms(us)
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[int]:
     cost = int(args[0])
-    now = int(args[1]) if len(args) > 1 and args[1] not in ("", b"", None) else db.now_us()
+    now = int(args[1]) if len(args) > 1 and args[1] not in ("", b"") else db.now_us()
 
     plans: list[dict[str, Any]] = []
     allowed = True
@@ -40,20 +38,22 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[int]:
             ring = buckets + 1
             state = db.get(key)
             fields: dict[bytes, bytes] = state if isinstance(state, dict) else {}
-            last = _int(fields.get(b"c"))
-            n = _int(fields.get(b"n")) or 0
+            last = number(fields.get(b"c"))
+            n = number(fields.get(b"n")) or 0
             c = now // width
             if last is None:
                 n = 0
+                p["moved"] = True
             elif c < last:
                 c = last  # the clock went back: count into the newest bucket
             elif c > last:
+                p["moved"] = True
                 if last < c - buckets:
                     p["clear"] = True
                     n = 0
                 else:
                     gone = [str(b % ring).encode() for b in range(last - buckets, c - buckets)]
-                    n -= sum(_int(fields.get(slot)) or 0 for slot in gone)
+                    n -= sum(number(fields.get(slot)) or 0 for slot in gone)
                     p["gone"] = gone
             p.update(c=c, n=n, slot=str(c % ring).encode(), ttl=_ms((c + ring) * width - now) + 1)
             ok = n + cost <= limit
@@ -73,7 +73,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[int]:
                 excess, freed = n + cost - limit, 0
                 wait = reset
                 for j, b in enumerate(range(c - buckets, last + 1)):
-                    freed += _int(fields.get(str(b % ring).encode())) or 0
+                    freed += number(fields.get(str(b % ring).encode())) or 0
                     if freed >= excess:
                         wait = (c - buckets + j + ring) * width - now
                         break
@@ -109,14 +109,15 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[int]:
             if p["kind"] == "w":
                 if p.get("clear"):
                     db.delete(p["key"])
-                state = db.get(p["key"])
-                fields = state if isinstance(state, dict) else {}
-                for slot in p.get("gone", ()):
-                    fields.pop(slot, None)
-                fields[p["slot"]] = str((_int(fields.get(p["slot"])) or 0) + cost).encode()
+                elif p.get("gone"):
+                    hdel(db, p["key"], *p["gone"])
+                fields = writable(db, p["key"])
+                fields[p["slot"]] = str((number(fields.get(p["slot"])) or 0) + cost).encode()
                 fields[b"c"] = str(p["c"]).encode()
                 fields[b"n"] = str(p["n"] + cost).encode()
-                db.set(p["key"], fields, p["ttl"])
+                if p.get("moved"):
+                    # The key lives until the bucket of its last charge has left: set once per bucket.
+                    db.pexpire(p["key"], p["ttl"])
             else:
                 db.set(p["key"], str(p["tat"]).encode(), p["ttl"])
 

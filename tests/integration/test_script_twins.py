@@ -1,0 +1,344 @@
+"""Each script's Python twin (app/store/scripts/) agrees with its Lua (lua/) on a real Redis.
+
+For each script, hypothesis draws sequences of calls of its family's scripts (the script under test
+last, so that it runs on whatever state the others left) with clock steps between them. Every call
+runs on the twin, over a ``MemoryDB``, and on Redis, as the Lua source itself; every reply must be
+the same, and so must the state left: each key's kind, value and time to live.
+
+One clock drives both sides. The twin reads it for TIME and expiry. On Redis, the script's
+``redis.call('TIME')`` answers it (a line put before the source, which is otherwise unchanged),
+and keys are made to live in its time: a step forward shortens each deadline by the step. A key
+whose deadline lies within a millisecond of the clock is dropped on both sides: which side expires
+it first depends on rounding, not on the script.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.store import MemoryDB
+from app.store.script_sources import SCRIPT_NAMES, script_sources
+
+pytestmark = pytest.mark.redis
+
+START_US = 1_800_000_000_000_000  # a whole second, so that windows and buckets start on it
+# Redis's deadlines run in real time, which the test's own steps take: a few milliseconds on a busy
+# machine. Times to live agree within this much; the scripts' are 100 ms and more.
+TTL_SLACK_MS = 25
+# Redis expires keys in real time too: one this close to its deadline may be gone there and not in
+# the twin, by the test's own running time; it is dropped on both sides instead of compared.
+NEARLY_GONE_MS = 60
+
+
+class ClockedDB(MemoryDB):
+    """The twin's side: TIME is the test's clock, to the microsecond."""
+
+    def __init__(self) -> None:
+        self.time_us = START_US
+        super().__init__(clock=lambda: self.time_us / 1_000_000)
+
+    def now_us(self) -> int:
+        return self.time_us
+
+
+def _with_time(source: str, now_us: int) -> str:
+    """The script, with redis.call('TIME') answering ``now_us`` (on its first line: the source's
+    line numbers are kept)."""
+    seconds, micros = divmod(now_us, 1_000_000)
+    return ("local __call = redis.call; local redis = setmetatable({call = function(command, ...) "
+            f"if command == 'TIME' then return {{'{seconds}', '{micros}'}} end "
+            "return __call(command, ...) end}, {__index = redis}); " + source)
+
+
+class Pair:
+    """A twin and its Lua, run side by side on the same calls."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.db = ClockedDB()
+        self.sources = script_sources()
+        self.twins = {name: importlib.import_module(f"app.store.scripts.{name}") for name in SCRIPT_NAMES}
+        self.deadlines: dict[str, int] = {}  # Redis side: key -> deadline in ms of the test's clock
+
+    @property
+    def now_ms(self) -> int:
+        return self.db.time_us // 1000
+
+    def advance(self, ms: int) -> None:
+        self.db.time_us += ms * 1000
+        for key, deadline in list(self.deadlines.items()):
+            left = deadline - self.now_ms
+            if left <= 1:
+                self._drop(key)
+            else:
+                self.client.pexpire(key, left)
+
+    def _drop(self, key: str) -> None:
+        self.client.delete(key)
+        self.db.delete(key)
+        self.deadlines.pop(key, None)
+
+    def call(self, script: str, keys: list[str], args: list[Any]) -> None:
+        twin_error = lua_error = None
+        try:
+            twin = self.twins[script].run(self.db, list(keys), list(args))
+        except Exception as error:  # noqa: BLE001 - compared with Redis's answer below
+            twin, twin_error = None, error
+        try:
+            lua = self.client.eval(_with_time(self.sources[script], self.db.time_us), len(keys), *keys, *args)
+        except redis.ResponseError as error:
+            lua, lua_error = None, error
+        assert (twin_error is None) == (lua_error is None), (script, args, twin_error, lua_error)
+        assert twin == lua, (script, keys, args)
+        self._learn_deadlines()
+        twin_state, lua_state = self._twin_state(), self._redis_state()
+        for key in set(twin_state) | set(lua_state):
+            ttls = [state[key][2] for state in (twin_state, lua_state) if key in state]
+            if any(ttl is not None and ttl <= NEARLY_GONE_MS for ttl in ttls):
+                self._drop(key)
+                twin_state.pop(key, None)
+                lua_state.pop(key, None)
+        assert {k: v[:2] for k, v in twin_state.items()} == {k: v[:2] for k, v in lua_state.items()}, \
+            (script, keys, args)
+        for key, (_, _, ttl) in twin_state.items():
+            lua_ttl = lua_state[key][2]
+            assert (ttl is None) == (lua_ttl is None), (script, key, ttl, lua_ttl)
+            assert ttl is None or lua_ttl is None or abs(ttl - lua_ttl) <= TTL_SLACK_MS, (script, key, ttl, lua_ttl)
+
+    def _learn_deadlines(self) -> None:
+        """The deadlines the call set or cleared on Redis (one it left alone is kept as it was, so
+        that the loop's own running time never shortens it)."""
+        for raw in self.client.keys(f"{self.prefix}*"):
+            key = raw.decode()
+            ttl = self.client.pttl(key)
+            if ttl < 0:
+                self.deadlines.pop(key, None)
+            elif key not in self.deadlines or abs(self.deadlines[key] - self.now_ms - ttl) > TTL_SLACK_MS:
+                self.deadlines[key] = self.now_ms + ttl
+        for key in list(self.deadlines):
+            if not self.client.exists(key):
+                del self.deadlines[key]
+
+    def _redis_state(self) -> dict[str, tuple[str, Any, int | None]]:
+        state = {}
+        for raw in self.client.keys(f"{self.prefix}*"):
+            key = raw.decode()
+            kind = self.client.type(key).decode()
+            if kind == "string":
+                value: Any = self.client.get(key)
+            elif kind == "hash":
+                value = self.client.hgetall(key)
+            elif kind == "zset":
+                value = dict(self.client.zrange(key, 0, -1, withscores=True))
+            elif kind == "none":
+                continue  # expired since the listing
+            else:
+                raise AssertionError(f"{key}: a {kind}, which no script makes")
+            deadline = self.deadlines.get(key)
+            state[key] = (kind, value, None if deadline is None else deadline - self.now_ms)
+        return state
+
+    def _twin_state(self) -> dict[str, tuple[str, Any, int | None]]:
+        state = {}
+        for key in self.db.keys():
+            value = self.db.get(key)
+            if isinstance(value, bytes):
+                kind = "string"
+            elif isinstance(value, dict) and all(isinstance(v, bytes) for v in value.values()):
+                kind = "hash"  # an empty dict is no key in Redis: it shows as a hash and differs
+            elif isinstance(value, dict):
+                kind, value = "zset", {member: float(score) for member, score in value.items()}
+            else:
+                raise AssertionError(f"{key}: {value!r} is no Redis value")
+            ttl = self.db.pttl(key)
+            state[key] = (kind, value, None if ttl == -1 else ttl)
+        return state
+
+
+# -- the calls each family makes ----------------------------------------------------------------
+
+Call = tuple[str, list[str], list[Any]]
+Family = Callable[[str], dict[str, st.SearchStrategy[Call]]]
+
+
+def ratelimit_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
+    # Each key keeps one kind of limit (a window or a bucket) for the whole sequence.
+    # Buckets of 100 ms at least: Redis's keys must outlive the test's own steps (NEARLY_GONE_MS).
+    limits = [(f"{p}:w1", "w", 100_000, 3), (f"{p}:w2", "w", 1_000_000, 2), (f"{p}:b", "b", 100_000, 0)]
+
+    @st.composite
+    def call(draw: st.DrawFn) -> Call:
+        chosen = draw(st.lists(st.sampled_from(limits), min_size=1, max_size=3, unique=True))
+        cost = draw(st.sampled_from([1, 1, 0]))
+        when = draw(st.sampled_from(["", "", "", "back", "ahead"]))
+        keys, args = [], [cost, when]
+        for key, kind, width, buckets in chosen:
+            keys.append(key)
+            args += [kind, draw(st.integers(1, 4)), width, buckets]
+        return "ratelimit", keys, args
+
+    return {"ratelimit": call()}
+
+
+def breaker_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
+    key = [f"{p}:cb"]
+    ms = st.integers(0, 3000)
+    return {
+        "breaker_acquire": st.tuples(st.just("breaker_acquire"), st.just(key),
+                                     st.tuples(st.integers(1, 3), st.integers(1, 3000)).map(list)),
+        "breaker_record": st.tuples(st.just("breaker_record"), st.just(key), st.tuples(
+            st.integers(0, 3), st.integers(0, 2), st.integers(0, 1), st.integers(0, 3), st.integers(1, 3),
+            st.integers(1, 2), st.integers(1, 3000), st.sampled_from([0, 0.5, 1]),
+            st.sampled_from([100, 1000, 10000]), st.integers(1, 4)).map(list)),
+        "breaker_state": st.just(("breaker_state", key, [])),
+        "breaker_trip": st.tuples(st.just("breaker_trip"), st.just(key), st.tuples(ms).map(list)),
+        "breaker_force": st.tuples(st.just("breaker_force"), st.just(key),
+                                   st.tuples(st.sampled_from(["open", "closed", "reset"]), ms).map(list)),
+    }
+
+
+def health_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
+    return {
+        "health_claim": st.tuples(st.just("health_claim"), st.just([f"{p}:lease"]),
+                                  st.tuples(st.sampled_from(["r1", "r2"]), st.integers(1, 3000)).map(list)),
+        "health_report": st.tuples(st.just("health_report"), st.just([f"{p}:health"]), st.tuples(
+            st.sampled_from(["http://a:1", "http://b:2"]), st.integers(0, 1), st.integers(1, 3),
+            st.integers(1, 3)).map(list)),
+    }
+
+
+def config_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
+    keys = [f"{p}:routes", f"{p}:version"]
+    pair = st.tuples(st.sampled_from(["r1", "r2", "r3"]), st.sampled_from(["", "null", '{"a":1}', "[]"]))
+
+    @st.composite
+    def change(draw: st.DrawFn) -> Call:
+        if draw(st.booleans()) and draw(st.booleans()):
+            return "config_change", keys, [f"{p}:events", "reset"]
+        args: list[Any] = [f"{p}:events", "set"]
+        for route, spec in draw(st.lists(pair, max_size=3)):
+            args += [route, spec]
+        return "config_change", keys, args
+
+    return {"config_change": change(), "config_read": st.just(("config_read", keys, []))}
+
+
+def activity_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
+    keys = [f"{p}:current", f"{p}:previous", f"{p}:meta"]
+    window = st.sampled_from([1, 60])
+
+    @st.composite
+    def add(draw: st.DrawFn) -> Call:
+        args: list[Any] = [draw(window), draw(st.integers(0, 3))]
+        for client, count in draw(st.lists(st.tuples(st.sampled_from(["c1", "c2", "c3", "c4"]),
+                                                      st.integers(1, 5)), max_size=4)):
+            args += [client, count]
+        return "activity_add", keys, args
+
+    return {"activity_add": add(),
+            "activity_top": st.tuples(st.just("activity_top"), st.just(keys),
+                                      st.tuples(window, st.integers(0, 4)).map(list))}
+
+
+def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
+    lru, exp, paths, stats = f"{p}:lru", f"{p}:exp", f"{p}:paths", f"{p}:stats"
+    prefix = f"{p}:e:"
+    entries = st.sampled_from([("/a", "1"), ("/a", "2"), ("/a/b", "3"), ("/c", "4")])
+    tokens = st.sampled_from(["t1", "t2"])
+
+    def keys_of(entry_id: str) -> dict[str, str]:
+        return {"entry": prefix + entry_id, "lock": f"{p}:lock:{entry_id}", "pass": f"{p}:pass:{entry_id}",
+                "vary": f"{p}:vary:{entry_id}"}
+
+    @st.composite
+    def get(draw: st.DrawFn) -> Call:
+        path, entry_id = draw(entries)
+        k = keys_of(entry_id)
+        return "cache_get", [k["entry"], lru, stats, k["lock"], k["pass"], k["vary"]], [
+            draw(st.sampled_from(["0", "1", "2"])), draw(tokens), draw(st.integers(1, 3000)),
+            f"{path}\0{entry_id}", draw(st.sampled_from(["", "accept"])), draw(st.integers(0, 1000))]
+
+    @st.composite
+    def set_(draw: st.DrawFn) -> Call:
+        path, entry_id = draw(entries)
+        k = keys_of(entry_id)
+        return "cache_set", [k["entry"], lru, exp, paths, k["lock"], k["vary"], k["pass"], stats], [
+            f"{path}\0{entry_id}", draw(st.integers(1, 3000)), draw(st.integers(0, 3000)),
+            draw(st.integers(0, 3000)), "head", "body", draw(st.integers(1, 4)),
+            draw(st.sampled_from(["", "t1", "t2"])), draw(st.sampled_from(["", "accept"])), prefix,
+            f"{p}:events", entry_id]
+
+    @st.composite
+    def release(draw: st.DrawFn) -> Call:
+        _, entry_id = draw(entries)
+        k = keys_of(entry_id)
+        return "cache_release", [k["lock"], k["pass"]], [
+            draw(tokens), draw(st.sampled_from([0, 1000])), f"{p}:events", entry_id]
+
+    @st.composite
+    def invalidate(draw: st.DrawFn) -> Call:
+        if draw(st.booleans()):
+            args = ["prefix", draw(st.sampled_from(["", "/a", "/c", "/a/b"])), "", prefix]
+        else:
+            head, glob = draw(st.sampled_from([("", "*"), ("/a", "/a*"), ("/a", "/a/?"), ("", "/[ab]*"),
+                                               ("", "/[!a]*")]))
+            args = ["glob", head, glob, prefix]
+        return "cache_invalidate", [lru, exp, paths], args
+
+    return {"cache_get": get(), "cache_set": set_(), "cache_release": release(),
+            "cache_stats": st.tuples(st.just("cache_stats"), st.just([stats, lru, exp, paths]),
+                                     st.tuples(st.integers(1, 16)).map(list)),
+            "cache_invalidate": invalidate()}
+
+
+FAMILIES: list[Family] = [ratelimit_calls, breaker_calls, health_calls, config_calls, activity_calls, cache_calls]
+FAMILY_OF = {name: family for family in FAMILIES for name in family("x")}
+
+
+def test_every_script_has_a_family() -> None:
+    assert set(FAMILY_OF) == SCRIPT_NAMES
+
+
+@pytest.fixture(scope="module")
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.script_flush()  # the EVALs' scripts, one per clock value
+    client.close()
+
+
+def _fill_time(call: Call, now_us: int) -> Call:
+    """ratelimit's time argument: "" (TIME), or a time before or after the clock."""
+    script, keys, args = call
+    if script == "ratelimit" and args[1] in ("back", "ahead"):
+        args = [args[0], now_us + (-1_500_000 if args[1] == "back" else 250_000), *args[2:]]
+    return script, keys, args
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_NAMES))
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_twin_and_lua_agree(script: str, client: redis.Redis, data: st.DataObject) -> None:
+    prefix = f"twins:{uuid.uuid4().hex[:8]}"
+    calls = FAMILY_OF[script](prefix)
+    advances = st.sampled_from([0, 0, 1, 99, 100, 999, 1000, 1500, 30_000, 61_000])
+    steps = data.draw(st.lists(st.tuples(advances, st.one_of(*calls.values())), max_size=10))
+    steps.append((data.draw(advances), data.draw(calls[script])))
+    pair = Pair(client, prefix)
+    try:
+        for advance_ms, call in steps:
+            pair.advance(advance_ms)
+            pair.call(*_fill_time(call, pair.db.time_us))
+    finally:
+        keys = client.keys(f"{prefix}*")
+        if keys:
+            client.delete(*keys)
