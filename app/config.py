@@ -287,6 +287,19 @@ class PathsSection(_Section):
     encoded_slash: Literal["reject", "pass"] = "reject"
 
 
+class LimitsSection(_Section):
+    """What one client may cost the gateway (app/edge/http_protocol.py enforces them while reading)."""
+
+    # One header field line (name and value); over it: 431.
+    max_field_size: int = Field(default=8192, gt=0)
+    # The whole request head (request line and fields); over it: 431.
+    max_head_size: int = Field(default=32768, gt=0)
+    # Header fields in one request; over it: 431.
+    max_fields: int = Field(default=100, gt=0)
+    # The request target (path and query); over it: 414.
+    max_target: int = Field(default=8192, gt=0)
+
+
 class ServerSection(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -299,6 +312,7 @@ class ServerSection(_Section):
     # One JSON line per request on stdout (app/observability/access_log.py), written off the request path.
     access_log: bool = True
     paths: PathsSection = PathsSection()
+    limits: LimitsSection = LimitsSection()
 
 
 class AdminSection(_Section):

@@ -10,11 +10,11 @@ event loop go out as one ``send()`` at the end of that step: headers and body to
 sends them. A streamed answer's headers still leave as soon as the step that made them ends, never
 waiting for its body.
 
-The head: llhttp (under httptools) already refuses the framing attacks (Content-Length with
-Transfer-Encoding, repeated Content-Length, obs-fold, bad characters in names and values, raw
-control characters in the target). What it lets through is checked here, once per request, in the
-parser's callbacks: the request target's form and its path, normalised (app/edge/paths.py) so that
-the router, the control plane and the backend all read the same path. A refused request is
+The head is checked once per request, in the parser's callbacks (app/edge/head.py has the rules),
+and the size limits of ``server.limits`` are kept while it is read: a field line, a whole head, the
+number of fields and the target are counted as they arrive, so a 2 MB header costs the gateway no
+more than the limit before it is refused. The target's path is normalised (app/edge/paths.py) so
+that the router, the control plane and the backend all read the same path. A refused request is
 answered with the gateway's JSON error and the connection closed: after a malformed head, nothing
 later on the connection can be trusted to be framed as the client meant it.
 
@@ -33,34 +33,27 @@ from typing import Any
 from urllib.parse import unquote
 
 import httptools
-import orjson
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from app.config import ServerSection
 from app.edge.coalescing import CoalescingTransport
+from app.edge.head import (
+    Refused,
+    check_absolute_form,
+    check_host,
+    check_transfer_encoding,
+    declares_body,
+    refusal_bytes,
+    valid_host,
+)
 from app.edge.paths import RECEIVED_PATH, BadPath, NormalPath, PathRules, is_plain, normalise
 from app.edge.server import CONTROL_PREFIX
 
 log = logging.getLogger("apigw.edge")
 
 CONTROL_PREFIX_BYTES = (CONTROL_PREFIX + "/").encode()
-
-
-class Refused(Exception):
-    """A request the edge answers itself, then closes the connection."""
-
-    def __init__(self, status: int, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details
-
-
-def refusal_bytes(status: int, message: str, **details: Any) -> bytes:
-    """A whole answer, as the gateway's other errors look (app/pipeline/exchange.py error_reply)."""
-    body = orjson.dumps({"error": message, **details})
-    return b"".join((STATUS_LINE[status], b"content-type: application/json\r\ncontent-length: ",
-                     str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body))
+# Header names on_header looks at (one set lookup per field for all of them).
+_WATCHED = frozenset((b"host", b"expect", b"transfer-encoding"))
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -73,19 +66,39 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.path_rules = PathRules(merge_slashes=server.paths.merge_slashes,
                                     pass_encoded_slash=server.paths.encoded_slash == "pass")
         self.control_path_rules = PathRules(merge_slashes=server.paths.merge_slashes, pass_encoded_slash=True)
+        limits = server.limits
+        self.max_field_size = limits.max_field_size
+        self.max_head_size = limits.max_head_size
+        self.max_fields = limits.max_fields
+        self.max_target = limits.max_target
+        # The head being read, open from the request line's target to the end of the fields, and
+        # the bytes it has cost: the current read's size; then, for a head spanning reads, the
+        # earlier reads' bytes counting all of its first read (at least the head's size, so a head
+        # whose bound is under max_field_size needs no count of its own) and not counting it (at
+        # most the head's size, safe to refuse on).
+        self.head_open = False
+        self.read_size = 0
+        self.head_carried = 0
+        self.head_read_whole = 0
+        self.host: bytes | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
+        head_was_open = self.head_open
+        self.read_size = len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
-                self._unsupported_upgrade_warning()
+                # An upgrade the gateway does not make (h2c): the request was an HTTP/1.1 one
+                # without a body (on_headers_complete refused any other), and so is what follows.
+                self.data_received(data[upgrade.args[0]:])
+            return
         except httptools.HttpParserCallbackError as error:
             refused = error.__context__
             if isinstance(refused, Refused):
@@ -95,33 +108,94 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.refuse(500, "internal gateway error")
         except httptools.HttpParserError as error:
             self.refuse(400, "invalid HTTP request", detail=str(error))
+        else:
+            if self.head_open:  # a head not complete yet: count what it has cost so far
+                if head_was_open:
+                    self.head_carried += len(data)
+                    self.head_read_whole += len(data)
+                    if self.head_read_whole > self.max_head_size:
+                        self.refuse(431, "request header fields too large", limit=self.max_head_size)
+                else:
+                    self.head_carried = len(data)
+                    self.head_read_whole = 0
 
     def refuse(self, status: int, message: str, **details: Any) -> None:
         """Answer ``status`` with a JSON error and close. While an earlier pipelined request is
         still being answered, that answer is let finish and the connection closes after it."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            cycle.keep_alive = False
-            self.flow.pause_reading()
-            return
+            if not cycle.more_body:  # the fault is in a request after this one
+                cycle.keep_alive = False
+                self.flow.pause_reading()
+                return
+            # The fault is in this request's body: the app reading it is told the client is
+            # gone, and its answer, if it makes one, is not sent.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.close()
+                return
         if not self.transport.is_closing():
             self.transport.write(refusal_bytes(status, message, **details))
             self.transport.close()
 
     # -- parser callbacks -----------------------------------------------------------------------
 
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_open = True
+        if len(self.url) > self.max_target:
+            raise Refused(414, "request target too long", limit=self.max_target)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from the value.
+        value = value.rstrip(b" \t")
+        if name in _WATCHED:
+            if name == b"host":
+                if self.host is not None:
+                    raise Refused(400, "more than one Host header")
+                self.host = value
+            elif name == b"expect":
+                self.expect_100_continue = value.lower() == b"100-continue"
+            else:
+                check_transfer_encoding(value, self.parser.get_http_version())
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
-        # uvicorn's, with the target checked and its path normalised before the app is started.
+        # uvicorn's, with the head checked and the path normalised before the app is started.
+        url = self.url
+        host = self.host
+        self.head_open = False
+        self.host = None
+        carried = self.head_carried
+        if carried + self.read_size > self.max_field_size:  # a head that may be over a limit
+            self._check_head_size()
+        if carried:
+            self.head_carried = 0
+        if len(self.headers) > self.max_fields:
+            raise Refused(431, "too many request header fields", limit=self.max_fields)
         parser = self.parser
         http_version = parser.get_http_version()
+        if http_version != "1.1" and http_version != "1.0":
+            raise Refused(505, "HTTP version not supported", version=http_version)
+        if host is None or not valid_host(host):
+            check_host(host, http_version)
         scope = self.scope
         scope["method"] = parser.get_method().decode("ascii")
         if http_version != "1.1":
             scope["http_version"] = http_version
-        if parser.should_upgrade() and self._should_upgrade():
-            return
+        if parser.should_upgrade():
+            if self._should_upgrade():
+                return
+            if declares_body(self.headers):
+                # llhttp would not read the body of a request it takes as upgraded: it could
+                # then be read as a request of its own.
+                raise Refused(400, "an upgrade request with a body is not supported")
+        if url[0] != 47:  # not origin-form ("/..."): absolute-form for this very host, or nothing
+            check_absolute_form(url, host)
         try:
-            target = httptools.parse_url(self.url)
+            target = httptools.parse_url(url)
         except httptools.HttpParserInvalidURLError:
             raise Refused(400, "invalid request target") from None
         raw_path = target.path
@@ -162,6 +236,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # Pipelined requests wait their turn.
             self.flow.pause_reading()
             self.pipeline.appendleft((self.cycle, self.app))
+
+    def _check_head_size(self) -> None:
+        size = len(self.url)
+        for name, value in self.headers:
+            field = len(name) + len(value)
+            if field > self.max_field_size:
+                raise Refused(431, "request header field too large", limit=self.max_field_size)
+            size += field + 4
+        if size > self.max_head_size:
+            raise Refused(431, "request header fields too large", limit=self.max_head_size)
 
     def _control_plane_path(self, raw_path: bytes) -> NormalPath | None:
         """The admin API names routes by key, "/" included (``/_gateway/admin/routes/%2Fa%2F*``),
