@@ -18,7 +18,6 @@ from app.breaker.model import Outcome
 from app.config import CircuitBreakerSection
 from app.pipeline.exchange import Exchange, Reply
 from app.pipeline.stage import Stage
-from app.pipeline.retry import BackendCall
 from app.routing.router import Route
 from app.store import ScriptCall
 
@@ -85,7 +84,7 @@ class CircuitBreakerStage(Stage):
                     refused = error
                 excluded.add(target.url)
                 continue
-            ex.notes["target"] = target
+            ex.target = target
             self._hold(ex, breaker, ticket)
             return None
         if refused is None and excluded:
@@ -101,34 +100,33 @@ class CircuitBreakerStage(Stage):
 
     @staticmethod
     def _hold(ex: Exchange, breaker: ApiCircuitBreaker, ticket: Ticket) -> None:
-        # A plain tuple: one is made per request. The outcome's call, when there is one, joins it
-        # in completion_call under "circuit_call".
-        ex.notes["circuit"] = (breaker, ticket)
+        ex.circuit = breaker
+        ex.circuit_ticket = ticket
         if ticket.probe:
-            ex.notes["no_retry"] = True  # a probe is one call, not one plus retries
+            ex.no_retry = True  # a probe is one call, not one plus retries
         else:
-            ex.notes["retry_guard"] = breaker.retry_guard
+            ex.retry_guard = breaker.retry_guard
 
     def _refused(self, route: Route, refused: CircuitBreakerOpenError) -> Reply:
         fallback = route.spec.fallback or self.manager.fallback_service.find(route.key, route.path)
         return open_circuit_reply(refused.name, refused.state.value, refused.retry_after, fallback)
 
     def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
-        held: tuple[ApiCircuitBreaker, Ticket] | None = ex.notes.get("circuit")
-        if held is None:
+        breaker = ex.circuit
+        ticket = ex.circuit_ticket
+        if breaker is None or ticket is None:
             return None
-        breaker, ticket = held
-        backend: BackendCall | None = ex.notes.get("backend")
+        backend = ex.backend
         if backend is None:
             call = breaker.outcome_call(ticket, Outcome.NONE, None)
         else:
             outcome = Outcome.FAILURE if backend.failed else Outcome.SUCCESS
             call = breaker.outcome_call(ticket, outcome, backend.seconds)
-        if call is not None:
-            ex.notes["circuit_call"] = (breaker, call)
+        ex.circuit_call = call
         return call
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
-        pending: tuple[ApiCircuitBreaker, ScriptCall] | None = ex.notes.get("circuit_call")
-        if pending is not None:
-            await pending[0].outcome_reply(pending[1], store_reply)
+        breaker = ex.circuit
+        call = ex.circuit_call
+        if breaker is not None and call is not None:
+            await breaker.outcome_reply(call, store_reply)

@@ -28,7 +28,7 @@ class Refresher:
 
     async def fetch_and_store(self, ex: Exchange, route: Route, pending: Pending) -> bool:
         """Whether the answer was stored."""
-        ex.notes["read_body_up_to"] = self.filler.settings.max_body_size
+        ex.read_body_up_to = self.filler.settings.max_body_size
         reply = await self.forward(ex, route)
         try:
             call = self.filler.completion(pending, reply)

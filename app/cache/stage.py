@@ -40,7 +40,6 @@ log = logging.getLogger("apigw.cache")
 
 Forward = Callable[[Exchange, Route], Awaitable[Reply]]
 
-_NOTE = "cache"
 X_CACHE = b"x-cache"
 _LABELS = {b"HIT": "hit", b"MISS": "miss", b"STALE": "stale", b"BYPASS": "bypass"}
 
@@ -97,10 +96,10 @@ class CacheStage(Stage):
         names = self._vary_hints.get(base_id, ())
         entry_id = strategy.cache_key(request, names) if names else base_id
         pending = Pending(request, entry_id, base_id, names)
-        ex.notes[_NOTE] = pending
+        ex.cache = pending
         if ex.method == "GET":
             # Read a cacheable body whole (up to what may be stored) so that it can be kept.
-            ex.notes["read_body_up_to"] = self.settings.max_body_size
+            ex.read_body_up_to = self.settings.max_body_size
         if decision is Lookup.REFRESH:
             self._mark(ex, route, pending, b"MISS")
             return None
@@ -110,7 +109,7 @@ class CacheStage(Stage):
         return self.manager.lookup_call(ex.path, entry_id, base_id, names, FINAL)
 
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
-        pending: Pending | None = ex.notes.get(_NOTE)
+        pending: Pending | None = ex.cache
         if pending is None or route is None or pending.header_at >= 0:
             return None  # no lookup made (bypassed or refreshing)
         pending.admitted = True
@@ -202,13 +201,13 @@ class CacheStage(Stage):
     # -- after the backend ----------------------------------------------------------------------
 
     def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
-        pending: Pending | None = ex.notes.get(_NOTE)
+        pending: Pending | None = ex.cache
         if pending is None or pending.done:
             return None
         return self.filler.completion(pending, reply)
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
-        pending: Pending | None = ex.notes.get(_NOTE)
+        pending: Pending | None = ex.cache
         if isinstance(store_reply, BaseException):
             STORE_ERRORS.labels("cache").inc()
         if pending is not None:
@@ -217,7 +216,7 @@ class CacheStage(Stage):
     def ended_early(self, ex: Exchange, route: Route | None, reply: Reply, store_reply: Any) -> None:
         # E.g. the rate limiter refused the request whose batched lookup took the fill lock: free it
         # now (off this request's path) rather than make the key's other requests wait it out.
-        pending: Pending | None = ex.notes.get(_NOTE)
+        pending: Pending | None = ex.cache
         if pending is None:
             return
         if pending.header_at < 0 and route is not None:
@@ -230,7 +229,7 @@ class CacheStage(Stage):
             self.filler.spawn(self.filler.release_quietly(pending))
 
     def stale_reply(self, ex: Exchange, route: Route) -> Reply | None:
-        pending: Pending | None = ex.notes.get(_NOTE)
+        pending: Pending | None = ex.cache
         if pending is None or pending.stale is None:
             return None
         stale = pending.stale

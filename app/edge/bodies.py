@@ -63,7 +63,7 @@ async def stream_body(ex: Exchange, limit: int) -> AsyncIterator[bytes]:
         seen += len(chunk)
         if seen > limit:
             # Told to the attempt, which sees only the transport's error when the stream stops.
-            ex.notes["body_too_large"] = True
+            ex.body_too_large = True
             raise BodyTooLarge
         if chunk:
             yield chunk

@@ -74,7 +74,7 @@ def document(wall: float, ex: Exchange, status: int, seconds: float) -> dict[str
             value = added.get(name)
             if value is not None:
                 limit[key] = int(value) if value.isdigit() else value.decode("latin-1")
-    outcome = ex.notes.get("ratelimit_outcome")  # allowed, limited, degraded (store unreachable)
+    outcome = ex.ratelimit_outcome  # allowed, limited, degraded (store unreachable)
     if outcome is not None:
         limit["outcome"] = outcome
     line["rate_limit"] = limit or None

@@ -35,13 +35,13 @@ from app.breaker.stage import CircuitBreakerStage
 from app.cache_manager import ApiCacheManager, CacheStage
 from app.config import GatewayConfig
 from app.pipeline.compiled import CompiledRoute
-from app.pipeline.exchange import JSON_CONTENT, Exchange, Reply, error_reply, new_request_id
+from app.pipeline.exchange import JSON_CONTENT, BackendCall, Exchange, Reply, error_reply, new_request_id
 from app.breaker.health import HealthChecker
 from app.observability.metrics import STORE_ERRORS, STORE_ROUND_TRIPS
 from app.pipeline.stage import Stage, StagePlan
 from app.ratelimit.stage import RateLimitStage
 from app.ratelimit.limiter import ApiGatewayRateLimiter
-from app.pipeline.retry import BackendCall, RetryPolicy, send_with_retries
+from app.pipeline.retry import RetryPolicy, send_with_retries
 from app.routing.router import ApiGatewayRouter, Route
 from app.store import MemoryStore, ScriptCall, Store, StoreError
 from app.transform.apply import transform_reply, transform_request
@@ -233,8 +233,8 @@ class ApiGatewayOrchestrator:
 
     async def _forward(self, ex: Exchange, route: Route[CompiledRoute]) -> Reply:
         """Send the request to a target (the one the circuit check chose, if it did), retried as
-        the route's policy allows; ``ex.notes["backend"]`` tells the later stages how it went."""
-        target = ex.notes.get("target") or route.balancer.next_target()
+        the route's policy allows; ``ex.backend`` tells the later stages how it went."""
+        target = ex.target or route.balancer.next_target()
         if target is None:
             return error_reply(503, "no healthy target", route=route.key)
         limit = route.compiled.max_body
@@ -244,15 +244,15 @@ class ApiGatewayOrchestrator:
             return error_reply(413, "request body too large", limit=limit)
         url = backend_url(target.url, self._upstream_path(ex, route), ex.query_string.decode("latin-1"))
         headers = self._request_headers(ex)
-        policy = None if ex.notes.get("no_retry") else route.compiled.retry
+        policy = None if ex.no_retry else route.compiled.retry
         if policy is None:
             reply, backend = await self._attempt(ex, route, url, headers, body, limit)
         else:
             async def attempt() -> tuple[Reply, BackendCall | None]:
                 return await self._attempt(ex, route, url, headers, body, limit)
 
-            reply, backend = await send_with_retries(policy, ex.method, body, attempt, ex.notes.get("retry_guard"))
-        ex.notes["backend"] = backend
+            reply, backend = await send_with_retries(policy, ex.method, body, attempt, ex.retry_guard)
+        ex.backend = backend
         return reply
 
     async def _attempt(self, ex: Exchange, route: Route[CompiledRoute], url: URL,
@@ -264,13 +264,13 @@ class ApiGatewayOrchestrator:
             response = await self.upstream.send(ex.method, url, headers, body, route.compiled.timeout)
         except UpstreamError as error:
             ex.backend_seconds += perf_counter() - sent
-            if ex.notes.get("body_too_large"):
+            if ex.body_too_large:
                 return error_reply(413, "request body too large", limit=limit), None
             log.info("upstream %s for %s: %s", error.reason, route.key, error)
             return error_reply(error.status, error.reason, route=route.key), \
                 BackendCall(None, perf_counter() - sent)
         # A stage may want larger bodies whole (the cache, to keep what it may store).
-        reply = await self._reply_from(response, route, max(SMALL_BODY, ex.notes.get("read_body_up_to", 0)))
+        reply = await self._reply_from(response, route, max(SMALL_BODY, ex.read_body_up_to))
         ex.backend_seconds += perf_counter() - sent  # headers, and the body when it was read whole
         # A body that broke off is no answer, whatever the status line said.
         status = None if reply.status != response.status else response.status

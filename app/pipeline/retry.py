@@ -13,28 +13,14 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from app.config import RetrySpec
-from app.pipeline.exchange import Reply
+from app.pipeline.exchange import BackendCall, Reply
 from app.observability.metrics import UPSTREAM_RETRIES
 
 # RFC 9110 section 9.2.2; POST and PATCH are never retried, whatever the config says.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-
-@dataclass(slots=True)
-class BackendCall:
-    """How one attempt went: the backend's status, or None when it gave no answer."""
-
-    status: int | None
-    seconds: float
-
-    @property
-    def failed(self) -> bool:
-        """What the circuit breaker counts as a failure (docs/design.md): no answer, or 5xx."""
-        return self.status is None or self.status >= 500
 
 
 class RetryBudget:

@@ -11,12 +11,11 @@ from __future__ import annotations
 from app.pipeline.exchange import Exchange, Reply, error_reply
 from app.observability.metrics import RATE_LIMITED
 from app.pipeline.stage import Stage
-from app.ratelimit.limiter import ApiGatewayRateLimiter, Plan
+from app.ratelimit.limiter import ApiGatewayRateLimiter
 from app.ratelimit.limits import RateLimitState, rate_limit_headers
 from app.routing.router import Route
 from app.store import ScriptCall, StoreError
 
-_NOTE = "ratelimit"
 NO_ROUTE = "(none)"
 
 
@@ -34,7 +33,7 @@ class RateLimitStage(Stage):
             ex.client_id = identity.client_id
             tier = identity.tier
         plan = self.limiter.plan(ex.client_id, tier, route)
-        ex.notes[_NOTE] = plan
+        ex.ratelimit_plan = plan
         return plan.call
 
     async def admit(self, ex: Exchange, route: Route | None, store_reply: object) -> Reply | None:
@@ -43,23 +42,24 @@ class RateLimitStage(Stage):
         if type(store_reply) is list and store_reply[0] == 1:
             # Admitted (the common case): the headers straight from the reply, no RateLimitState.
             ex.response_headers += rate_limit_headers(store_reply[2], store_reply[3], store_reply[4])
-            ex.notes["ratelimit_outcome"] = "allowed"
+            ex.ratelimit_outcome = "allowed"
             return None
-        plan: Plan = ex.notes[_NOTE]
+        plan = ex.ratelimit_plan
+        assert plan is not None  # admission_call made it, or there would be no reply
         if isinstance(store_reply, StoreError):
             policy = (route.spec.failure_policy if route is not None else None) or self.limiter.config.failure_policy
             fail_open = policy == "fail_open"
             self.limiter.degraded(store_reply, fail_open)
-            ex.notes["ratelimit_outcome"] = "degraded"
+            ex.ratelimit_outcome = "degraded"
             if fail_open:
                 return None
             return error_reply(503, "rate limiter unavailable", [(b"retry-after", b"1")], retry_after=1)
         state = RateLimitState.from_reply(store_reply, plan.names)  # type: ignore[arg-type]
         ex.response_headers.extend(state.headers())
         if state.allowed:
-            ex.notes["ratelimit_outcome"] = "allowed"
+            ex.ratelimit_outcome = "allowed"
             return None
-        ex.notes["ratelimit_outcome"] = "limited"
+        ex.ratelimit_outcome = "limited"
         RATE_LIMITED.labels(route.key if route is not None else NO_ROUTE).inc()
         seconds = state.retry_after
         return error_reply(429, "rate limit exceeded", [(b"retry-after", str(seconds).encode())],

@@ -20,7 +20,7 @@ from app.transform.errors import TransformationError
 async def transform_request(ex: Exchange, route: Route, transform: CompiledTransform) -> Reply | None:
     """Rewrite headers, query and (for routes with body rules) the body; a Reply refuses the request."""
     version = transform.client_version(ex.headers, ex.path)
-    ex.notes["client_version"] = version
+    ex.client_version = version
     ex.replace_headers(transform.request_headers(ex.headers))
     ex.query_string = transform.query(ex.query_string)
     if not transform.has_request_body_rules:
@@ -55,7 +55,7 @@ async def transform_reply(ex: Exchange, route: Route, transform: CompiledTransfo
         reply.stream = None
         reply.body = body
     try:
-        reply.body = transform.response_body(reply.body, ex.notes["client_version"])
+        reply.body = transform.response_body(reply.body, ex.client_version)
     except TransformationError as error:
         details = error.to_dict()
         return error_reply(502, "backend answer could not be transformed: " + details.pop("error"), **details)

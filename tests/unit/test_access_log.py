@@ -14,7 +14,8 @@ def _exchange(request_id: str = "r1") -> Exchange:
     ex = Exchange(method="GET", path="/a", raw_path=b"/a", query_string=b"", headers=[], client_addr="10.0.0.1",
                   request_id=request_id)
     ex.response_headers = [(b"ratelimit-limit", b"60"), (b"ratelimit-remaining", b"59"), (b"x-cache", b"HIT")]
-    ex.notes = {"ratelimit_outcome": "allowed", "cache": object()}
+    ex.ratelimit_outcome = "allowed"
+    ex.cache = object()
     ex.log_fields = {"tenant": "acme"}
     return ex
 
