@@ -245,3 +245,10 @@ def replicas(config: dict[str, Any], count: int, env: dict[str, str] | None = No
     finally:
         for proc in procs:
             proc.stop()
+
+
+def metric_value(sample: str, **labels: str) -> float:
+    """A sample's value as /_gateway/metrics exposes it (0 before its first count)."""
+    from app.observability.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(sample, labels) or 0.0

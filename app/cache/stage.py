@@ -192,10 +192,8 @@ class CacheStage(Stage):
                 pending.header_at = len(ex.response_headers) - 1
         counters = route.compiled.cache_lookups
         if counters is None:
-            # The children's value objects: Counter.inc would check on every call that a child
-            # from labels() is observable, which it always is.
             counters = route.compiled.cache_lookups = {
-                value: CACHE_LOOKUPS.labels(route.key, label)._value.inc for value, label in _LABELS.items()}
+                value: CACHE_LOOKUPS.labels(route.key, label).inc for value, label in _LABELS.items()}
         counters[how](1)
 
     # -- after the backend ----------------------------------------------------------------------

@@ -103,7 +103,9 @@ class _ProxiedRequest(aiohttp.ClientRequest):
     headers to check them, on every request; here every name it could add is skipped anyway, so the
     check has nothing to do. And it copies the headers one by one in Python, to put Host first and
     let a Host among them replace it; the proxy never forwards a Host (the backend's is made from
-    the URL), so one copy in C does. Same headers on the wire (tests/integration/test_proxy_hot_path.py)."""
+    the URL), so one copy in C does, and a Host that does come along still replaces the URL's in its
+    place. Same headers as aiohttp's own steps (tests/unit/test_third_party_internals.py) and on the
+    wire (tests/integration/test_proxy_hot_path.py)."""
 
     _SKIP = CIMultiDictProxy(CIMultiDict((name, None) for name in _NO_AUTO_HEADERS))
 
@@ -111,13 +113,15 @@ class _ProxiedRequest(aiohttp.ClientRequest):
         self._skip_auto_headers = self._SKIP  # type: ignore[assignment]
 
     def update_headers(self, headers: Any) -> None:
-        if not headers or "Host" in headers:
+        if not headers:
             super().update_headers(headers)
             return
         host = self.url.host_port_subcomponent
         assert host is not None  # an absolute URL: the proxy made it
         self.headers = CIMultiDict(Host=host)
         self.headers.extend(headers)
+        if len(self.headers.getall("Host")) > 1:  # a Host among them: aiohttp's step lets it win
+            super().update_headers(headers)
 
 
 @functools.lru_cache(maxsize=4096)

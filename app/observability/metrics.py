@@ -12,7 +12,6 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
-import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -28,8 +27,11 @@ _LE = tuple(floatToGoString(b) for b in _BOUNDS)
 
 
 def _use_created() -> bool:
-    # prometheus_client's own switch (PROMETHEUS_DISABLE_CREATED_SERIES, disable_created_metrics()).
-    return bool(prometheus_client.metrics._use_created)
+    """Whether prometheus_client exports ``_created`` series (PROMETHEUS_DISABLE_CREATED_SERIES,
+    disable_created_metrics()): asked of a counter of its own, as its switch is not public. Once a
+    scrape, never per request."""
+    (family,) = Counter("apigw_created_probe", "", registry=None).collect()
+    return any(sample.name.endswith("_created") for sample in family.samples)
 
 
 class _RouteSeries:

@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from app.config import parse_config
-from app.observability.metrics import UPSTREAM_RETRIES
-from tests.support import BackendServer, GatewayThread, free_port
+from tests.support import BackendServer, GatewayThread, free_port, metric_value
 
 
 def _gateway(routes: list[dict[str, Any]], **sections: Any) -> GatewayThread:
@@ -100,7 +99,7 @@ def test_all_targets_open_is_503(backend: BackendServer) -> None:
 
 
 def _retries(route: str) -> float:
-    return UPSTREAM_RETRIES.labels(route)._value.get()
+    return metric_value("apigw_upstream_retries_total", route=route)
 
 
 def test_get_that_fails_once_succeeds_through_a_retry(backend: BackendServer) -> None:

@@ -14,7 +14,7 @@ from app.cache.pending import cache_request
 from app.config import parse_config
 from app.pipeline.exchange import Exchange, Reply, error_reply
 from app.pipeline.stage import Stage
-from tests.support import BackendServer, GatewayThread, RedisProcess
+from tests.support import BackendServer, GatewayThread, RedisProcess, metric_value
 
 
 def _config(backend: BackendServer, redis_url: str | None, prefix: str, **cache: Any) -> Any:
@@ -287,10 +287,8 @@ def test_a_request_refused_before_the_cache_frees_the_fill_lock(
 
 
 def test_lookups_are_counted_in_the_metrics(backend: BackendServer, key_prefix: str) -> None:
-    from app.observability.metrics import CACHE_LOOKUPS
-
     def seen(result: str) -> float:
-        return CACHE_LOOKUPS.labels("* /m/*", result)._value.get()
+        return metric_value("apigw_cache_lookups_total", route="* /m/*", result=result)
 
     routes = [{"path": "/m/*", "target": backend.url, "strip_prefix": True}]
     before = {result: seen(result) for result in ("hit", "miss", "bypass")}

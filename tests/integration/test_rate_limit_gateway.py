@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from app.config import parse_config
-from app.observability.metrics import RATE_LIMITED, STORE_ERRORS
-from tests.support import BackendServer, GatewayThread, RedisProcess
+from tests.support import BackendServer, GatewayThread, RedisProcess, metric_value
 
 pytestmark = pytest.mark.redis
 
@@ -50,7 +49,7 @@ def _stats(gateway: GatewayThread, client_id: str) -> dict[str, Any]:
 
 
 def test_every_answer_carries_the_headers_and_the_429_is_json(gateway: GatewayThread) -> None:
-    limited_before = RATE_LIMITED.labels("* /api/*")._value.get()
+    limited_before = metric_value("apigw_rate_limited_total", route="* /api/*")
     with httpx.Client(base_url=gateway.url) as client:
         answers = [client.get("/api/a", headers={"X-Client-ID": "h"}) for _ in range(4)]
         missing = client.get("/nowhere", headers={"X-Client-ID": "h"})
@@ -66,7 +65,7 @@ def test_every_answer_carries_the_headers_and_the_429_is_json(gateway: GatewayTh
     assert 59 <= retry <= 61
     assert refused.json() == {"error": "rate limit exceeded", "retry_after": retry, "limit": 3, "client_id": "h"}
     assert missing.status_code == 429  # a request with no route is counted too (DESIGN: limit, then route)
-    assert RATE_LIMITED.labels("* /api/*")._value.get() == limited_before + 1
+    assert metric_value("apigw_rate_limited_total", route="* /api/*") == limited_before + 1
 
 
 def test_client_identity_key_then_client_id_then_peer(gateway: GatewayThread) -> None:
@@ -116,7 +115,7 @@ def test_failure_policy_per_route_while_redis_is_down(backend: BackendServer) ->
     with RedisProcess() as server, _gateway(server.url, backend) as gateway, \
             httpx.Client(base_url=gateway.url, headers={"X-Client-ID": "p"}) as client:
         assert client.get("/api/a").headers["ratelimit-remaining"] == "2"
-        errors_before = STORE_ERRORS.labels("ratelimit")._value.get()
+        errors_before = metric_value("apigw_store_errors_total", component="ratelimit")
         server.stop()
         started = time.monotonic()
         answers = [(client.get("/api/a"), client.get("/closed/a")) for _ in range(10)]
@@ -126,7 +125,7 @@ def test_failure_policy_per_route_while_redis_is_down(backend: BackendServer) ->
             assert closed.status_code == 503 and closed.headers["retry-after"] == "1"
             assert closed.json() == {"error": "rate limiter unavailable", "retry_after": 1}
         assert took < 5  # coarse: 20 requests, none waiting out a Redis timeout
-        assert STORE_ERRORS.labels("ratelimit")._value.get() >= errors_before + 20
+        assert metric_value("apigw_store_errors_total", component="ratelimit") >= errors_before + 20
 
 
 async def test_seed_integration_example(backend: BackendServer) -> None:

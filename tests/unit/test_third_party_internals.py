@@ -1,0 +1,202 @@
+"""The private parts of third-party packages the gateway relies on, checked as the code uses them.
+
+Each is used because no public API does the job at the request path's cost (the figures are in the
+commits that pinned them), so each package is pinned to the exact version these checks passed
+with (pyproject.toml). Before moving a pin: install the new version, run this file, and fix what it
+names. A failure here names the private API that changed and the module of ours that uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+import aiohttp
+import httpx
+import pytest
+import uvicorn
+from multidict import CIMultiDict
+from yarl import URL
+
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+# package -> (the private API, our module that uses it)
+PINNED = {
+    "uvicorn": ("uvicorn.protocols.http.httptools_impl.HttpToolsProtocol", "app/edge/http_protocol.py"),
+    "aiohttp": ("aiohttp.ClientRequest.update_headers/update_auto_headers/_skip_auto_headers, "
+                "aiohttp.client_proto.ResponseHandler and TCPConnector._factory",
+                "app/edge/upstream.py, app/edge/upstream_protocol.py"),
+    "hishel": ("hishel._core (CacheControl, parse_cache_control, get_freshness_lifetime)", "app/cache/policy.py"),
+}
+
+
+def _pins() -> dict[str, str]:
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = {}
+    for spec in dependencies:
+        found = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^;\s]+)", spec.strip())
+        if found:
+            pins[found.group(1).lower()] = found.group(2)
+    return pins
+
+
+@pytest.mark.parametrize("package", sorted(PINNED))
+def test_each_package_whose_internals_are_used_is_pinned_to_the_version_checked_here(package: str) -> None:
+    private, user = PINNED[package]
+    pinned = _pins().get(package)
+    assert pinned is not None, f"{user} uses {private}: pin {package} to an exact version in pyproject.toml"
+    assert version(package) == pinned, (
+        f"{package} {version(package)} is installed, pyproject.toml pins {pinned}; {user} uses {private}: "
+        "run this file on the installed version before moving the pin")
+
+
+# -- uvicorn: app/edge/http_protocol.py -------------------------------------------------------
+
+def test_uvicorn_httptools_protocol_is_the_class_uvicorn_runs_for_httptools() -> None:
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    assert HTTP_PROTOCOLS.get("httptools") == f"{HttpToolsProtocol.__module__}:HttpToolsProtocol", (
+        "uvicorn no longer runs httptools_impl.HttpToolsProtocol for http='httptools': "
+        "app/edge/http_protocol.py extends it")
+    params = list(inspect.signature(HttpToolsProtocol.connection_made).parameters)
+    assert params == ["self", "transport"], (
+        f"HttpToolsProtocol.connection_made{params}: app/edge/http_protocol.py calls it with its transport")
+
+
+async def test_uvicorn_httptools_protocol_writes_through_the_transport_given_to_connection_made() -> None:
+    """The protocol keeps the transport it was given as ``.transport`` and writes through it, and it
+    has ``.loop``: what GatewayHttpProtocol relies on to put its CoalescingTransport in between."""
+    from app.edge.coalescing import CoalescingTransport
+    from app.edge.http_protocol import GatewayHttpProtocol
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=GatewayHttpProtocol,
+                                           lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "uvicorn did not start"
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient() as client:
+            first = await client.get(f"http://127.0.0.1:{port}/")
+            (protocol,) = server.server_state.connections
+            assert isinstance(protocol, GatewayHttpProtocol)
+            assert protocol.loop is asyncio.get_running_loop(), "HttpToolsProtocol.loop is gone"
+            assert isinstance(protocol.transport, CoalescingTransport), (
+                "HttpToolsProtocol does not keep the transport given to connection_made as .transport")
+            second = await client.get(f"http://127.0.0.1:{port}/")
+        assert (first.status_code, first.text, second.text) == (200, "ok", "ok")
+    finally:
+        server.should_exit = True
+        await serving
+
+
+# -- aiohttp: app/edge/upstream.py ------------------------------------------------------------
+
+def test_aiohttp_client_request_steps_that_the_proxy_replaces_are_still_there() -> None:
+    request = aiohttp.ClientRequest
+    for name, params in (("update_headers", ["self", "headers"]),
+                         ("update_auto_headers", ["self", "skip_auto_headers"])):
+        found = getattr(request, name, None)
+        assert found is not None, f"aiohttp.ClientRequest.{name} is gone: app/edge/upstream.py replaces it"
+        assert list(inspect.signature(found).parameters) == params, f"aiohttp.ClientRequest.{name} changed"
+    source = inspect.getsource(request)
+    assert "self._skip_auto_headers" in source, (
+        "aiohttp.ClientRequest no longer reads _skip_auto_headers: app/edge/upstream.py sets it")
+    assert "request_class" in inspect.signature(aiohttp.ClientSession).parameters
+
+
+async def test_aiohttp_client_request_with_the_proxys_steps_builds_the_same_headers() -> None:
+    """The proxy's request class against aiohttp's own, given the session's skip list: the same
+    headers and the same skip list, for what a proxy sends and for a caller that names a Host."""
+    from app.edge.upstream import _NO_AUTO_HEADERS, _ProxiedRequest
+
+    url = URL("http://backend.example:8001/base/path?q=1")
+    cases = [
+        [("X-Request-ID", "r1"), ("Accept", "application/json"), ("X-Forwarded-For", "10.0.0.1")],
+        [("Cookie", "a=1"), ("cookie", "b=2"), ("Content-Type", "text/plain")],
+        [],
+        [("Host", "other.example"), ("X-A", "1")],
+        [("X-A", "1"), ("host", "a.example"), ("X-B", "2"), ("HOST", "b.example")],
+        CIMultiDict([("X-B", "2"), ("User-Agent", "client/1")]),
+    ]
+    for headers in cases:
+        theirs = aiohttp.ClientRequest("GET", url, headers=headers, skip_auto_headers=_NO_AUTO_HEADERS,
+                                       loop=asyncio.get_running_loop())
+        ours = _ProxiedRequest("GET", url, headers=headers, skip_auto_headers=_NO_AUTO_HEADERS,
+                               loop=asyncio.get_running_loop())
+        assert list(ours.headers.items()) == list(theirs.headers.items()), (
+            f"aiohttp.ClientRequest.update_headers/update_auto_headers changed: {headers}")
+        assert set(ours.skip_auto_headers) == set(theirs.skip_auto_headers), "_skip_auto_headers changed"
+
+
+async def test_aiohttp_connection_protocol_parts_that_the_backend_connector_uses_are_still_there() -> None:
+    """app/edge/upstream_protocol.py: what it overrides, reads and sets on aiohttp's connection
+    protocol and connector (its behaviour: tests/integration/test_misbehaving_origin.py)."""
+    from aiohttp.client_proto import ResponseHandler
+    from aiohttp.http import HttpResponseParser  # noqa: F401  (it builds one)
+
+    for name, params in (("data_received", ["self", "data"]), ("set_exception", ["self", "exc", "exc_cause"]),
+                         ("feed_data", ["self", "data", "size"])):
+        found = getattr(ResponseHandler, name, None)
+        assert found is not None and list(inspect.signature(found).parameters) == params, (
+            f"aiohttp.client_proto.ResponseHandler.{name} changed: app/edge/upstream_protocol.py overrides or calls it")
+    handler = ResponseHandler(loop=asyncio.get_running_loop())
+    for name in ("_skip_payload", "_should_close", "_parser", "_loop"):
+        assert hasattr(handler, name), f"aiohttp.client_proto.ResponseHandler.{name} is gone: upstream_protocol.py uses it"
+    connector = aiohttp.TCPConnector()
+    try:
+        factory = getattr(connector, "_factory", None)
+        assert isinstance(getattr(factory, "func", None), type) and issubclass(factory.func, ResponseHandler), (
+            "aiohttp.TCPConnector._factory no longer makes a ResponseHandler: upstream_protocol.py replaces it")
+        assert connector._loop is asyncio.get_running_loop()
+    finally:
+        await connector.close()
+
+
+# -- hishel: app/cache/policy.py --------------------------------------------------------------
+
+def test_hishel_core_parses_cache_control_as_the_policy_reads_it() -> None:
+    from hishel._core._headers import CacheControl, parse_cache_control
+
+    none = CacheControl()
+    assert (none.no_store, none.no_cache, none.private, none.public, none.max_age, none.s_maxage) == (
+        False, False, False, False, None, None), "hishel._core._headers.CacheControl() defaults changed"
+    every = parse_cache_control('max-age=5, s-maxage=7, no-cache="Set-Cookie", private="X-A, X-B", public, '
+                                "no-store, must-revalidate, proxy-revalidate, stale-while-revalidate=3, "
+                                "stale-if-error=9")
+    read = {name: getattr(every, name) for name in (
+        "max_age", "s_maxage", "no_cache", "private", "public", "no_store", "must_revalidate",
+        "proxy_revalidate", "stale_while_revalidate", "stale_if_error")}
+    assert read == {"max_age": 5, "s_maxage": 7, "no_cache": ["Set-Cookie"], "private": ["X-A", "X-B"],
+                    "public": True, "no_store": True, "must_revalidate": True, "proxy_revalidate": True,
+                    "stale_while_revalidate": 3, "stale_if_error": 9}, (
+        f"hishel._core._headers.parse_cache_control changed: {read}")
+    assert parse_cache_control("no-cache, private").no_cache is True
+
+
+def test_hishel_core_freshness_lifetime_takes_a_response_and_the_shared_flag() -> None:
+    from hishel import Headers, Response
+    from hishel._core._spec import get_freshness_lifetime
+
+    assert list(inspect.signature(get_freshness_lifetime).parameters) == ["response", "is_cache_shared"], (
+        "hishel._core._spec.get_freshness_lifetime's parameters changed")
+
+    def lifetime(control: str, shared: bool = True) -> int | None:
+        return get_freshness_lifetime(Response(status_code=200, headers=Headers({"cache-control": [control]})),
+                                      shared)
+
+    assert (lifetime("max-age=60"), lifetime("max-age=60, s-maxage=5"), lifetime("max-age=60, s-maxage=5", False)) \
+        == (60, 5, 60), "hishel._core._spec.get_freshness_lifetime changed"
