@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.auth.cors.schema import CorsSpec
+from app.auth.schema import AuthSection, AuthSpec, route_auth
 from app.transform.route_config import RouteTransform
 
 
@@ -63,6 +65,8 @@ class ApiKeySpec(_Section):
     key: str = Field(min_length=16)
     client_id: str = Field(min_length=1)
     tier: str | None = None
+    # What the key's holder may do on routes with allow_roles / deny_roles.
+    roles: list[str] = []
 
 
 class RateLimiterSection(_Section):
@@ -225,6 +229,10 @@ class RouteSpec(_Section):
     # Request/response transformation (schema versions, fields, headers, query).
     transform: RouteTransform | None = None
     failure_policy: Literal["fail_open", "fail_closed"] | None = None
+    # Who may call the route: the fields it sets override the top level's ``auth:``.
+    auth: AuthSpec | None = None
+    # Browser calls from other origins; the gateway answers their preflights itself.
+    cors: CorsSpec | None = None
 
     _check_target = field_validator("target")(_http_url)
 
@@ -329,6 +337,17 @@ class GatewayConfig(_Section):
     rate_limiter: RateLimiterSection = RateLimiterSection()
     cache: CacheSection = CacheSection()
     circuit_breaker: CircuitBreakerSection = CircuitBreakerSection()
+    auth: AuthSection = AuthSection()
+
+    @model_validator(mode="after")
+    def _routes_auth(self) -> GatewayConfig:
+        for i, route in enumerate(self.router.routes):
+            if route.auth is not None:
+                try:
+                    route_auth(self.auth, route.auth).check()
+                except ValueError as error:
+                    raise ValueError(f"router.routes.{i}.auth: {error}") from None
+        return self
 
 
 # The seed's variables and ours, each to the dotted path it overrides.

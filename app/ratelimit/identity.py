@@ -33,6 +33,15 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+class KeyOwner(NamedTuple):
+    """What an API key's entry says of its holder."""
+
+    client_id: str
+    tier: str | None = None
+    # For routes with allow_roles / deny_roles (app/auth/).
+    roles: tuple[str, ...] = ()
+
+
 class Identity(NamedTuple):
     # A NamedTuple: one is made per request, and a tuple is the cheapest immutable record.
     client_id: str
@@ -78,9 +87,16 @@ class ProxyTrust:
                 return hop
         return next((h for h in hops if h), peer)
 
+    def address_of(self, headers: list[tuple[bytes, bytes]], peer: str) -> str:
+        """The client's address as the rules above give it, from the request's headers."""
+        if not self.networks or not self.trusts(peer):
+            return peer
+        forwarded = [value for name, value in headers if name == FORWARDED_FOR_HEADER]
+        return self.client_addr(peer, b",".join(forwarded)) if forwarded else peer
+
 
 class ClientIdentifier:
-    def __init__(self, trust: ProxyTrust, api_key_lookup: Callable[[str], tuple[str, str | None] | None]) -> None:
+    def __init__(self, trust: ProxyTrust, api_key_lookup: Callable[[str], KeyOwner | None]) -> None:
         self.trust = trust
         self.lookup = api_key_lookup
         # API key (as sent) -> its sha256: a client sends the same key with every request.

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from app.ratelimit.identity import ClientIdentifier, Identity, ProxyTrust, hash_api_key
+from app.ratelimit.identity import ClientIdentifier, Identity, KeyOwner, ProxyTrust, hash_api_key
 from app.config import ClientSpec, RateLimiterSection, RateLimitSpec
 from app.observability.metrics import STORE_ERRORS
 from app.ratelimit.limits import (
@@ -87,9 +87,9 @@ class ApiGatewayManager:
         self.api_keys_key = store.key("rlcfg", "apikeys")
         self.channel = store.channel("ratelimit")
         self._runtime: dict[str, ClientSpec] = {}
-        self._api_keys: dict[str, tuple[str, str | None]] = {
-            hash_api_key(k.key): (k.client_id, k.tier) for k in section.api_keys}
-        self._runtime_keys: dict[str, tuple[str, str | None]] = {}
+        self._api_keys: dict[str, KeyOwner] = {
+            hash_api_key(k.key): KeyOwner(k.client_id, k.tier, tuple(k.roles)) for k in section.api_keys}
+        self._runtime_keys: dict[str, KeyOwner] = {}
         self._tiers = {name: _merge(section.default, spec) for name, spec in section.tiers.items()}
         self._listeners: list[Callable[[], None]] = []
         self._started = False
@@ -123,8 +123,8 @@ class ApiGatewayManager:
         self._changed()
 
     @staticmethod
-    def _key_entry(data: dict[str, Any]) -> tuple[str, str | None]:
-        return (str(data["client_id"]), data.get("tier"))
+    def _key_entry(data: dict[str, Any]) -> KeyOwner:
+        return KeyOwner(str(data["client_id"]), data.get("tier"), tuple(data.get("roles") or ()))
 
     def _on_message(self, message: bytes) -> None:
         event = orjson.loads(message)
@@ -163,23 +163,24 @@ class ApiGatewayManager:
         self._apply_client(client_id, data)
         await self.store.publish(self.channel, orjson.dumps({"kind": "client", "id": client_id, "config": data}))
 
-    async def add_api_key(self, key: str, client_id: str, tier: str | None = None) -> str:
+    async def add_api_key(self, key: str, client_id: str, tier: str | None = None,
+                          roles: Iterable[str] = ()) -> str:
         """Register ``key`` for ``client_id``; the store keeps only its sha256. Returns the digest."""
         if len(key) < 16:
             raise ValueError("an API key needs at least 16 characters")
         if tier is not None and tier not in self._tiers:
             raise ValueError(f"unknown tier {tier!r}")
         digest = hash_api_key(key)
-        entry = {"client_id": client_id, "tier": tier}
+        entry = {"client_id": client_id, "tier": tier, "roles": sorted(set(roles))}
         await self.store.hset(self.api_keys_key, {digest: orjson.dumps(entry)})
         self._apply_key(digest, entry)
         await self.store.publish(self.channel, orjson.dumps({"kind": "api_key", "hash": digest, "entry": entry}))
         return digest
 
-    async def create_api_key(self, client_id: str, tier: str | None = None) -> str:
+    async def create_api_key(self, client_id: str, tier: str | None = None, roles: Iterable[str] = ()) -> str:
         """A new random key for ``client_id``: returned once, never stored in clear."""
         key = "gw_" + secrets.token_urlsafe(32)
-        await self.add_api_key(key, client_id, tier)
+        await self.add_api_key(key, client_id, tier, roles)
         return key
 
     async def revoke_api_key(self, key: str | None = None, digest: str | None = None) -> bool:
@@ -191,7 +192,7 @@ class ApiGatewayManager:
 
     # -- resolution ------------------------------------------------------------------------------
 
-    def api_key_owner(self, digest: str) -> tuple[str, str | None] | None:
+    def api_key_owner(self, digest: str) -> KeyOwner | None:
         return self._runtime_keys.get(digest) or self._api_keys.get(digest)
 
     def has_own_limits(self, client_id: str) -> bool:
@@ -223,10 +224,10 @@ class ApiGatewayManager:
         """Client configs set at runtime (set_client_config), as kept in Redis."""
         return dict(self._runtime)
 
-    def api_key_entries(self) -> dict[str, tuple[str, str | None, str]]:
-        """sha256 of each key -> (client id, tier, "config" or "api"); the keys themselves are not kept."""
-        entries = {digest: (*owner, "config") for digest, owner in self._api_keys.items()}
-        entries.update({digest: (*owner, "api") for digest, owner in self._runtime_keys.items()})
+    def api_key_entries(self) -> dict[str, tuple[KeyOwner, str]]:
+        """sha256 of each key -> (its owner, "config" or "api"); the keys themselves are not kept."""
+        entries = {digest: (owner, "config") for digest, owner in self._api_keys.items()}
+        entries.update({digest: (owner, "api") for digest, owner in self._runtime_keys.items()})
         return entries
 
     def client_config(self, client_id: str) -> dict[str, Any]:

@@ -81,8 +81,8 @@ class StateReader:
         await limiter.manager.reload()
         clients = {client_id: spec.model_dump(include=spec.model_fields_set)
                    for client_id, spec in sorted(limiter.manager.runtime_clients.items())}
-        keys = [{"hash": digest, "client_id": client_id, "tier": tier}
-                for digest, (client_id, tier, source) in sorted(limiter.manager.api_key_entries().items())
+        keys = [{"hash": digest, "client_id": owner.client_id, "tier": owner.tier, "roles": list(owner.roles)}
+                for digest, (owner, source) in sorted(limiter.manager.api_key_entries().items())
                 if source == "api"]
         manager = limiter.manager
         return Section("ratelimits", "rate limits set through the admin API (on top of the config file)",

@@ -78,12 +78,12 @@ def test_bad_client_limits_are_400_naming_the_field(gateway: GatewayThread, body
 
 
 def test_api_key_is_shown_once_and_only_its_hash_is_kept(gateway: GatewayThread) -> None:
-    created = _admin(gateway, "POST", "/api-keys", json={"client_id": "erin", "tier": "tiny"})
+    created = _admin(gateway, "POST", "/api-keys", json={"client_id": "erin", "tier": "tiny", "roles": ["ops"]})
     assert created.status_code == 201
     key, digest = created.json()["key"], created.json()["hash"]
     assert len(key) >= 32
     listed = _admin(gateway, "GET", "/api-keys").json()
-    assert listed == [{"hash": digest, "client_id": "erin", "tier": "tiny", "source": "api"}]
+    assert listed == [{"hash": digest, "client_id": "erin", "tier": "tiny", "roles": ["ops"], "source": "api"}]
     assert key not in _admin(gateway, "GET", "/api-keys").text
     assert key not in _admin(gateway, "GET", "/config").text
     memory = gateway.gateway.orchestrator.store.db  # everything the memory store holds

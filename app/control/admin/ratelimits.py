@@ -62,6 +62,7 @@ class Reset(BaseModel):
 class NewApiKey(BaseModel):
     client_id: str = Field(min_length=1, max_length=200)
     tier: str | None = None
+    roles: list[str] = Field(default=[], description="for routes with allow_roles / deny_roles")
 
 
 class CreatedApiKey(BaseModel):
@@ -69,12 +70,14 @@ class CreatedApiKey(BaseModel):
     hash: str
     client_id: str
     tier: str | None
+    roles: list[str]
 
 
 class ApiKeyView(BaseModel):
     hash: str
     client_id: str
     tier: str | None
+    roles: list[str]
     source: Literal["config", "api"]
 
 
@@ -150,22 +153,24 @@ def build_router(gateway: Gateway) -> APIRouter:
     @router.get("/api-keys", response_model=list[ApiKeyView])
     async def list_api_keys() -> list[ApiKeyView]:
         """Known API keys by their sha256 (the keys themselves are not kept)."""
-        return [ApiKeyView(hash=digest, client_id=client_id, tier=tier, source=source)  # type: ignore[arg-type]
-                for digest, (client_id, tier, source) in sorted(manager.api_key_entries().items())]
+        return [ApiKeyView(hash=digest, client_id=owner.client_id, tier=owner.tier, roles=list(owner.roles),
+                           source=source)  # type: ignore[arg-type]
+                for digest, (owner, source) in sorted(manager.api_key_entries().items())]
 
     @router.post("/api-keys", status_code=201, response_model=CreatedApiKey)
     async def create_api_key(new: NewApiKey) -> CreatedApiKey:
         """A new random key for a client (and tier). The answer is the only time the key is shown."""
         if new.tier is not None and new.tier not in manager.tiers:
             raise _unknown_tier(new.tier, ("body", "tier"))
-        key = await limiter.manager.create_api_key(new.client_id, new.tier)
-        return CreatedApiKey(key=key, hash=hash_api_key(key), client_id=new.client_id, tier=new.tier)
+        key = await limiter.manager.create_api_key(new.client_id, new.tier, new.roles)
+        return CreatedApiKey(key=key, hash=hash_api_key(key), client_id=new.client_id, tier=new.tier,
+                             roles=sorted(set(new.roles)))
 
     @router.delete("/api-keys/{digest}", status_code=204, responses={404: {"description": "no such key"}})
     async def revoke_api_key(digest: str) -> None:
         """Revoke a key created through the API (by its sha256), on every replica."""
         entry = manager.api_key_entries().get(digest)
-        if entry is None or entry[2] != "api":
+        if entry is None or entry[1] != "api":
             raise HTTPException(404, "no API key with this hash was created through the API")
         await limiter.manager.revoke_api_key(digest=digest)
 
