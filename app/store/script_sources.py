@@ -18,6 +18,7 @@ from pathlib import Path
 # The scripts the gateway calls, by name: ``lua/<name>.lua``.
 SCRIPT_NAMES = frozenset({
     "activity_add", "activity_top",
+    "auth_failure",
     "breaker_acquire", "breaker_force", "breaker_record", "breaker_state", "breaker_trip",
     "cache_get", "cache_invalidate", "cache_release", "cache_set", "cache_stats",
     "config_change", "config_read",
