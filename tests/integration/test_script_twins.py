@@ -300,7 +300,16 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
             "cache_invalidate": invalidate()}
 
 
-FAMILIES: list[Family] = [ratelimit_calls, breaker_calls, health_calls, config_calls, activity_calls, cache_calls]
+def auth_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
+    # threshold, window, cooldown, max_cooldown, memory (ms), channel, address
+    return {"auth_failure": st.tuples(st.just("auth_failure"), st.just([f"{p}:authfail"]), st.tuples(
+        st.integers(1, 3), st.sampled_from([1000, 60_000]), st.sampled_from([100, 1000]),
+        st.sampled_from([1000, 5000]), st.sampled_from([2000, 120_000]), st.just(f"{p}:events"),
+        st.just("10.0.0.1")).map(list))}
+
+
+FAMILIES: list[Family] = [ratelimit_calls, breaker_calls, health_calls, config_calls, activity_calls, cache_calls,
+                          auth_calls]
 FAMILY_OF = {name: family for family in FAMILIES for name in family("x")}
 
 
