@@ -276,15 +276,83 @@ class RouterSection(_Section):
 
 # -- process-level settings ------------------------------------------------------------------
 
+def _node_list(value: Any) -> Any:
+    """``"a:1,b:2"`` (from an environment variable) or a YAML list: a list of node entries."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _check_nodes(nodes: list[str]) -> list[str]:
+    """Each entry is ``host:port`` or a ``redis://`` / ``rediss://`` URL (whose scheme, user and
+    password then apply to every node, those discovered later included)."""
+    if not nodes:
+        raise ValueError("needs at least one node")
+    schemes = set()
+    for entry in nodes:
+        scheme, sep, rest = entry.partition("://")
+        if sep:
+            if scheme not in ("redis", "rediss"):
+                raise ValueError(f"{entry!r}: a node URL starts with redis:// or rediss://")
+            schemes.add(scheme)
+            rest = rest.rpartition("@")[2].partition("/")[0].partition("?")[0]
+        else:
+            rest = entry
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"{entry!r}: expected host:port")
+    if len(schemes) > 1:
+        raise ValueError("the nodes mix redis:// and rediss://; use one scheme for all")
+    return nodes
+
+
+class SentinelSection(_Section):
+    """Redis Sentinel: the sentinels to ask and the name of the master they watch."""
+
+    # The sentinels: host:port, or rediss://[user:password@]host:port when the sentinels have TLS or
+    # a password of their own (the scheme applies to the data nodes too).
+    nodes: list[str]
+    master: str = "mymaster"
+    # The data nodes' (master's and replicas') credentials, when they differ from none.
+    username: str | None = None
+    password: str | None = None
+    db: int = Field(default=0, ge=0)
+
+    _split = field_validator("nodes", mode="before")(_node_list)
+    _check = field_validator("nodes")(_check_nodes)
+
+
 class RedisSection(_Section):
-    # None: the embedded memory store (a single replica).
+    # None (and neither cluster_nodes nor sentinel): the embedded memory store (a single replica).
+    # A URL naming a Redis Cluster node is detected at start and used as the cluster's seed.
     url: str | None = None
+    # Redis Cluster: seeds from which the slot map is discovered; wins over url when both are set.
+    cluster_nodes: list[str] | None = None
+    sentinel: SentinelSection | None = None
     prefix: str = Field(default="apigw", pattern=r"^[A-Za-z0-9_.-]+$")
     max_connections: int = Field(default=64, gt=0)
     socket_timeout: float = Field(default=1.0, gt=0)
     connect_timeout: float = Field(default=0.5, gt=0)
     # After a failure the store is not tried again for this long (no request waits out a timeout).
     retry_after_failure: float = Field(default=0.5, gt=0)
+
+    _split = field_validator("cluster_nodes", mode="before")(_node_list)
+
+    @field_validator("cluster_nodes")
+    @classmethod
+    def _check_cluster_nodes(cls, nodes: list[str] | None) -> list[str] | None:
+        return None if nodes is None else _check_nodes(nodes)
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> RedisSection:
+        if self.cluster_nodes and self.sentinel is not None:
+            raise ValueError("set either cluster_nodes (Redis Cluster) or sentinel (a Sentinel group), not both")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """Whether any Redis is named (else the memory store)."""
+        return bool(self.url or self.cluster_nodes or self.sentinel)
 
 
 class PathsSection(_Section):
@@ -367,6 +435,10 @@ ENV_OVERRIDES: dict[str, str] = {
     "REDIS_URL": "redis.url",
     # Listed after REDIS_URL so that the gateway's own name wins when both are set.
     "API_GATEWAY_REDIS_URL": "redis.url",
+    "API_GATEWAY_REDIS_CLUSTER_NODES": "redis.cluster_nodes",       # comma-separated host:port
+    "API_GATEWAY_REDIS_SENTINEL_NODES": "redis.sentinel.nodes",     # comma-separated host:port
+    "API_GATEWAY_REDIS_SENTINEL_MASTER": "redis.sentinel.master",
+    "API_GATEWAY_REDIS_SENTINEL_PASSWORD": "redis.sentinel.password",
 }
 
 

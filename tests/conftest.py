@@ -102,9 +102,21 @@ def key_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+def _on_cluster(request: pytest.FixtureRequest) -> bool:
+    callspec = getattr(request.node, "callspec", None)
+    return callspec is not None and callspec.params.get("store") == "cluster"
+
+
 @pytest.fixture
-def redis_client(redis_url: str, key_prefix: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def redis_client(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[redis.Redis]:
+    """A plain client on the Redis the test's store uses (the cluster when the store is the cluster);
+    it removes the test's keys afterwards."""
+    client: redis.Redis
+    if _on_cluster(request):
+        cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
+        client = redis.RedisCluster.from_url(cluster.nodes[0].url.removesuffix("/0"))  # type: ignore[assignment]
+    else:
+        client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
     yield client
     for key in client.scan_iter(f"{key_prefix}:*", count=1000):
         client.delete(key)
@@ -119,14 +131,17 @@ async def redis_store(redis_url: str, key_prefix: str, redis_client: redis.Redis
     await store.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.redis)])
 async def store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[Store]:
-    """The contract fixture: each test using it runs on both back ends."""
+    """The contract fixture: each test using it runs on every back end (one Redis, a Redis Cluster)."""
     if request.param == "memory":
         yield MemoryStore(prefix=key_prefix)
         return
     request.getfixturevalue("redis_client")  # removes the test's keys afterwards
-    store = RedisStore(request.getfixturevalue("redis_url"), prefix=key_prefix)
+    if request.param == "cluster":
+        store = RedisStore(cluster_nodes=request.getfixturevalue("redis_cluster").seeds, prefix=key_prefix)
+    else:
+        store = RedisStore(request.getfixturevalue("redis_url"), prefix=key_prefix)
     await store.start()
     yield store
     await store.close()

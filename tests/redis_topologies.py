@@ -144,7 +144,9 @@ class RedisClusterProcesses(_Topology):
         args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                 # A replica always stands for election, however long its link was down in a test.
-                "--cluster-replica-validity-factor", "0"]
+                "--cluster-replica-validity-factor", "0",
+                # One lost shard must not stop the others (the README recommends the same).
+                "--cluster-require-full-coverage", "no"]
         self.nodes = [Node(self.root, args, port=cluster_port()) for _ in range(masters * (1 + replicas_each))]
 
     @property
@@ -199,6 +201,8 @@ class RedisClusterProcesses(_Topology):
             if self.info(node).get("cluster_state") != "ok":
                 return False
         masters = self.masters_now()
+        if any(self.masters_now(via=node) != masters for node in running):
+            return False  # not every node has heard of the last change yet
         if len(masters) != self.masters or sum(e - s + 1 for r in masters.values() for s, e in r) != 16384:
             return False
         # Every running replica has caught up with a master (so that a kill loses nothing acked long ago).

@@ -210,12 +210,17 @@ class ApiGatewayOrchestrator:
         wanted = [call for call in calls if call is not None]
         if not wanted:
             return [None] * len(calls)
-        try:
-            answers = iter(await self.store.run(*wanted))
-        except StoreError as error:  # unreachable, or a script error: each stage degrades, never a 500
-            STORE_ERRORS_PIPELINE.inc()
-            return [error if call is not None else None for call in calls]
-        return [next(answers) if call is not None else None for call in calls]
+        # Each call's reply, or its StoreError (unreachable, or a script error): the stage degrades,
+        # never a 500. On a Redis Cluster a lost shard fails only the calls of its slots.
+        answers = await self.store.run_each(*wanted)
+        for answer in answers:
+            if isinstance(answer, StoreError):
+                STORE_ERRORS_PIPELINE.inc()
+                break
+        if len(answers) == len(calls):
+            return answers
+        replies = iter(answers)
+        return [next(replies) if call is not None else None for call in calls]
 
     def _ended_early(self, ex: Exchange, route: Route[CompiledRoute] | None, reply: Reply,
                      answered_by: Stage | None = None, replies: list[Any] | None = None) -> None:

@@ -6,12 +6,14 @@ from app.store.memory import MemoryDB, MemoryStore
 
 
 def create_store(settings: RedisSection) -> Store:
-    """Redis when a URL is configured, else the embedded memory store."""
-    if settings.url is None:
+    """Redis when one is configured (a URL, a Redis Cluster's nodes or a Sentinel group), else the
+    embedded memory store."""
+    if not settings.configured:
         return MemoryStore(prefix=settings.prefix)
     from app.store.redis import RedisStore
 
-    return RedisStore(settings.url, settings.prefix, max_connections=settings.max_connections,
+    return RedisStore(settings.url, settings.prefix, cluster_nodes=settings.cluster_nodes, sentinel=settings.sentinel,
+                      max_connections=settings.max_connections,
                       socket_timeout=settings.socket_timeout, connect_timeout=settings.connect_timeout,
                       retry_after_failure=settings.retry_after_failure)
 

@@ -77,6 +77,18 @@ class Store(abc.ABC):
     async def run(self, *calls: ScriptCall) -> list[Any]:
         """Run the scripts in order, in one round trip; their replies in the same order."""
 
+    async def run_each(self, *calls: ScriptCall) -> list[Any]:
+        """Like ``run``, but a call that failed has its ``StoreError`` as its reply instead of
+        failing the others: on a Redis Cluster, a lost shard fails only the calls of its slots."""
+        try:
+            return await self.run(*calls)
+        except StoreError as error:
+            return [error] * len(calls)
+
+    async def ready(self) -> bool:
+        """Whether the request path can be served now (readiness): by default, whether the store answers."""
+        return await self.ping()
+
     async def call(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         return (await self.run(ScriptCall(script, keys, args)))[0]
 

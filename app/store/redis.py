@@ -1,34 +1,40 @@
-"""The fleet's store: Redis, scripts called by SHA.
+"""The fleet's store: Redis (one server, a Sentinel group or a Redis Cluster), scripts called by SHA.
 
-The request path's script calls go through one multiplexed connection (app/store/pipe.py); script
-loading, plain commands and pub/sub, off that path, through redis-py asyncio.
+The request path's script calls go through one multiplexed connection per server
+(app/store/node.py, app/store/pipe.py); on a cluster, through one per master at once
+(app/store/cluster.py). Script loading on those same connections; plain commands and pub/sub, off
+that path, through redis-py asyncio (``Redis``, the Sentinel's master client, or ``RedisCluster``
+with sharded pub/sub).
 
-Failure handling is the point of this module. A refused or timed-out connection becomes
-``StoreUnavailable``, and for ``retry_after_failure`` seconds after it every call fails at once
-without touching the network, so requests never queue behind a dead Redis; the first call after the
-pause probes it again. A call whose connection broke after it was sent is not sent again (it may
-have run: a rate limit would be charged twice). A Redis that restarted has forgotten the scripts:
-NOSCRIPT reloads them all and the calls that got it are sent again.
+The failure rules are app/store/node.py's, per server. A Redis that restarted (or a promoted
+replica) has forgotten the scripts: NOSCRIPT reloads them and the calls that got it are sent again.
+A ``redis.url`` that names a Redis Cluster node is found out (``INFO cluster`` at start, or the first
+``MOVED``) and used as the cluster's seed: a cluster is never mistaken for one server, whose
+redirections would fail every call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.config import SentinelSection
 from app.store.base import ScriptCall, Store, StoreError, StoreUnavailable
-from app.store.pipe import PipeBroken, PipeUnavailable, RedisPipe, ReplyError, bulk, encode
-from app.store.script_sources import script_sources
+from app.store.cluster import ClusterRouting
+from app.store.node import NodeLink
+from app.store.pipe import RedisPipe, ReplyError, encode
+from app.store.script_set import ScriptSet
+from app.store.sentinel import SentinelWatch
 
 log = logging.getLogger("apigw.store")
 
@@ -37,6 +43,7 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSErro
 # once, and redis-py drops it, so the retry gets a fresh one (and a Redis that is really gone refuses
 # it at once). Timeouts are not retried: that would double the wait.
 _STALE = (RedisConnectionError, ConnectionError)
+_INFO_CLUSTER = encode(("INFO", "cluster"))
 
 
 async def _once_more_if_stale(command: Callable[[], Awaitable[Any]]) -> Any:
@@ -46,41 +53,166 @@ async def _once_more_if_stale(command: Callable[[], Awaitable[Any]]) -> Any:
         return await command()
 
 
+def _node_url(entry: str, template: str | None) -> str:
+    """A node entry (``host:port`` or a URL) as a URL, with the scheme and credentials of
+    ``template`` (the first entry given as a URL) when it has none of its own."""
+    if "://" in entry:
+        return entry
+    if template is None:
+        return f"redis://{entry}"
+    parts = urlsplit(template)
+    userinfo = parts.netloc.rpartition("@")[0]
+    return urlunsplit((parts.scheme, f"{userinfo}@{entry}" if userinfo else entry, "", parts.query, ""))
+
+
 class RedisStore(Store):
     shared = True
 
-    def __init__(self, url: str, prefix: str = "apigw", *, max_connections: int = 64,
-                 socket_timeout: float = 1.0, connect_timeout: float = 0.5,
+    def __init__(self, url: str | None = None, prefix: str = "apigw", *,
+                 cluster_nodes: Sequence[str] | None = None, sentinel: SentinelSection | None = None,
+                 max_connections: int = 64, socket_timeout: float = 1.0, connect_timeout: float = 0.5,
                  retry_after_failure: float = 0.5, scripts_dir: Path | None = None) -> None:
         super().__init__(prefix)
-        self.url = url
-        self.retry_after_failure = retry_after_failure
+        if not (url or cluster_nodes or sentinel):
+            raise ValueError("RedisStore needs a url, cluster_nodes or a sentinel section")
         # The gateway's scripts (every one, or ScriptsMissing); a test may bring a folder of its own.
-        self._sources = script_sources() if scripts_dir is None else {
-            p.stem: p.read_text() for p in sorted(scripts_dir.glob("*.lua"))}
-        self._shas = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._sources.items()}
-        # "EVALSHA <sha>" of each script, encoded once.
-        self._heads = {name: bulk("EVALSHA") + bulk(sha) for name, sha in self._shas.items()}
-        self.pipe = RedisPipe(url, connect_timeout=connect_timeout, reply_timeout=socket_timeout)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=socket_timeout,
-            socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-            health_check_interval=30)
-        self.redis = aioredis.Redis.from_pool(pool)
-        self._down_until = 0.0
-        self._logged_down_at = 0.0
+        self.scripts = ScriptSet(scripts_dir)
+        self.retry_after_failure = retry_after_failure
+        self.max_connections = max_connections
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        # The URL new nodes get their scheme and credentials from (a discovered cluster node, a master).
+        self._template: str | None = None
+        self.node: NodeLink | None = None  # one server (or a Sentinel group's master)
+        self.cluster: ClusterRouting | None = None
+        self.sentinel: SentinelWatch | None = None
+        self.redis: Any
+        if cluster_nodes:
+            self._use_cluster([_node_url(e, self._template_of(cluster_nodes)) for e in cluster_nodes])
+        elif sentinel is not None:
+            self.sentinel = SentinelWatch(sentinel, self._follow_master, socket_timeout=socket_timeout,
+                                          connect_timeout=connect_timeout)
+            self.url = ",".join(sentinel.nodes)
+            self.redis = self.sentinel.control_client(max_connections)
+        else:
+            assert url is not None
+            self.url = url
+            self._template = url
+            self.node = self._link(url)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=socket_timeout,
+                socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+                health_check_interval=30)
+            self.redis = aioredis.Redis.from_pool(pool)
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._pubsub_ready = asyncio.Event()
-        self.failures = 0  # calls refused because the store was unreachable
+
+    @staticmethod
+    def _template_of(entries: Sequence[str]) -> str | None:
+        return next((e for e in entries if "://" in e), None)
+
+    def _link(self, url: str) -> NodeLink:
+        return NodeLink(url, self.scripts, connect_timeout=self.connect_timeout, reply_timeout=self.socket_timeout,
+                        retry_after_failure=self.retry_after_failure)
+
+    @property
+    def pipe(self) -> RedisPipe:
+        """The request path's connection to the one server (not on a cluster)."""
+        if self.node is None:
+            raise StoreUnavailable("no redis master known now")
+        return self.node.pipe
+
+    @property
+    def failures(self) -> int:
+        links = self.cluster.links.values() if self.cluster is not None else [self.node] if self.node else []
+        return sum(link.failures for link in links)
+
+    @property
+    def node_round_trips(self) -> dict[str, int]:
+        """Batches sent to each server (on a cluster, one round trip may reach several)."""
+        links = self.cluster.links.values() if self.cluster is not None else [self.node] if self.node else []
+        return {link.address: link.round_trips for link in links}
+
+    # -- topology -------------------------------------------------------------------------------
+
+    def _use_cluster(self, seeds: list[str]) -> None:
+        self._template = seeds[0]
+        self.url = seeds[0]  # a cluster node's URL: a RedisStore made from it finds the cluster too
+        self.cluster = ClusterRouting([urlsplit(s).netloc.rpartition("@")[2] for s in seeds], self.scripts,
+                                      lambda address: self._link(_node_url(address, self._template)),
+                                      on_new_owner=self._after_failover)
+        options = aioredis.connection.parse_url(seeds[0])
+        for name in ("connection_class", "db", "host", "port"):
+            options.pop(name, None)
+        if urlsplit(seeds[0]).scheme == "rediss":
+            options["ssl"] = True
+        startup = []
+        for seed in seeds:
+            host, _, port = urlsplit(seed).netloc.rpartition("@")[2].rpartition(":")
+            startup.append(ClusterNode(host, int(port)))
+        self.redis = RedisCluster(startup_nodes=startup, max_connections=self.max_connections,
+                                  socket_timeout=self.socket_timeout, socket_connect_timeout=self.connect_timeout,
+                                  require_full_coverage=False, **options)
+
+    async def _become_cluster(self) -> None:
+        """``redis.url`` named a cluster node: it becomes the cluster's seed."""
+        if self.cluster is not None:
+            return
+        log.info("redis at %s is a Redis Cluster node: using it as the cluster's seed", self.url)
+        node, control = self.node, self.redis
+        self._use_cluster([self.url])
+        self.node = None
+        assert self.cluster is not None
+        await self.cluster.refresh()
+        if node is not None:
+            await node.close()
+        await control.aclose()
+        self._restart_listener()
+
+    def _follow_master(self, address: str) -> None:
+        """The sentinels name a (new) master: the request path's calls go there from now on."""
+        assert self.sentinel is not None
+        old, self.node = self.node, self._link(self.sentinel.data_url(address))
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.close())
+            asyncio.get_running_loop().create_task(self._after_failover())
+
+    async def _after_failover(self) -> None:
+        """Another server took over: events published while it did may be lost, so the
+        subscribers re-read what they cache."""
+        for handler in self._reconnect_handlers:
+            try:
+                await handler()
+            except Exception:  # a handler's failure must not stop the others
+                log.exception("reconnect handler failed after a failover")
+
+    # -- life -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
         try:
-            await self._load_scripts()
-            await self.pipe.execute([("PING",)])  # the request path's connection, before the first request
-        except (StoreUnavailable, PipeUnavailable, PipeBroken):
-            log.warning("redis at %s is not reachable yet; serving degraded until it is", self.url)
+            if self.sentinel is not None:
+                await self.sentinel.discover()
+                self.sentinel.start()
+            if self.cluster is None and self.node is not None and self.sentinel is None:
+                info = (await self.node.send([_INFO_CLUSTER]))[0]
+                if isinstance(info, bytes) and b"cluster_enabled:1" in info:
+                    await self._become_cluster()
+            if self.cluster is not None:
+                if await self.cluster.refresh():
+                    await self.cluster.load_scripts()
+            elif self.node is not None:
+                await self.node.load_scripts()
+        except StoreError:
+            pass
+        if not await self.ready():
+            log.warning("redis at %s cannot serve the scripts yet; serving degraded until it can", self.url)
         self._listener = asyncio.create_task(self._listen(), name="apigw-store-events")
+
+    def _restart_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            self._listener = asyncio.get_running_loop().create_task(self._listen(), name="apigw-store-events")
 
     async def close(self) -> None:
         self._closing = True
@@ -89,89 +221,117 @@ class RedisStore(Store):
             # A cancel that lands inside redis-py's read timeout can be swallowed (the read just
             # times out); the listener then sees _closing at its next turn, at most ~1 s later.
             await asyncio.wait([self._listener], timeout=3)
-        await self.pipe.close()
+        if self.sentinel is not None:
+            await self.sentinel.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+        if self.node is not None:
+            await self.node.close()
         await self.redis.aclose()
-
-    # -- failure accounting ---------------------------------------------------------------------
-
-    def _refuse_while_down(self) -> None:
-        if self._down_until and time.monotonic() < self._down_until:
-            self.failures += 1
-            raise StoreUnavailable("redis unreachable (pausing before the next attempt)")
-
-    def _mark_down(self, error: BaseException) -> StoreUnavailable:
-        now = time.monotonic()
-        self._down_until = now + self.retry_after_failure
-        self.failures += 1
-        if now - self._logged_down_at > 10:  # at most one line per interval, not one per request
-            self._logged_down_at = now
-            log.warning("redis unreachable: %s; callers degrade until it answers", error)
-        return StoreUnavailable(f"redis unreachable: {error}")
-
-    def _mark_up(self) -> None:
-        if self._down_until:
-            self._down_until = 0.0
-            log.info("redis reachable again")
-
-    async def _guarded(self, command: Callable[[], Awaitable[Any]]) -> Any:
-        self._refuse_while_down()
-        try:
-            result = await _once_more_if_stale(command)
-        except _UNREACHABLE as error:
-            raise self._mark_down(error) from None
-        except RedisError as error:
-            raise StoreError(str(error)) from error
-        self._mark_up()
-        return result
 
     # -- scripts --------------------------------------------------------------------------------
 
-    async def _load_scripts(self) -> None:
-        async def load() -> None:
-            for source in self._sources.values():
-                await self.redis.script_load(source)
-        await self._guarded(load)
-
     async def run(self, *calls: ScriptCall) -> list[Any]:
-        self._refuse_while_down()
-        commands = [self._evalsha(call) for call in calls]
-        replies = await self._send(commands)
+        if self.cluster is not None:
+            replies = await self._run_on_cluster(calls)
+            for reply in replies:
+                if isinstance(reply, StoreError):
+                    raise reply
+            return replies
+        node = self.node
+        if node is None:
+            self._master_failed()
+            raise StoreUnavailable("no redis master known now")
+        node.refuse_while_down()
+        evalsha = self.scripts.evalsha
+        commands = [evalsha(call) for call in calls]
+        replies = await self._send(node, commands)
         again = [i for i, reply in enumerate(replies)
                  if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")]
         if again:  # a restarted or flushed Redis: those calls did not run
-            await self._load_scripts()
-            for i, reply in zip(again, await self._send([commands[i] for i in again]), strict=True):
+            await node.load_scripts()
+            for i, reply in zip(again, await self._send(node, [commands[i] for i in again]), strict=True):
                 replies[i] = reply
-        for reply in replies:
+        for i, reply in enumerate(replies):
             if isinstance(reply, ReplyError):
-                raise StoreError(str(reply))
-        self._mark_up()
+                text = str(reply)
+                if text.startswith("MOVED") and self.sentinel is None:
+                    return await self._moved(calls, replies)
+                if text.startswith(("READONLY", "MASTERDOWN")) and self.sentinel is not None:
+                    self._master_failed()  # a master turned replica: it did not run the writes
+                    raise StoreUnavailable(f"redis at {node.address}: {text}")
+                raise StoreError(text)
+        node.mark_up()
         return replies
 
-    def _evalsha(self, call: ScriptCall) -> bytes:
-        head = self._heads.get(call.script)
-        if head is None:
-            raise StoreError(f"no script named {call.script!r}")
-        wire = call.wire
-        if wire is None or wire[0] is not head:  # not encoded yet, or by another store's scripts
-            wire = (head, encode((len(call.keys), *call.keys, *call.args), head, 2))
-            object.__setattr__(call, "wire", wire)  # a cache on a frozen value, not a change of it
-        return wire[1]
+    async def run_each(self, *calls: ScriptCall) -> list[Any]:
+        if self.cluster is not None:
+            return await self._run_on_cluster(calls)
+        return await super().run_each(*calls)
 
-    async def _send(self, commands: list[bytes]) -> list[Any]:
+    async def _run_on_cluster(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        cluster = self.cluster
+        assert cluster is not None
+        before = cluster.rounds
+        replies = await cluster.run_each(calls)
+        self.round_trips += cluster.rounds - before
+        return replies
+
+    async def _send(self, node: NodeLink, commands: list[bytes]) -> list[Any]:
         self.round_trips += 1
         try:
-            return await self.pipe.execute(commands)
-        except PipeUnavailable as error:
-            raise self._mark_down(error) from None
-        except PipeBroken as error:
-            if error.timed_out:  # a stalled Redis: pause rather than queue every request behind it
-                raise self._mark_down(error) from None
-            # Gone while the calls were in flight: they may have run, so they are not sent again;
-            # the next call connects anew (and pauses only if that fails).
-            raise StoreUnavailable(str(error)) from None
+            return await node.send(commands)
+        except StoreUnavailable:
+            self._master_failed()
+            raise
+
+    def _master_failed(self) -> None:
+        if self.sentinel is not None:
+            self.sentinel.suspect()
+
+    async def _moved(self, calls: Sequence[ScriptCall], replies: list[Any]) -> list[Any]:
+        """A cluster node taken for a single server: the calls it redirected did not run; they go to
+        their owners now (the others ran, and are not sent again)."""
+        await self._become_cluster()
+        redirected = [i for i, r in enumerate(replies) if isinstance(r, ReplyError) and str(r).startswith("MOVED")]
+        for i, reply in zip(redirected, await self._run_on_cluster([calls[i] for i in redirected]), strict=True):
+            replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply if isinstance(reply, StoreError) else StoreError(str(reply))
+        return replies
+
+    async def ready(self) -> bool:
+        """Whether the request path's scripts can run now: every master answers and knows them."""
+        if self.cluster is not None:
+            return await self.cluster.ready() and await self.ping()
+        node = self.node
+        if node is None:
+            return False
+        try:
+            node.refuse_while_down()
+            return await node.has_scripts() and await self.ping()
+        except StoreError:
+            return False
 
     # -- plain commands -------------------------------------------------------------------------
+
+    async def _guarded(self, command: Callable[[], Awaitable[Any]]) -> Any:
+        pause = self.node if self.cluster is None else None
+        if pause is not None:
+            pause.refuse_while_down()
+        try:
+            result = await _once_more_if_stale(command)
+        except _UNREACHABLE as error:
+            self._master_failed()
+            if pause is not None:
+                raise pause.mark_down(error) from None
+            raise StoreUnavailable(f"redis unreachable: {error}") from None
+        except RedisError as error:
+            raise StoreError(str(error)) from error
+        if pause is not None:
+            pause.mark_up()
+        return result
 
     async def ping(self) -> bool:
         try:
@@ -199,6 +359,10 @@ class RedisStore(Store):
 
     # -- events ---------------------------------------------------------------------------------
 
+    # On a Redis Cluster, events use the cluster-wide (not sharded) pub/sub: the scripts PUBLISH
+    # from inside Lua (config changes, cache fills), and a sharded channel would have to share the
+    # slot of each script's keys. A PUBLISH on any node reaches the subscribers of every node, and
+    # the listener's one connection moves to another node when its node fails.
     async def publish(self, channel: str, message: bytes) -> None:
         await self._guarded(lambda: self.redis.publish(channel, message))
 
@@ -213,9 +377,10 @@ class RedisStore(Store):
         while not self._closing:
             await self._pubsub_ready.wait()
             pubsub = self.redis.pubsub()
+            subscribe, receive = pubsub.subscribe, pubsub.get_message
             try:
                 channels = list(self._handlers)
-                await pubsub.subscribe(*channels)
+                await subscribe(*channels)
                 delay = 0.05
                 if not first:
                     log.info("event stream reconnected; re-reading shared state")
@@ -225,9 +390,9 @@ class RedisStore(Store):
                 while not self._closing:
                     if set(self._handlers) != set(channels):
                         new = [c for c in self._handlers if c not in channels]
-                        await pubsub.subscribe(*new)
+                        await subscribe(*new)
                         channels.extend(new)
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    message = await receive(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message["type"] == "message":
                         channel = message["channel"]
                         channel = channel.decode() if isinstance(channel, bytes) else channel

@@ -92,3 +92,31 @@ def test_a_route_spec_round_trips_through_its_dump() -> None:
     assert RouteSpec.model_validate(spec.model_dump()) == spec
     with pytest.raises(ValueError, match="either target or targets"):
         RouteSpec(path="/a", target="http://x", targets=[{"url": "http://y"}])
+
+
+def test_redis_cluster_and_sentinel_from_the_environment() -> None:
+    config = load_config(env={"API_GATEWAY_REDIS_CLUSTER_NODES": "10.0.0.1:7000, rediss://:pw@10.0.0.2:7000"})
+    assert config.redis.cluster_nodes == ["10.0.0.1:7000", "rediss://:pw@10.0.0.2:7000"]
+    assert config.redis.configured
+    config = load_config(env={"API_GATEWAY_REDIS_SENTINEL_NODES": "s1:26379,s2:26379",
+                              "API_GATEWAY_REDIS_SENTINEL_MASTER": "orders",
+                              "API_GATEWAY_REDIS_SENTINEL_PASSWORD": "secret"})
+    assert config.redis.sentinel is not None
+    assert config.redis.sentinel.nodes == ["s1:26379", "s2:26379"]
+    assert (config.redis.sentinel.master, config.redis.sentinel.password) == ("orders", "secret")
+    assert not load_config(env={}).redis.configured
+
+
+@pytest.mark.parametrize(("redis", "field", "why"), [
+    ({"cluster_nodes": ["nohost"]}, "redis.cluster_nodes", "expected host:port"),
+    ({"cluster_nodes": []}, "redis.cluster_nodes", "at least one node"),
+    ({"cluster_nodes": ["redis://a:1", "rediss://b:2"]}, "redis.cluster_nodes", "one scheme"),
+    ({"cluster_nodes": ["http://a:1"]}, "redis.cluster_nodes", "redis:// or rediss://"),
+    ({"sentinel": {"master": "m"}}, "redis.sentinel.nodes", "Field required"),
+    ({"cluster_nodes": ["a:1"], "sentinel": {"nodes": ["b:2"]}}, "redis", "not both"),
+])
+def test_bad_redis_topologies_are_named(redis: dict, field: str, why: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"redis": redis}, {}, "gateway.yaml")
+    line = next(line for line in str(error.value).splitlines() if line.strip().startswith(f"{field}:"))
+    assert why in line

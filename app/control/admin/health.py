@@ -25,9 +25,10 @@ def build_router(gateway: Gateway) -> APIRouter:
 
     @router.get("/ready")
     async def ready() -> JSONResponse:
-        """Ready when the shared store answers."""
+        """Ready when the shared store can serve the request path (on Redis: every master answers
+        and knows the scripts)."""
         store = gateway.orchestrator.store
-        ok = await store.ping()
+        ok = await store.ready()
         body = {"status": "ready" if ok else "store unavailable", "store": type(store).__name__,
                 "config_version": gateway.config_sync.version}
         return JSONResponse(body, status_code=200 if ok else 503)
