@@ -1,11 +1,7 @@
 -- Check and charge every limit of one request at once: all of them admit it, or none is charged.
 -- Twin: app/store/scripts/ratelimit.py (same arithmetic, same replies).
 --
--- KEYS     one per limit, all under the client's hash tag (apigw:rl:{<client>}:...).
--- ARGV[1]  cost: 1 checks and charges; 0 only looks (get_client_stats), writing nothing.
--- ARGV[2]  "" in production: the time is Redis TIME. Tests may pass a time in microseconds to
---          replay arrival times (the gateway never does).
--- then 4 per limit, in KEYS order:
+-- KEYS, ARGV and the reply: app/ratelimit/protocol.py. Each limit is four arguments:
 --   "w", limit, width_us, buckets  a rolling window of buckets * width_us microseconds, kept as
 --                                  buckets + 1 counters; a request is admitted when every bucket
 --                                  the window can reach (the oldest one counted whole) holds fewer
@@ -17,9 +13,6 @@
 -- current bucket costs one HMGET and one HSET (redis.call is the script's main cost).
 -- Bucket key: the theoretical arrival time (TAT) in microseconds; absent means full.
 --
--- Reply (integers): allowed (1/0), retry_after_ms (when the same request would be admitted),
--- limit, remaining, reset_ms (of the limit with the least left, or the refusing one),
--- refusing limit's index (1-based, 0 if none); with cost 0, then per limit what it has used.
 -- Times are whole milliseconds rounded up; numbers written to keys are formatted as integers
 -- (Lua's default format keeps only 14 digits).
 

@@ -25,7 +25,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from app.control.admin.config_view import REPLICA
-from app.store import ScriptCall
+from app.ratelimit.limits import RateLimitState
+from app.ratelimit.protocol import usage_reply
 
 if TYPE_CHECKING:
     from app.pipeline.orchestrator import ApiGatewayOrchestrator
@@ -98,24 +99,19 @@ async def _quota(orch: ApiGatewayOrchestrator, client_id: str) -> dict[str, Any]
 async def _route_quotas(orch: ApiGatewayOrchestrator, limiter: Any, client_id: str) -> list[dict[str, Any]]:
     """Per rate-limited route: the limit with the least left for this client. The limiter's own
     script asked at cost 0 (as get_client_stats does): it reads without counting."""
-    try:
-        from app.ratelimit.limits import RateLimitState
-    except ImportError:
-        return []
     asked = []
     for route in orch.router.routes:
         if route.spec.rate_limit is None:
             continue
         plan = limiter.plan(client_id, None, route)
         if plan.call is not None:
-            call = ScriptCall(plan.call.script, plan.call.keys, (0, *plan.call.args[1:]))
-            asked.append((route, plan, call))
+            asked.append((route, plan, plan.peek_call()))
     if not asked:
         return []
     replies = await orch.store.run(*(call for _, _, call in asked))
     out = []
     for (route, plan, _), reply in zip(asked, replies, strict=True):
-        state = RateLimitState.from_reply(reply, plan.names)
+        state = RateLimitState.of(usage_reply(reply).decision, plan.names)
         out.append({"route": route.key, "limit": state.limit, "remaining": state.remaining,
                     "reset_seconds": state.reset})
     return out

@@ -24,16 +24,9 @@ import orjson
 from app.ratelimit.identity import ClientIdentifier, Identity, KeyOwner, ProxyTrust, hash_api_key
 from app.config import ClientSpec, RateLimiterSection, RateLimitSpec
 from app.observability.metrics import STORE_ERRORS
-from app.ratelimit.limits import (
-    LIMIT_FIELDS,
-    SCRIPT,
-    WINDOWS,
-    Limit,
-    RateLimitState,
-    client_tag,
-    limits_of,
-    route_tag,
-)
+from app.ratelimit.limits import LIMIT_FIELDS, WINDOWS, RateLimitState, limits_of
+from app.ratelimit.protocol import (Limit, client_prefix, decision_reply, every_key, own_suffix, ratelimit_call,
+                                    route_suffix, usage_reply)
 from app.routing.router import Route
 from app.store import MemoryStore, ScriptCall, Store, StoreError
 
@@ -66,13 +59,23 @@ def _as_client_spec(config: RateLimitSpec | dict[str, Any]) -> ClientSpec:
     return ClientSpec.model_validate(config)
 
 
+# A spec's limits for the script: their names, key suffixes and limits (ApiGatewayRateLimiter._template).
+Template = tuple[tuple[str, ...], tuple[str, ...], tuple[Limit, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Everything a request of one client on one route needs, built once."""
+    """Everything a request of one client on one route needs, built once: the script's call, and
+    its limits' names, keys and limits (in the same order) for other calls of the same limits."""
 
     call: ScriptCall | None
     names: tuple[str, ...]
     keys: tuple[str, ...]
+    limits: tuple[Limit, ...]
+
+    def peek_call(self) -> ScriptCall:
+        """A call that reads the same limits without charging them (reply: ``usage_reply``)."""
+        return ratelimit_call(self.keys, self.limits, cost=0)
 
 
 class ApiGatewayManager:
@@ -246,7 +249,7 @@ class ApiGatewayRateLimiter:
         self.identifier = ClientIdentifier(ProxyTrust(self.config.trusted_proxies), self.manager.api_key_owner)
         self._plans: dict[tuple[str, str | None, Route | None], Plan] = {}
         # (tier, route) -> what _template makes of the tier's limits (clients without limits of their own).
-        self._templates: dict[tuple[str | None, Route | None], tuple[Any, ...]] = {}
+        self._templates: dict[tuple[str | None, Route | None], Template] = {}
         self._route_keys: set[str] = set()  # routes with limits of their own (for reset_client)
         self.manager.on_change(self._plans.clear)
         self.manager.on_change(self._templates.clear)
@@ -281,28 +284,25 @@ class ApiGatewayRateLimiter:
             template = self._templates.get((tier, route))
             if template is None:
                 template = self._templates[(tier, route)] = self._template(self.manager.tier_spec(tier), route)
-        names, suffixes, args = template
+        names, suffixes, limits = template
         if not names:
-            return Plan(None, (), ())
-        base = self.store.key("rl", client_tag(client_id))
-        keys = tuple([base + suffix for suffix in suffixes])
-        return Plan(ScriptCall(SCRIPT, keys, args), names, keys)
+            return Plan(None, (), (), ())
+        prefix = client_prefix(self.store, client_id)
+        keys = tuple([prefix + suffix for suffix in suffixes])
+        return Plan(ratelimit_call(keys, limits), names, keys, limits)
 
-    def _template(self, spec: RateLimitSpec, route: Route | None) -> tuple[tuple[str, ...], tuple[str, ...], tuple[Any, ...]]:
+    def _template(self, spec: RateLimitSpec, route: Route | None) -> Template:
         """A spec's (and the route's) limits as the script takes them: the limits' names, their
-        keys after the client's part (":m", ":r:<route tag>:m"), the script's arguments."""
-        limits: list[tuple[str, str, Limit]] = [(limit.name, ":" + limit.name, limit) for limit in limits_of(spec)]
+        key suffixes (after the client's prefix) and the limits."""
+        limits: list[tuple[str, str, Limit]] = [(limit.name, own_suffix(limit.name), limit)
+                                                for limit in limits_of(spec)]
         route_spec = route.spec.rate_limit if route is not None else None
         if route is not None and route_spec is not None:
             self._route_keys.add(route.key)
-            rtag = route_tag(route.key)
             # A route's spec adds only the limits it names (its unset fields are not limits).
             for limit in limits_of(route_spec, route_spec.model_fields_set):
-                limits.append((f"route:{limit.name}", f":r:{rtag}:{limit.name}", limit))
-        args: list[Any] = [1, ""]
-        for _, _, limit in limits:
-            args.extend(limit.args)
-        return tuple(n for n, _, _ in limits), tuple(k for _, k, _ in limits), tuple(args)
+                limits.append((f"route:{limit.name}", route_suffix(route.key, limit.name), limit))
+        return tuple(n for n, _, _ in limits), tuple(k for _, k, _ in limits), tuple(x for _, _, x in limits)
 
     def identify(self, headers: list[tuple[bytes, bytes]], peer: str) -> Identity:
         return self.identifier.identify(headers, peer)
@@ -331,14 +331,12 @@ class ApiGatewayRateLimiter:
         plan = self.plan(client_id, tier)
         if plan.call is None:
             return RateLimitState(allowed=True)
-        call = plan.call
-        if now_us is not None:
-            call = ScriptCall(SCRIPT, call.keys, (1, now_us, *call.args[2:]))
+        call = plan.call if now_us is None else ratelimit_call(plan.keys, plan.limits, now_us=now_us)
         try:
-            reply = await self.store.call(call.script, call.keys, call.args)
+            reply = (await self.store.run(call))[0]
         except StoreError as error:
             return self.degraded(error, self.fail_open)
-        return RateLimitState.from_reply(reply, plan.names)
+        return RateLimitState.of(decision_reply(reply), plan.names)
 
     # -- the seed's API --------------------------------------------------------------------------
 
@@ -360,8 +358,8 @@ class ApiGatewayRateLimiter:
         plan = self.plan(client_id)
         if plan.call is None:
             return {"requests_this_minute": 0, "requests_this_hour": 0, "burst_tokens": None}
-        reply = await self.store.call(SCRIPT, plan.call.keys, (0, *plan.call.args[1:]))
-        used = dict(zip(plan.names, (int(x) for x in reply[6:]), strict=True))
+        usage = usage_reply((await self.store.run(plan.peek_call()))[0])
+        used = dict(zip(plan.names, usage.used, strict=True))
         spec = self.manager.spec_for(client_id)
         if spec.burst_size is not None and "b" in used:
             tokens: int | None = spec.burst_size - used["b"]
@@ -374,9 +372,5 @@ class ApiGatewayRateLimiter:
 
     async def reset_client(self, client_id: str, route_keys: Iterable[str] = ()) -> int:
         """Forget every counter of ``client_id`` (its own limits and its routes'), fleet-wide."""
-        tag = client_tag(client_id)
         names = ["b", *(name for _, name, _, _ in WINDOWS)]
-        keys = [self.store.key("rl", tag, name) for name in names]
-        for route_key in {*self._route_keys, *route_keys}:
-            keys.extend(self.store.key("rl", tag, "r", route_tag(route_key), name) for name in names)
-        return await self.store.delete(*keys)
+        return await self.store.delete(*every_key(self.store, client_id, names, {*self._route_keys, *route_keys}))

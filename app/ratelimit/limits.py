@@ -1,20 +1,17 @@
-"""What a rate-limit spec becomes for ``lua/ratelimit.lua``: its limits, their keys and arguments,
-and the script's reply read back as a ``RateLimitState``.
+"""What a rate-limit spec becomes for ``lua/ratelimit.lua`` (app/ratelimit/protocol.py): its
+limits, and the script's decision as a ``RateLimitState`` with the headers it makes.
 
-Everything here is computed once per (client, route) and reused by every request (see
+Limits are computed once per (client, route) and reused by every request (see
 ``ApiGatewayRateLimiter.plan``); the request path only picks a prebuilt ``ScriptCall``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from app.config import RateLimitSpec
-
-SCRIPT = "ratelimit"
+from app.ratelimit.protocol import BUCKET, WINDOW, Decision, Limit
 
 # Rolling windows: (spec field, key suffix, length in microseconds, buckets). A window is kept as
 # buckets + 1 counters and counts its oldest bucket whole, so it never admits more than its limit in
@@ -28,22 +25,6 @@ WINDOWS: tuple[tuple[str, str, int, int], ...] = (
 )
 LIMIT_FIELDS = ("requests_per_second", "requests_per_minute", "requests_per_hour",
                 "requests_per_day", "burst_size")
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """One limit as the script takes it: a window ("w": limit, bucket width, buckets) or a token
-    bucket ("b": capacity, microseconds per token, 0)."""
-
-    name: str
-    kind: str
-    limit: int
-    width_us: int
-    buckets: int
-
-    @property
-    def args(self) -> tuple[str, int, int, int]:
-        return (self.kind, self.limit, self.width_us, self.buckets)
 
 
 def burst_interval_us(spec: RateLimitSpec) -> int | None:
@@ -65,26 +46,12 @@ def limits_of(spec: RateLimitSpec, fields: Iterable[str] = LIMIT_FIELDS) -> tupl
     if "burst_size" in wanted and spec.burst_size is not None:
         interval = burst_interval_us(spec)
         if interval is not None:
-            limits.append(Limit("b", "b", spec.burst_size, interval, 0))
+            limits.append(Limit("b", BUCKET, spec.burst_size, interval, 0))
     for field, name, length_us, buckets in WINDOWS:
         limit = getattr(spec, field)
         if field in wanted and limit is not None:
-            limits.append(Limit(name, "w", limit, length_us // buckets, buckets))
+            limits.append(Limit(name, WINDOW, limit, length_us // buckets, buckets))
     return tuple(limits)
-
-
-def client_tag(client_id: str) -> str:
-    """The client's hash tag in keys: the id itself when it is short and plain (readable in
-    redis-cli), else a digest, so that a hostile X-Client-ID can't make huge keys or break the tag."""
-    if 0 < len(client_id) <= 128 and client_id.isprintable() and "{" not in client_id \
-            and "}" not in client_id and " " not in client_id:
-        return client_id
-    return "sha256:" + hashlib.sha256(client_id.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-
-
-def route_tag(route_key: str) -> str:
-    """A route's part of its keys: short, stable, free of spaces and braces."""
-    return hashlib.sha1(route_key.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +83,11 @@ class RateLimitState:
         return -(-self.reset_ms // 1000)
 
     @classmethod
-    def from_reply(cls, reply: Sequence[Any], names: Sequence[str]) -> RateLimitState:
-        refused = int(reply[5])
-        return cls(allowed=int(reply[0]) == 1, limit=int(reply[2]), remaining=int(reply[3]),
-                   reset_ms=int(reply[4]), retry_after_ms=int(reply[1]),
+    def of(cls, decision: Decision, names: Sequence[str]) -> RateLimitState:
+        """The script's decision; ``names``: its limits' names, in the call's order."""
+        refused = int(decision.refused_by)
+        return cls(allowed=int(decision.allowed) == 1, limit=int(decision.limit), remaining=int(decision.remaining),
+                   reset_ms=int(decision.reset_ms), retry_after_ms=int(decision.retry_after_ms),
                    refused_by=names[refused - 1] if refused else None)
 
     def headers(self) -> list[tuple[bytes, bytes]]:

@@ -13,6 +13,7 @@ from app.observability.metrics import RATE_LIMITED
 from app.pipeline.stage import Stage
 from app.ratelimit.limiter import ApiGatewayRateLimiter
 from app.ratelimit.limits import RateLimitState, rate_limit_headers
+from app.ratelimit.protocol import decision_reply
 from app.routing.router import Route
 from app.store import ScriptCall, StoreError
 
@@ -39,13 +40,6 @@ class RateLimitStage(Stage):
     async def admit(self, ex: Exchange, route: Route | None, store_reply: object) -> Reply | None:
         if store_reply is None:  # no limit applies to this client: no call was made
             return None
-        if type(store_reply) is list and store_reply[0] == 1:
-            # Admitted (the common case): the headers straight from the reply, no RateLimitState.
-            ex.response_headers += rate_limit_headers(store_reply[2], store_reply[3], store_reply[4])
-            ex.ratelimit_outcome = "allowed"
-            return None
-        plan = ex.ratelimit_plan
-        assert plan is not None  # admission_call made it, or there would be no reply
         if isinstance(store_reply, StoreError):
             policy = (route.spec.failure_policy if route is not None else None) or self.limiter.config.failure_policy
             fail_open = policy == "fail_open"
@@ -54,7 +48,15 @@ class RateLimitStage(Stage):
             if fail_open:
                 return None
             return error_reply(503, "rate limiter unavailable", [(b"retry-after", b"1")], retry_after=1)
-        state = RateLimitState.from_reply(store_reply, plan.names)  # type: ignore[arg-type]
+        decision = decision_reply(store_reply)  # type: ignore[arg-type]
+        if decision.allowed == 1:
+            # Admitted (the common case): the headers straight from the reply, no RateLimitState.
+            ex.response_headers += rate_limit_headers(decision.limit, decision.remaining, decision.reset_ms)
+            ex.ratelimit_outcome = "allowed"
+            return None
+        plan = ex.ratelimit_plan
+        assert plan is not None  # admission_call made it, or there would be no reply
+        state = RateLimitState.of(decision, plan.names)
         ex.response_headers.extend(state.headers())
         if state.allowed:
             ex.ratelimit_outcome = "allowed"

@@ -17,6 +17,7 @@ import orjson
 from app.cache.protocol import CacheKeys, CacheStats
 from app.config import GatewayConfig
 from app.control.config_sync import ConfigSync
+from app.ratelimit.protocol import BUCKET
 from app.store.redis import RedisStore
 
 BUSIEST = 10
@@ -96,8 +97,8 @@ class StateReader:
         limiter = self._limiter()
         stats = await limiter.get_client_stats(client_id)
         plan = limiter.plan(client_id)
-        commands = [_cli("GET" if name == "b" else "HGETALL", key) for name, key in zip(plan.names, plan.keys,
-                                                                                        strict=True)]
+        commands = [_cli("GET" if limit.kind == BUCKET else "HGETALL", key)
+                    for limit, key in zip(plan.limits, plan.keys, strict=True)]
         data = {"client_id": client_id, "limits": limiter.manager.client_config(client_id), "counters": stats,
                 "keys": dict(zip(plan.names, plan.keys, strict=True))}
         return Section("client", f"client {client_id!r}: its limits and counters (fleet-wide)", data, commands)

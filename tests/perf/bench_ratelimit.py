@@ -33,6 +33,7 @@ from typing import Any
 from app.config import RateLimiterSection, RateLimitSpec
 from app.rate_limiter import ApiGatewayRateLimiter
 from app.ratelimit.limits import limits_of
+from app.ratelimit.protocol import ratelimit_call
 from app.store.redis import RedisStore
 from app.store.script_sources import script_sources
 from tests.perf.configs import BENCH_PATH, gateway_config
@@ -52,10 +53,7 @@ def _script_args(spec: RateLimitSpec) -> tuple[list[str], list[str]]:
     """KEYS and ARGV as the limiter sends them, with a random client per key (__rand_int__)."""
     limits = limits_of(spec)
     keys = [f"apigw:rl:{{c__rand_int__}}:{limit.name}" for limit in limits]
-    args = ["1", ""]
-    for limit in limits:
-        args.extend(str(a) for a in limit.args)
-    return keys, args
+    return keys, [str(a) for a in ratelimit_call(tuple(keys), limits).args]
 
 
 def redis_benchmark(port: int, command: list[str], requests: int, clients: int, pipeline: int) -> float:

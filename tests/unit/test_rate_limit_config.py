@@ -10,7 +10,8 @@ import yaml
 from app.ratelimit.identity import ProxyTrust
 from app.config import ConfigError, RateLimitSpec, parse_config
 from app.rate_limiter import ApiGatewayRateLimiter, RateLimitConfig
-from app.ratelimit.limits import client_tag, limits_of
+from app.ratelimit.limits import limits_of
+from app.ratelimit.protocol import client_tag
 from app.router import ApiGatewayRouter
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed_config.yaml"
