@@ -1,9 +1,7 @@
 -- Requests per client, fleet-wide, for the status page's busiest clients: two windows of ARGV[1]
 -- seconds (the current one and the one before), each a sorted set client -> requests. Replicas
 -- count locally and add their counts here about once a second, off the request path.
--- KEYS: 1 current window, 2 previous window, 3 meta hash (field epoch: the current window's number)
--- ARGV: 1 window seconds, 2 most clients kept per window, then client id, count pairs
--- Reply: how many clients the current window holds
+-- KEYS, ARGV and the reply: app/control/activity_protocol.py.
 local window = tonumber(ARGV[1])
 local epoch = math.floor(tonumber(redis.call('TIME')[1]) / window)
 local seen = tonumber(redis.call('HGET', KEYS[3], 'epoch') or '-1')

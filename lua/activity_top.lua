@@ -1,8 +1,6 @@
 -- The busiest clients of the fleet: requests in the current window and the one before
 -- (lua/activity_add.lua), the most first, ties by client id.
--- KEYS: 1 current window, 2 previous window, 3 meta hash
--- ARGV: 1 window seconds, 2 how many clients
--- Reply: {client id, requests, client id, requests, ...}
+-- KEYS, ARGV and the reply: app/control/activity_protocol.py.
 local window = tonumber(ARGV[1])
 local epoch = math.floor(tonumber(redis.call('TIME')[1]) / window)
 local seen = tonumber(redis.call('HGET', KEYS[3], 'epoch') or '-1')

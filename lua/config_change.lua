@@ -1,10 +1,5 @@
 -- Change the routes kept in Redis on top of the config file, and tell every replica.
--- KEYS[1]  hash of route overrides: route key -> {"version":N,"spec":<RouteSpec JSON, or null = deleted>}
--- KEYS[2]  the config version (a counter; every change adds one)
--- ARGV[1]  channel on which the new version is published
--- ARGV[2]  "set": ARGV[3..] are pairs (route key, RouteSpec JSON | "null" | "" = back to the file's)
---          "reset": drop every override (the config file alone again)
--- Returns the new version.
+-- KEYS, ARGV, the reply and the override document: app/control/config_protocol.py.
 local version = redis.call('INCR', KEYS[2])
 if ARGV[2] == 'reset' then
   redis.call('DEL', KEYS[1])

@@ -3,7 +3,8 @@
 A pipeline stage that costs no round trip: it counts each request's client in replica memory (in
 ``admission_call``, which every request passes, refused or not), and a background task adds the
 counts to Redis about once a second (lua/activity_add.lua), in two rolling windows. Reading the
-busiest clients (lua/activity_top.lua) gives the requests of the last one to two windows.
+busiest clients (lua/activity_top.lua) gives the requests of the last one to two windows. The
+scripts' keys, arguments and replies: app/control/activity_protocol.py.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from typing import Any
 
+from app.control.activity_protocol import ClientRequests, activity_keys, add_call, top_call, top_reply
 from app.pipeline.exchange import Exchange
 from app.pipeline.stage import Stage
 from app.routing.router import Route
@@ -48,8 +49,7 @@ class ClientActivity(Stage):
         self.pending: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self.keys = (store.key("activity", "clients", "current"), store.key("activity", "clients", "previous"),
-                     store.key("activity", "clients", "meta"))
+        self.keys = activity_keys(store)
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -62,10 +62,7 @@ class ClientActivity(Stage):
     # -- the shared counts --------------------------------------------------------------------
 
     def add_call(self, counts: Counter[str]) -> ScriptCall:
-        args: list[Any] = [self.window, KEEP_CLIENTS]
-        for client, count in counts.items():
-            args += [client, count]
-        return ScriptCall("activity_add", self.keys, tuple(args))
+        return add_call(self.keys, self.window, KEEP_CLIENTS, counts)
 
     async def flush(self) -> None:
         """Add what this replica counted since the last flush; kept for the next one if the store
@@ -81,10 +78,8 @@ class ClientActivity(Stage):
                 if len(self.pending) < LOCAL_CLIENTS or client in self.pending:
                     self.pending[client] += count
 
-    async def busiest(self, many: int = 10) -> list[tuple[str, int]]:
-        reply = await self.store.call("activity_top", self.keys, (self.window, many))
-        pairs = list(zip(reply[0::2], reply[1::2], strict=True))
-        return [(client.decode("utf-8", "replace"), int(count)) for client, count in pairs]
+    async def busiest(self, many: int = 10) -> list[ClientRequests]:
+        return top_reply((await self.store.run(top_call(self.keys, self.window, many)))[0])
 
     async def _flush_loop(self) -> None:
         # The flag as well as the cancel: redis-py can turn a cancellation that lands inside a read

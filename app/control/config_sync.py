@@ -21,6 +21,8 @@ import orjson
 from pydantic import ValidationError
 
 from app.config import GatewayConfig, RouteSpec
+from app.control.config_protocol import (DELETED, RESET, REVERT, SET, change_call, config_keys, decode_override,
+                                         read_call, read_reply)
 from app.observability.metrics import STORE_ERRORS
 from app.routing.router import ApiGatewayRouter
 from app.store import Store, StoreError
@@ -28,10 +30,6 @@ from app.store import Store, StoreError
 log = logging.getLogger("apigw.config")
 
 Source = Literal["config", "api"]
-
-# What the script takes for "no override for this key any more": the file's route (if any) again.
-_REVERT = ""
-_DELETED = "null"
 
 
 def route_document(spec: RouteSpec) -> dict[str, Any]:
@@ -59,17 +57,12 @@ class ConfigSync:
         self.poll_interval = poll_interval
         self.version = 0
         self.overrides: dict[str, Override] = {}
-        self.keys = self.keys_of(store)
+        self.keys = config_keys(store)
         self.channel = store.channel("config")
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._logged_failure_at = 0.0
-
-    @staticmethod
-    def keys_of(store: Store) -> list[str]:
-        """The overrides hash and the version counter (one hash tag: one script touches both)."""
-        return [store.key("config", "config", "routes"), store.key("config", "config", "version")]
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -124,7 +117,7 @@ class ConfigSync:
             log.warning("config sync: store unavailable (%s); serving config version %d", error, self.version)
 
     async def _stored_version(self) -> int:
-        raw = await self.store.get(self.keys[1])
+        raw = await self.store.get(self.keys.version)
         return int(raw) if raw else 0
 
     # -- reading --------------------------------------------------------------------------------
@@ -132,25 +125,23 @@ class ConfigSync:
     async def refresh(self) -> bool:
         """Read the overrides and apply them when their version differs; True when it did."""
         async with self._lock:
-            reply = await self.store.call("config_read", self.keys)
-            version = int(reply[0])
-            if version == self.version and self.version != 0:
+            read = read_reply((await self.store.run(read_call(self.keys)))[0])
+            if read.version == self.version and self.version != 0:
                 return False
             overrides = {}
-            for i in range(1, len(reply), 2):
-                key = reply[i].decode()
-                override = self._parse(key, reply[i + 1])
+            for key, document in read.documents.items():
+                override = self._parse(key, document)
                 if override is not None:
                     overrides[key] = override
-            self._apply(version, overrides)
+            self._apply(read.version, overrides)
             return True
 
     @staticmethod
     def _parse(key: str, raw: bytes) -> Override | None:
         try:
-            document = orjson.loads(raw)
-            spec = None if document["spec"] is None else RouteSpec.model_validate(document["spec"])
-            return Override(int(document["version"]), spec)
+            stored = decode_override(raw)
+            spec = None if stored.spec is None else RouteSpec.model_validate(stored.spec)
+            return Override(stored.version, spec)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ValidationError) as error:
             # Written by another version of the gateway, or by hand: keep the file's route.
             log.error("config sync: ignoring the stored override of route %r: %s", key, error)
@@ -190,24 +181,21 @@ class ConfigSync:
             pairs.append((replaces, self._removal(replaces)))
         in_file = self.baseline.get(spec.key)
         same_as_file = in_file is not None and route_document(in_file) == route_document(spec)
-        pairs.append((spec.key, _REVERT if same_as_file else orjson.dumps(route_document(spec)).decode()))
-        return await self._change("set", pairs)
+        pairs.append((spec.key, REVERT if same_as_file else orjson.dumps(route_document(spec)).decode()))
+        return await self._change(SET, pairs)
 
     async def delete(self, key: str) -> int:
-        return await self._change("set", [(key, self._removal(key))])
+        return await self._change(SET, [(key, self._removal(key))])
 
     async def reset(self) -> int:
         """Forget every change made through the API: the config file's routes alone again."""
-        return await self._change("reset", [])
+        return await self._change(RESET, [])
 
     def _removal(self, key: str) -> str:
         # A route of the file needs a tombstone; one the API added just goes.
-        return _DELETED if key in self.baseline else _REVERT
+        return DELETED if key in self.baseline else REVERT
 
     async def _change(self, mode: str, pairs: list[tuple[str, str]]) -> int:
-        args: list[str] = [self.channel, mode]
-        for key, value in pairs:
-            args.extend((key, value))
-        version = int(await self.store.call("config_change", self.keys, args))
+        version = int((await self.store.run(change_call(self.keys, self.channel, mode, pairs)))[0])
         await self.refresh()  # this replica shows its own change at once
         return version

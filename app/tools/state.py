@@ -16,6 +16,8 @@ import orjson
 
 from app.cache.protocol import CacheKeys, CacheStats
 from app.config import GatewayConfig
+from app.control.activity_protocol import activity_keys, top_call, top_reply
+from app.control.config_protocol import config_keys, decode_override, read_call, read_reply
 from app.control.config_sync import ConfigSync
 from app.ratelimit.protocol import BUCKET
 from app.store.redis import RedisStore
@@ -36,27 +38,22 @@ def _cli(*words: str) -> str:
     return "redis-cli " + " ".join(w if w.isupper() or w.lstrip("-").isdigit() else f"'{w}'" for w in words)
 
 
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class StateReader:
     def __init__(self, store: RedisStore, config: GatewayConfig | None = None) -> None:
         self.store = store
         self.config = config or GatewayConfig()
 
     async def config(self, args: Any = None) -> Section:
-        routes_key, version_key = ConfigSync.keys_of(self.store)
-        raw = await self.store.hgetall(routes_key)
-        version = await self.store.get(version_key)
+        keys = config_keys(self.store)
+        read = read_reply((await self.store.run(read_call(keys)))[0])
         overrides = {}
-        for key, value in sorted(raw.items()):
-            document = orjson.loads(value)
-            overrides[key.decode()] = {"version": document["version"],
-                                       "route": document["spec"] if document["spec"] is not None else "deleted"}
-        data = {"version": int(version or 0), "route_overrides": overrides}
+        for key, document in sorted(read.documents.items()):
+            override = decode_override(document)
+            overrides[key] = {"version": override.version,
+                              "route": override.spec if override.spec is not None else "deleted"}
+        data = {"version": read.version, "route_overrides": overrides}
         return Section("config", "config (the admin API's changes on top of the config file)", data,
-                       [_cli("GET", version_key), _cli("HGETALL", routes_key)])
+                       [_cli("GET", keys.version), _cli("HGETALL", keys.routes)])
 
     async def cache(self, args: Any = None) -> Section:
         keys = CacheKeys(self.store)
@@ -68,12 +65,12 @@ class StateReader:
             _cli("HGETALL", keys.stats), _cli("ZCARD", keys.lru), _cli("ZREVRANGE", keys.lru, "0", "9", "WITHSCORES")])
 
     async def clients(self, args: Any = None, count: int = BUSIEST) -> Section:
-        from app.control.activity import WINDOW_SECONDS, ClientActivity
+        from app.control.activity import WINDOW_SECONDS
 
-        activity = ClientActivity(self.store)
-        flat = await self.store.call("activity_top", list(activity.keys), [WINDOW_SECONDS, count])
-        busiest = [{"client": _text(flat[i]), "requests": int(flat[i + 1])} for i in range(0, len(flat), 2)]
-        current, previous, meta = activity.keys
+        keys = activity_keys(self.store)
+        top = top_reply((await self.store.run(top_call(keys, WINDOW_SECONDS, count)))[0])
+        busiest = [{"client": client, "requests": requests} for client, requests in top]
+        current, meta = keys.current, keys.meta
         return Section("clients", f"busiest clients (requests in the last {WINDOW_SECONDS}-{2 * WINDOW_SECONDS} s)", busiest, [
             _cli("ZREVRANGE", current, "0", str(count - 1), "WITHSCORES"), _cli("HGETALL", meta)])
 
