@@ -2,10 +2,7 @@
 -- OPEN past its recovery time becomes HALF_OPEN here, once for the fleet; HALF_OPEN lets through
 -- at most max_probes calls at a time. A probe that never reports (its replica died) holds its slot
 -- only until lease_ms after the last grant.
--- KEYS[1]  the breaker's hash
--- ARGV     max_probes, lease_ms
--- Reply    {granted, state, gen, failures, open_left_ms, event}; granted in HALF_OPEN means a
---          probe slot is held (give it back through breaker_record with probe=1).
+-- KEYS, ARGV and the reply: app/breaker/protocol.py.
 local key = KEYS[1]
 local max_probes = tonumber(ARGV[1])
 local lease_us = tonumber(ARGV[2]) * 1000

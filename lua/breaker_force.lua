@@ -1,9 +1,7 @@
 -- Move a breaker by hand (the admin API): open it for open_ms, close it, or reset it (closed, with
 -- its failure counts and rate window cleared and its "opened" count back to 0). Every move is a new
 -- generation, so every replica takes it over what it knew, as for any transition.
--- KEYS[1]  the breaker's hash
--- ARGV     to ("open", "closed" or "reset"), open_ms (for "open")
--- Reply    {1, state, gen, failures, open_left_ms, event}
+-- KEYS, ARGV and the reply: app/breaker/protocol.py.
 local key = KEYS[1]
 local to = ARGV[1]
 local open_us = tonumber(ARGV[2]) * 1000

@@ -1,11 +1,5 @@
 -- Record the outcome of a call through a circuit breaker, and make the transition it causes.
--- KEYS[1]  the breaker's hash (apigw:cb:{name})
--- ARGV     gen, outcome (0 success, 1 failure, 2 none: only give back the probe), probe (0/1),
---          ok_batch (successes counted locally since the last write, for the rate window),
---          failure_threshold, success_threshold, recovery_ms,
---          rate_threshold (0 = off, else a share in (0, 1]), window_ms, min_calls
--- Reply    {counted, state, gen, failures, open_left_ms, event}; event 0 none, 1 transition,
---          2 the failure count went from 0 to more or back (replicas skip writing successes at 0).
+-- KEYS, ARGV and the reply: app/breaker/protocol.py.
 local key = KEYS[1]
 local call_gen = tonumber(ARGV[1])
 local outcome = tonumber(ARGV[2])

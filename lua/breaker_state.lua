@@ -1,6 +1,5 @@
 -- Read a breaker's state as the other breaker scripts report it (for a replica that re-reads).
--- KEYS[1]  the breaker's hash
--- Reply    {1, state, gen, failures, open_left_ms, 0}
+-- KEYS, ARGV and the reply: app/breaker/protocol.py.
 local key = KEYS[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])

@@ -1,8 +1,6 @@
 -- Open a closed breaker for open_ms: how a replica that tripped it on its own while Redis was
 -- unreachable tells the fleet once Redis is back. A breaker that is not closed is left alone.
--- KEYS[1]  the breaker's hash
--- ARGV     open_ms
--- Reply    {tripped, state, gen, failures, open_left_ms, event}
+-- KEYS, ARGV and the reply: app/breaker/protocol.py.
 local key = KEYS[1]
 local open_us = tonumber(ARGV[1]) * 1000
 local t = redis.call('TIME')

@@ -1,8 +1,6 @@
 -- Who runs a route's active health checks: one replica at a time holds the lease and renews it each
 -- round; when it stops renewing (it died), another takes over after ttl_ms.
--- KEYS[1]  the route's lease (apigw:health:{route}:lease)
--- ARGV     owner (the replica's id), ttl_ms
--- Reply    1 when the caller holds the lease now, else 0
+-- KEYS, ARGV and the reply: app/breaker/health_protocol.py.
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])

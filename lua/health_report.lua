@@ -1,8 +1,5 @@
 -- Record one health-check result for a target and decide its health for the fleet.
--- KEYS[1]  the route's health hash (apigw:health:{route}); fields <url> = 1 healthy / 0 not
---          (absent: healthy), <url>|ok and <url>|fail = consecutive results
--- ARGV     url, ok (1/0), healthy_threshold, unhealthy_threshold
--- Reply    {healthy (1/0), changed (1/0)}
+-- KEYS, ARGV and the reply: app/breaker/health_protocol.py.
 local key = KEYS[1]
 local url = ARGV[1]
 local ok = tonumber(ARGV[2])

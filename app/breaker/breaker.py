@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from app.config import CircuitBreakerSpec
 from app.observability.metrics import CIRCUIT_STATE, CIRCUIT_TRANSITIONS
 from app.breaker.model import STATE_NUMBER, CircuitState, Event, Outcome, Snapshot, View
+from app.breaker.protocol import (acquire_call, breaker_key, force_call, local_hash, record_call, snapshot_reply,
+                                  state_call, trip_call)
 from app.store import MemoryDB, ScriptCall, Store, StoreUnavailable
 from app.store.scripts import breaker_acquire, breaker_record, breaker_state, breaker_trip
 
@@ -69,11 +71,6 @@ class Ticket:
     probe: bool = False
 
 
-def breaker_tag(name: str) -> str:
-    # The hash tag is the text between the first { and the next }: a route's "{id}" must not end it.
-    return name.replace("{", "(").replace("}", ")")
-
-
 def default_is_failure(result: Any) -> bool:
     """A returned value fails when it is an HTTP answer with a 5xx status (docs/design.md); 4xx succeed."""
     status = getattr(result, "status_code", None)
@@ -95,7 +92,7 @@ class ApiCircuitBreaker:
         self.store = store
         self.manager = manager
         self.is_failure = is_failure
-        self.key = store.key("cb", breaker_tag(name))
+        self.key = breaker_key(store, name)
         self.view = View()
         self.stats = CircuitBreakerStats()
         # Successes not written yet; only the rate rule needs them (flushed with the next write).
@@ -183,7 +180,7 @@ class ApiCircuitBreaker:
         if view.state is CircuitState.OPEN and view.open_left() > 0:
             self.stats.rejected_count += 1
             raise CircuitBreakerOpenError(self.name, view.state, self.retry_after())
-        snap = await self._run("breaker_acquire", [self.config.half_open_max_calls, int(lease * 1000)])
+        snap = await self._run(acquire_call(self.key, self.config.half_open_max_calls, int(lease * 1000)))
         if not snap.flag:
             self.stats.rejected_count += 1
             retry = max(1.0, math.ceil(snap.open_left_ms / 1000)) if snap.state is CircuitState.OPEN else 1.0
@@ -221,22 +218,15 @@ class ApiCircuitBreaker:
         batch = 0
         if outcome is Outcome.FAILURE and self.config.failure_rate_threshold is not None:
             batch, self.pending_successes = self.pending_successes, 0
-        return self._record_call(ticket.gen, outcome, ticket.probe, batch)
-
-    def _record_call(self, gen: int, outcome: Outcome, probe: bool, batch: int) -> ScriptCall:
-        c = self.config
-        args = [gen, int(outcome), int(probe), batch, c.failure_threshold, c.success_threshold,
-                int(c.recovery_timeout * 1000), c.failure_rate_threshold or 0, c.window_seconds * 1000,
-                c.min_calls]
-        return ScriptCall("breaker_record", [self.key], args)
+        return record_call(self.key, ticket.gen, outcome, ticket.probe, batch, self.config)
 
     async def outcome_reply(self, call: ScriptCall, reply: Any) -> None:
         """Learn from the store's reply to ``outcome_call``; a StoreUnavailable (or being in local
         mode) decides on local state instead."""
-        if isinstance(reply, StoreUnavailable) or isinstance(reply, BaseException):
-            self._run_local(call.script, list(call.args))
+        if isinstance(reply, BaseException):
+            self._run_local(call)
             return
-        await self._learned(Snapshot.parse(reply))
+        await self._learned(snapshot_reply(reply))
 
     async def record(self, ticket: Ticket, outcome: Outcome, seconds: float | None = None) -> None:
         """``outcome_call`` and its reply in one go (the library path; the pipeline batches them)."""
@@ -254,24 +244,24 @@ class ApiCircuitBreaker:
         if not self.pending_successes or self._local is not None:
             return None
         batch, self.pending_successes = self.pending_successes, 0
-        return self._record_call(self.view.gen, Outcome.NONE, False, batch)
+        return record_call(self.key, self.view.gen, Outcome.NONE, False, batch, self.config)
 
     # -- the store, or local state when it is unreachable ----------------------------------------
 
-    async def _run(self, script: str, args: list[Any]) -> Snapshot:
+    async def _run(self, call: ScriptCall) -> Snapshot:
         try:
-            reply = await self.store.call(script, [self.key], args)
+            reply = (await self.store.run(call))[0]
         except StoreUnavailable:
-            return self._run_local(script, args)
-        snap = Snapshot.parse(reply)
+            return self._run_local(call)
+        snap = snapshot_reply(reply)
         await self._learned(snap)
         return snap
 
-    def _run_local(self, script: str, args: list[Any]) -> Snapshot:
+    def _run_local(self, call: ScriptCall) -> Snapshot:
         if self._local is None:
             self._local = self._seed_local()
             log.warning("circuit %s: store unreachable, deciding on local state", self.name)
-        snap = Snapshot.parse(_TWINS[script].run(self._local, [self.key], args))
+        snap = snapshot_reply(_TWINS[call.script].run(self._local, list(call.keys), list(call.args)))
         self._adopt(snap)
         return snap
 
@@ -280,8 +270,7 @@ class ApiCircuitBreaker:
         db = MemoryDB()
         view = self.view
         open_until = db.now_us() + int(view.open_left() * 1_000_000) if view.state is CircuitState.OPEN else 0
-        db.set(self.key, {b"state": view.state.value.encode(), b"gen": str(view.gen).encode(),
-                          b"failures": str(view.failures).encode(), b"open_until": str(open_until).encode()})
+        db.set(self.key, local_hash(view.state, view.gen, view.failures, open_until))
         return db
 
     async def _learned(self, snap: Snapshot) -> None:
@@ -315,18 +304,18 @@ class ApiCircuitBreaker:
             self._adopt(snap)
 
     def state_call(self) -> ScriptCall:
-        return ScriptCall("breaker_state", [self.key], [])
+        return state_call(self.key)
 
     def learn_state(self, reply: Any, force: bool) -> None:
         """A re-read of the shared state (``force``: after a reconnect, Redis may have restarted)."""
-        self._adopt(Snapshot.parse(reply), force=force)
+        self._adopt(snapshot_reply(reply), force=force)
 
     async def force(self, to: str, seconds: float | None = None) -> Snapshot:
         """Move the circuit by hand for the whole fleet: "open" (for ``seconds``, default the
         recovery timeout; then HALF_OPEN as usual), "closed", or "reset" (closed, counts cleared).
         Raises StoreUnavailable when the fleet cannot be told (a hand move is never local only)."""
         open_ms = int((self.config.recovery_timeout if seconds is None else seconds) * 1000)
-        snap = Snapshot.parse(await self.store.call("breaker_force", [self.key], [to, open_ms]))
+        snap = snapshot_reply((await self.store.run(force_call(self.key, to, open_ms)))[0])
         self._local = None
         self._adopt(snap, force=True)
         if self.manager is not None:
@@ -339,14 +328,13 @@ class ApiCircuitBreaker:
         view = self.view
         try:
             if self._local is not None and view.state is CircuitState.OPEN and view.open_left() > 0:
-                trip = Snapshot.parse(await self.store.call(
-                    "breaker_trip", [self.key], [int(view.open_left() * 1000)]))
+                trip = snapshot_reply((await self.store.run(trip_call(self.key, int(view.open_left() * 1000))))[0])
                 if trip.event is not Event.NONE and self.manager is not None:
                     self._local = None
                     self._adopt(trip, force=True)
                     await self.manager.announce(self, trip)
                     return
-            reply = await self.store.call("breaker_state", [self.key], [])
+            reply = (await self.store.run(state_call(self.key)))[0]
         except StoreUnavailable:
             return
         if self._local is not None:

@@ -7,7 +7,8 @@ thresholds and keeps the fleet's verdict in one hash per route. A change is anno
 one replica's checks serve all. The load balancer skips unhealthy targets (``set_healthy``).
 
 With the store unreachable, every replica probes for itself and decides on local state (the same
-scripts' twins on a private MemoryDB), so a dead target is still skipped.
+scripts' twins on a private MemoryDB), so a dead target is still skipped. The scripts' keys,
+arguments and replies, and the verdict messages: app/breaker/health_protocol.py.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import orjson
 
-from app.breaker.breaker import breaker_tag
+from app.breaker.health_protocol import (claim_call, decode_verdict, encode_verdict, health_keys, report_call,
+                                         report_reply, verdicts_of)
 from app.observability.metrics import HEALTH_CHECKS
 from app.routing.router import ApiGatewayRouter, Route
-from app.store import MemoryDB, ScriptCall, Store, StoreError, StoreUnavailable
-from app.store.scripts import health_claim, health_report
+from app.store import MemoryDB, Store, StoreError, StoreUnavailable
+from app.store.scripts import health_report
 
 log = logging.getLogger("apigw.health")
 
@@ -46,10 +47,6 @@ class HealthChecker:
         self._task: asyncio.Task[None] | None = None
         store.subscribe(self.channel, self._on_event)
         store.on_reconnect(self.refresh_all)
-
-    def _keys(self, route: Route) -> tuple[str, str]:
-        tag = breaker_tag(route.key)
-        return self.store.key("health", tag), self.store.key("health", tag, "lease")
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -98,9 +95,9 @@ class HealthChecker:
     async def _round(self, route: Route) -> None:
         spec = route.spec.health_check
         assert spec is not None
-        health_key, lease_key = self._keys(route)
+        keys = health_keys(self.store, route.key)
         try:
-            leader = bool(await self.store.call("health_claim", [lease_key], [self.owner, int(spec.interval * 3000)]))
+            leader = bool((await self.store.run(claim_call(keys, self.owner, int(spec.interval * 3000))))[0])
             shared = True
         except StoreUnavailable:
             leader, shared = True, False
@@ -109,21 +106,22 @@ class HealthChecker:
             return
         targets = list(route.balancer.targets)
         results = await asyncio.gather(*(self._probe(route, t.url) for t in targets))
-        args = [[t.url, int(ok), spec.healthy_threshold, spec.unhealthy_threshold] for t, ok in zip(targets, results)]
+        calls = [report_call(keys, t.url, ok, spec.healthy_threshold, spec.unhealthy_threshold)
+                 for t, ok in zip(targets, results, strict=True)]
         replies: list[Any] | None = None
         if shared:
             try:
-                replies = await self.store.run(*(ScriptCall("health_report", [health_key], a) for a in args))
+                replies = await self.store.run(*calls)
             except StoreUnavailable:
                 replies = None
         if replies is None:
-            replies = [health_report.run(self._local, [health_key], a) for a in args]
-        for target, (healthy, changed) in zip(targets, replies, strict=True):
-            self._apply(route.key, target.url, bool(int(healthy)))
-            if int(changed) and shared:
-                message = orjson.dumps({"route": route.key, "url": target.url, "healthy": bool(int(healthy))})
+            replies = [health_report.run(self._local, list(call.keys), list(call.args)) for call in calls]
+        for target, reply in zip(targets, replies, strict=True):
+            verdict = report_reply(reply)
+            self._apply(route.key, target.url, verdict.healthy)
+            if verdict.changed and shared:
                 with contextlib.suppress(StoreUnavailable):
-                    await self.store.publish(self.channel, message)
+                    await self.store.publish(self.channel, encode_verdict(route.key, target.url, verdict.healthy))
 
     async def _probe(self, route: Route, url: str) -> bool:
         spec = route.spec.health_check
@@ -150,21 +148,19 @@ class HealthChecker:
 
     def _on_event(self, message: bytes) -> None:
         try:
-            event = orjson.loads(message)
-            self._apply(str(event["route"]), str(event["url"]), bool(event["healthy"]))
+            event = decode_verdict(message)
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed health event: %r", message[:200])
+            return
+        self._apply(event.route_key, event.url, event.healthy)
 
     async def _refresh(self, route: Route) -> None:
-        health_key, _ = self._keys(route)
         try:
-            fields = await self.store.hgetall(health_key)
+            fields = await self.store.hgetall(health_keys(self.store, route.key).verdicts)
         except StoreError:  # unreachable, or not a hash: keep what we know
             return
-        for target in route.balancer.targets:
-            verdict = fields.get(target.url.encode())
-            if verdict is not None:
-                self._apply(route.key, target.url, verdict != b"0")
+        for url, healthy in verdicts_of(fields, [t.url for t in route.balancer.targets]).items():
+            self._apply(route.key, url, healthy)
 
     async def refresh_all(self) -> None:
         """At start and after a reconnect: take the fleet's verdicts for every checked route."""

@@ -13,11 +13,10 @@ import logging
 import uuid
 from typing import Any
 
-import orjson
-
 from app.breaker.breaker import ApiCircuitBreaker, default_is_failure
 from app.breaker.fallback import ApiFallbackService
-from app.breaker.model import CircuitState, Event, Snapshot
+from app.breaker.model import Snapshot
+from app.breaker.protocol import decode_event, encode_event
 from app.config import CircuitBreakerSpec
 from app.store import MemoryStore, ScriptCall, Store, StoreUnavailable
 
@@ -88,25 +87,20 @@ class CircuitBreakerManager:
 
     async def announce(self, breaker: ApiCircuitBreaker, snap: Snapshot) -> None:
         """Tell the fleet what this replica's script just did."""
-        message = orjson.dumps({"n": breaker.name, "s": snap.state.value, "g": snap.gen, "f": snap.failures,
-                                "ms": snap.open_left_ms, "r": self.replica_id})
         try:
-            await self.store.publish(self.channel, message)
+            await self.store.publish(self.channel, encode_event(breaker.name, snap, self.replica_id))
         except StoreUnavailable:
             pass  # the others re-read the hashes when their event stream comes back
 
     def _on_event(self, message: bytes) -> None:
         try:
-            event = orjson.loads(message)
-            breaker = self._breakers.get(event["n"])
-            if breaker is None or event.get("r") == self.replica_id:
-                return
-            snap = Snapshot(True, CircuitState(event["s"]), int(event["g"]), int(event["f"]), int(event["ms"]),
-                            Event.TRANSITION)
+            event = decode_event(message)
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed breaker event: %r", message[:200])
             return
-        breaker.learn_event(snap)
+        breaker = self._breakers.get(event.name)
+        if breaker is not None and event.replica_id != self.replica_id:
+            breaker.learn_event(event.snapshot)
 
     # -- re-reading and flushing ----------------------------------------------------------------
 

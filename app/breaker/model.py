@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 
 class CircuitState(str, enum.Enum):
@@ -40,7 +39,8 @@ class Event(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A breaker script's reply: ``{flag, state, gen, failures, open_left_ms, event}``."""
+    """A breaker's shared state as a script left it (its reply: app/breaker/protocol.py), or as a
+    transition message told it; ``flag`` is the script's verdict (granted, counted, tripped)."""
 
     flag: bool
     state: CircuitState
@@ -48,13 +48,6 @@ class Snapshot:
     failures: int
     open_left_ms: int
     event: Event
-
-    @classmethod
-    def parse(cls, reply: Any) -> Snapshot:
-        flag, state, gen, failures, left, event = reply
-        if isinstance(state, bytes):
-            state = state.decode()
-        return cls(bool(int(flag)), CircuitState(state), int(gen), int(failures), int(left), Event(int(event)))
 
 
 @dataclass(slots=True)

@@ -102,7 +102,8 @@ class StateReader:
 
     async def circuits(self, args: Any = None) -> Section:
         """Every circuit of the effective routes (the config file's plus the API's changes)."""
-        from app.breaker.breaker import breaker_tag
+        from app.breaker.model import CircuitState
+        from app.breaker.protocol import StoredBreaker, breaker_key
         from app.breaker.stage import target_breaker_name
         from app.routing.router import ApiGatewayRouter
 
@@ -115,21 +116,19 @@ class StateReader:
         now_ms = int(time.time() * 1000)
         circuits, commands = {}, []
         for name in names:
-            key = self.store.key("cb", breaker_tag(name))
-            h = {k.decode(): v.decode() for k, v in (await self.store.hgetall(key)).items()}
-            state = h.get("state", "closed")
-            open_until_ms = float(h.get("open_until", 0)) / 1000
-            circuits[name] = {"state": state, "failures": int(h.get("failures", 0)),
-                              "times_opened": int(h.get("opened", 0)), "generation": int(h.get("gen", 0)),
-                              "open_seconds_left": round(max(0.0, open_until_ms - now_ms) / 1000, 1)
-                              if state == "open" else 0}
+            key = breaker_key(self.store, name)
+            stored = StoredBreaker.from_hash(await self.store.hgetall(key))
+            circuits[name] = {"state": stored.state.value, "failures": stored.failures,
+                              "times_opened": stored.opened, "generation": stored.gen,
+                              "open_seconds_left": round(max(0.0, stored.open_until_us / 1000 - now_ms) / 1000, 1)
+                              if stored.state is CircuitState.OPEN else 0}
             commands.append(_cli("HGETALL", key))
         return Section("circuits", "circuits (shared by the fleet; a missing hash is a closed circuit)",
                        circuits, commands)
 
     async def health(self, args: Any = None) -> Section:
         """The fleet's verdict on each target of the routes that have active health checks."""
-        from app.breaker.breaker import breaker_tag
+        from app.breaker.health_protocol import health_keys, verdicts_of
         from app.routing.router import ApiGatewayRouter
 
         sync = ConfigSync(self.config, ApiGatewayRouter(self.config.router.routes), self.store)
@@ -138,10 +137,11 @@ class StateReader:
         for spec in sync.effective_routes():
             if spec.health_check is None:
                 continue
-            key = self.store.key("health", breaker_tag(spec.key))
-            verdicts = {k.decode(): v.decode() for k, v in (await self.store.hgetall(key)).items()}
-            routes[spec.key] = {t.url: {"healthy": verdicts.get(t.url, "1") == "1"} for t in spec.targets}
-            commands += [_cli("HGETALL", key), _cli("GET", f"{key}:lease")]
+            keys = health_keys(self.store, spec.key)
+            urls = [t.url for t in spec.targets]
+            verdicts = verdicts_of(await self.store.hgetall(keys.verdicts), urls)
+            routes[spec.key] = {url: {"healthy": verdicts.get(url, True)} for url in urls}
+            commands += [_cli("HGETALL", keys.verdicts), _cli("GET", keys.lease)]
         return Section("health", "target health (active checks, the fleet's verdict; no verdict yet = healthy)",
                        routes, commands)
 
