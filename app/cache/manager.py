@@ -121,8 +121,7 @@ class ApiCacheManager:
                 break
             names = reply.vary
             entry_id = self.strategy.cache_key(request, names)
-        if reply.code != HIT and reply.code != STALE or reply.times is None or reply.head is None \
-                or reply.body is None:
+        if reply.code != HIT and reply.code != STALE:
             return None
         return await decode_entry(entry_id, reply.times, reply.now_ms, reply.head, reply.body)
 

@@ -170,7 +170,8 @@ class CacheStats(NamedTuple):
 def lookup_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
                 token: str, lock_ms: int, margin: int = 0) -> ScriptCall:
     """``path``: the request's (the indexes name the entry with it); ``names``: the Vary names
-    ``entry_id`` was keyed with."""
+    ``entry_id`` was keyed with. Every request makes one: the key builders and ``index_member``
+    are written out."""
     return ScriptCall("cache_get",
                       (keys.entry_prefix + entry_id, keys.lru, keys.stats, keys.lock_prefix + entry_id,
                        keys.pass_prefix + entry_id, keys.vary_prefix + base_id),
@@ -182,8 +183,8 @@ def store_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, fresh_ms
                head: bytes, body: bytes, max_entries: int, token: str, names: tuple[str, ...]) -> ScriptCall:
     return ScriptCall(
         "cache_set",
-        (keys.entry_prefix + entry_id, keys.lru, keys.exp, keys.paths, keys.lock_prefix + entry_id,
-         keys.vary_prefix + base_id, keys.pass_prefix + entry_id, keys.stats),
+        (keys.entry(entry_id), keys.lru, keys.exp, keys.paths, keys.lock(entry_id), keys.vary_prefix + base_id,
+         keys.pass_prefix + entry_id, keys.stats),
         (index_member(path, entry_id), fresh_ms, swr_ms, grace_ms, head, body, max_entries, token, ",".join(names),
          keys.entry_prefix, keys.channel, entry_id))
 
@@ -194,7 +195,7 @@ def is_store(call: ScriptCall) -> bool:
 
 
 def release_call(keys: CacheKeys, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
-    return ScriptCall("cache_release", (keys.lock_prefix + entry_id, keys.pass_prefix + entry_id),
+    return ScriptCall("cache_release", (keys.lock(entry_id), keys.pass_prefix + entry_id),
                       (token, pass_ms, keys.channel, entry_id))
 
 

@@ -35,7 +35,6 @@ class Refresher:
             if call is not None:
                 await self.filler.store.run(call)
                 return is_store(call)
-                return call.script == "cache_set"
             if isinstance(reply.stream, TeeResponse):
                 return await reply.stream.drain()  # stored by the copy on release
             return False

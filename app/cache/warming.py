@@ -72,7 +72,7 @@ class CacheWarmer:
             reply = lookup_reply((await self.manager.store.run(call))[0])
         except StoreError:
             return 1.0
-        if reply.code == FRESH and reply.times is not None:
+        if reply.code == FRESH:
             fresh_ms, stored_ms = reply.times.fresh_ms, reply.times.stored_ms
             due_ms = fresh_ms - (fresh_ms - stored_ms) * MARGIN // 1000
             return max(0.05, (due_ms - reply.now_ms) / 1000)
