@@ -7,14 +7,17 @@ the same, and so must the state left: each key's kind, value and time to live.
 
 One clock drives both sides. The twin reads it for TIME and expiry. On Redis, the script's
 ``redis.call('TIME')`` answers it (a line put before the source, which is otherwise unchanged),
-and keys are made to live in its time: a step forward shortens each deadline by the step. A key
-whose deadline lies within a millisecond of the clock is dropped on both sides: which side expires
-it first depends on rounding, not on the script.
+and keys are made to live in its time: each deadline a script sets is learnt in the test's clock
+(from PTTL and the real time of the call), and a step forward shortens it by the step. Redis's
+deadlines still run in real time too, which the test's own steps take: times to live agree within
+what the measurement allows, and a key about to expire (NEARLY_GONE_MS) is dropped on both sides
+rather than compared, since which side expires it first depends on the test's speed.
 """
 
 from __future__ import annotations
 
 import importlib
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,12 +33,16 @@ from app.store.script_sources import SCRIPT_NAMES, script_sources
 pytestmark = pytest.mark.redis
 
 START_US = 1_800_000_000_000_000  # a whole second, so that windows and buckets start on it
-# Redis's deadlines run in real time, which the test's own steps take: a few milliseconds on a busy
-# machine. Times to live agree within this much; the scripts' are 100 ms and more.
-TTL_SLACK_MS = 25
+# Redis's deadlines run in real time, which the test's own steps take. Each one learnt is off by
+# at most this, plus how long the calls that told it took (on a busy machine, that can be long).
+TTL_SLACK_MS = 3
 # Redis expires keys in real time too: one this close to its deadline may be gone there and not in
 # the twin, by the test's own running time; it is dropped on both sides instead of compared.
 NEARLY_GONE_MS = 60
+
+
+def _real_ms() -> float:
+    return time.monotonic() * 1000
 
 
 class ClockedDB(MemoryDB):
@@ -49,12 +56,12 @@ class ClockedDB(MemoryDB):
         return self.time_us
 
 
-def _with_time(source: str, now_us: int) -> str:
-    """The script, with redis.call('TIME') answering ``now_us`` (on its first line: the source's
-    line numbers are kept)."""
-    seconds, micros = divmod(now_us, 1_000_000)
+def _with_clock(source: str, clock_key: str) -> str:
+    """The script, with redis.call('TIME') answering the time held at ``clock_key`` ("<seconds>
+    <microseconds>"), put on its first line so that the source's line numbers are kept. The text
+    is the same for every call of an example: Redis 7.0 keeps each script EVAL sends."""
     return ("local __call = redis.call; local redis = setmetatable({call = function(command, ...) "
-            f"if command == 'TIME' then return {{'{seconds}', '{micros}'}} end "
+            f"if command == 'TIME' then return {{string.match(__call('GET', '{clock_key}'), '^(%d+) (%d+)$')}} end "
             "return __call(command, ...) end}, {__index = redis}); " + source)
 
 
@@ -65,9 +72,15 @@ class Pair:
         self.client = client
         self.prefix = prefix
         self.db = ClockedDB()
-        self.sources = script_sources()
+        self.clock_key = f"clock:{prefix}"  # outside the prefix: not part of the state compared
+        self.sources = {name: _with_clock(source, self.clock_key) for name, source in script_sources().items()}
         self.twins = {name: importlib.import_module(f"app.store.scripts.{name}") for name in SCRIPT_NAMES}
-        self.deadlines: dict[str, int] = {}  # Redis side: key -> deadline in ms of the test's clock
+        # Redis's keys with a deadline: when, in ms of the test's clock, and where Redis keeps it, in
+        # real time (ms of time.monotonic).
+        self.deadlines: dict[str, int] = {}
+        self.real_deadlines: dict[str, float] = {}
+        self.real_widths: dict[str, float] = {}  # how far each real deadline may be late, in ms
+        self.slack: dict[str, float] = {}  # how far each deadline learnt may be off, in ms
 
     @property
     def now_ms(self) -> int:
@@ -77,15 +90,20 @@ class Pair:
         self.db.time_us += ms * 1000
         for key, deadline in list(self.deadlines.items()):
             left = deadline - self.now_ms
-            if left <= 1:
+            if left <= NEARLY_GONE_MS:
                 self._drop(key)
             else:
+                before = _real_ms()
                 self.client.pexpire(key, left)
+                self.real_deadlines[key] = before + left
+                self.real_widths[key] = _real_ms() - before
 
     def _drop(self, key: str) -> None:
         self.client.delete(key)
         self.db.delete(key)
         self.deadlines.pop(key, None)
+        self.real_deadlines.pop(key, None)
+        self.real_widths.pop(key, None)
 
     def call(self, script: str, keys: list[str], args: list[Any]) -> None:
         twin_error = lua_error = None
@@ -93,17 +111,21 @@ class Pair:
             twin = self.twins[script].run(self.db, list(keys), list(args))
         except Exception as error:  # noqa: BLE001 - compared with Redis's answer below
             twin, twin_error = None, error
+        self.client.set(self.clock_key, "%d %d" % divmod(self.db.time_us, 1_000_000))
+        sent_at = _real_ms()
         try:
-            lua = self.client.eval(_with_time(self.sources[script], self.db.time_us), len(keys), *keys, *args)
+            lua = self.client.eval(self.sources[script], len(keys), *keys, *args)
         except redis.ResponseError as error:
             lua, lua_error = None, error
+        done_at = _real_ms()
         assert (twin_error is None) == (lua_error is None), (script, args, twin_error, lua_error)
         assert twin == lua, (script, keys, args)
-        self._learn_deadlines()
+        self._learn_deadlines(sent_at, done_at)
         twin_state, lua_state = self._twin_state(), self._redis_state()
         for key in set(twin_state) | set(lua_state):
             ttls = [state[key][2] for state in (twin_state, lua_state) if key in state]
-            if any(ttl is not None and ttl <= NEARLY_GONE_MS for ttl in ttls):
+            real_left = self.real_deadlines.get(key, float("inf")) - _real_ms()
+            if real_left <= NEARLY_GONE_MS or any(ttl is not None and ttl <= NEARLY_GONE_MS for ttl in ttls):
                 self._drop(key)
                 twin_state.pop(key, None)
                 lua_state.pop(key, None)
@@ -112,21 +134,40 @@ class Pair:
         for key, (_, _, ttl) in twin_state.items():
             lua_ttl = lua_state[key][2]
             assert (ttl is None) == (lua_ttl is None), (script, key, ttl, lua_ttl)
-            assert ttl is None or lua_ttl is None or abs(ttl - lua_ttl) <= TTL_SLACK_MS, (script, key, ttl, lua_ttl)
+            slack = self.slack.get(key, TTL_SLACK_MS)
+            assert ttl is None or lua_ttl is None or abs(ttl - lua_ttl) <= slack, (script, key, ttl, lua_ttl, slack)
 
-    def _learn_deadlines(self) -> None:
-        """The deadlines the call set or cleared on Redis (one it left alone is kept as it was, so
-        that the loop's own running time never shortens it)."""
+    def _learn_deadlines(self, sent_at: float, done_at: float) -> None:
+        """The deadlines the call (its EVAL sent and answered at these real times) set or cleared on
+        Redis. One it left alone keeps its deadline, however long the test's own steps took."""
+        alive = set()
         for raw in self.client.keys(f"{self.prefix}*"):
             key = raw.decode()
-            ttl = self.client.pttl(key)
-            if ttl < 0:
-                self.deadlines.pop(key, None)
-            elif key not in self.deadlines or abs(self.deadlines[key] - self.now_ms - ttl) > TTL_SLACK_MS:
-                self.deadlines[key] = self.now_ms + ttl
+            ttl, real, width = self._real_deadline(key)
+            if ttl >= 0:
+                alive.add(key)
+                if abs(real - self.real_deadlines.get(key, -1e9)) > TTL_SLACK_MS + width + self.real_widths.get(key, 0):
+                    # Set by the call, whose script started between sent_at and done_at.
+                    self.deadlines[key] = self.now_ms + round(real - (sent_at + done_at) / 2)
+                    self.real_deadlines[key], self.real_widths[key] = real, width
+                    self.slack[key] = TTL_SLACK_MS + width + (done_at - sent_at) / 2
         for key in list(self.deadlines):
-            if not self.client.exists(key):
-                del self.deadlines[key]
+            if key not in alive:
+                if self.real_deadlines[key] <= _real_ms() + NEARLY_GONE_MS:
+                    self._drop(key)  # Redis let it go by the real clock: so does the twin
+                self.deadlines.pop(key, None)
+                self.real_deadlines.pop(key, None)
+
+    def _real_deadline(self, key: str) -> tuple[int, float, float]:
+        """PTTL of ``key``, and its deadline in real time within the returned width (a reply that
+        took long, on a busy machine, is asked again)."""
+        for _ in range(5):
+            before = _real_ms()
+            ttl = self.client.pttl(key)
+            width = _real_ms() - before
+            if width <= 2:
+                break
+        return ttl, before + ttl, width + 1  # PTTL is rounded down to the millisecond
 
     def _redis_state(self) -> dict[str, tuple[str, Any, int | None]]:
         state = {}
@@ -321,7 +362,6 @@ def test_every_script_has_a_family() -> None:
 def client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
-    client.script_flush()  # the EVALs' scripts, one per clock value
     client.close()
 
 
@@ -348,6 +388,4 @@ def test_twin_and_lua_agree(script: str, client: redis.Redis, data: st.DataObjec
             pair.advance(advance_ms)
             pair.call(*_fill_time(call, pair.db.time_us))
     finally:
-        keys = client.keys(f"{prefix}*")
-        if keys:
-            client.delete(*keys)
+        client.delete(*client.keys(f"{prefix}*"), f"clock:{prefix}")
