@@ -86,6 +86,8 @@ class CacheStage(Stage):
     def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
         if route is None or not self.settings.enabled or not route.spec.cache.enabled:
             return None
+        if ex.refusal is not None:  # refused (bad credentials): it must not take a fill lock
+            return None
         request = cache_request(ex, route)
         strategy = self.manager.strategy
         decision = strategy.lookup(request)

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from app.auth.cors.handler import CorsPolicy
+from app.auth.ip_restriction.handler import IpRules
+from app.auth.rules import RouteAuth
 from app.breaker.stage import RouteBreakers
 from app.observability.metrics import RouteMetrics
 from app.pipeline.retry import RetryPolicy
@@ -45,3 +48,10 @@ class CompiledRoute:
     cache_lookups: dict[bytes, Callable[[float], None]] | None = None
     # The route's request series. Filled on first use and read by the proxy (app.edge.proxy).
     metrics: RouteMetrics | None = None
+    # The route's authentication (methods, roles, refusals). Filled on first use by the auth stage
+    # (rules_for), which reads it per request.
+    auth: RouteAuth | None = None
+    # The route's address rules. Filled on first use and read by the IP restriction stage.
+    ip_rules: IpRules | None = None
+    # The route's CORS policy. Filled on first use and read by the CORS stage.
+    cors: CorsPolicy | None = None

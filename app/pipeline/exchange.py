@@ -16,6 +16,7 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from app.auth.consumer import Consumer
 from app.breaker.breaker import ApiCircuitBreaker, Ticket
 from app.ratelimit.limiter import Plan
 from app.routing.router import Route, Target
@@ -74,6 +75,20 @@ class Exchange:
     received_path: bytes | None = None
 
     # -- what the pipeline's steps leave for each other, in the order they are written --------
+    # Who a credential proved the client to be, on a route with auth (None: no credential, or a
+    # bad one). Written by the auth stage's prepare; read by the cache (app/cache/pending.py: a
+    # private answer is kept per consumer).
+    consumer: Consumer | None = None
+    # The tier the client's credential names. Written by the auth stage's prepare (with client_id);
+    # read by the rate limit stage's admission_call.
+    client_tier: str | None = None
+    # An answer decided before the admission round trip and given after it, so that the round trip
+    # still charges the rate limit (a 401, a 403 for roles). Written by the auth stage's prepare;
+    # read by its admit, and by the cache stage, which looks nothing up for such a request.
+    refusal: Reply | None = None
+    # The address whose failed authentication is counted in the admission round trip. Written by
+    # the auth stage's prepare; read by its admission_call and admit.
+    auth_failed_from: str | None = None
     # The rate limit stage's plan for this client and route. Written by its admission_call, read
     # by its admit.
     ratelimit_plan: Plan | None = None

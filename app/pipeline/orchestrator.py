@@ -27,6 +27,10 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from app.auth.cors.handler import preflight_method
+from app.auth.cors.stage import CorsStage
+from app.auth.ip_restriction.stage import IpRestrictionStage
+from app.auth.stage import AuthStage
 from app.control.activity import ClientActivity
 from app.edge.bodies import SMALL_BODY, BodyTooLarge, request_body
 from app.edge.paths import strip_segments
@@ -42,7 +46,7 @@ from app.pipeline.stage import Stage, StagePlan
 from app.ratelimit.stage import RateLimitStage
 from app.ratelimit.limiter import ApiGatewayRateLimiter
 from app.pipeline.retry import RetryPolicy, send_with_retries
-from app.routing.router import ApiGatewayRouter, Route
+from app.routing.router import ApiGatewayRouter, Route, RouteMatch
 from app.store import MemoryStore, ScriptCall, Store, StoreError
 from app.transform.apply import transform_reply, transform_request
 from app.transformation_engine import CompiledTransform, TransformationEngine
@@ -85,8 +89,17 @@ class ApiGatewayOrchestrator:
         self.rate_limiter = ApiGatewayRateLimiter(self.store, self.config.rate_limiter)
         # In the seed's order; each component issue adds its stage here.
         self.stages: list[Stage] = []
+        # Before the rate limit, as their prepare answers what no backend needs to see: a CORS
+        # preflight, then a refused address.
+        self.stages.append(CorsStage())
+        trust = self.rate_limiter.identifier.trust
+        self.stages.append(IpRestrictionStage(self.config.auth, trust))
         if self.config.rate_limiter.enabled:
             self.stages.append(RateLimitStage(self.rate_limiter))
+        # Its prepare names the client the rate limit counts; its admit (401, 403) comes after the
+        # rate limit's, so a client past its limit gets 429 whatever its credentials.
+        self.auth_stage = AuthStage(self.config.auth, self.store, self.rate_limiter.manager, trust)
+        self.stages.append(self.auth_stage)
         self.cache_manager = ApiCacheManager(store=self.store, settings=self.config.cache)
         self.cache_stage = CacheStage(self.cache_manager, forward=self._forward, match=self._match_route)
         self.stages.append(self.cache_stage)
@@ -131,6 +144,7 @@ class ApiGatewayOrchestrator:
     async def start(self) -> None:
         await self.store.start()
         await self.rate_limiter.start()
+        await self.auth_stage.start(self.router.routes)  # reads the JWKS key sets
         await self.upstream.start()
         await self.cache_stage.start()  # subscribes to fills; warms cache.warm paths
         await self.client_activity.start()
@@ -142,6 +156,7 @@ class ApiGatewayOrchestrator:
         await self.circuit_breaker_manager.close()
         await self.client_activity.close()
         await self.cache_stage.close()
+        await self.auth_stage.close()
         await self.upstream.close()
         await self.store.close()
 
@@ -151,6 +166,8 @@ class ApiGatewayOrchestrator:
         if not ex.request_id:
             ex.request_id = new_request_id()
         found = self.router.match(ex.path, ex.method)
+        if found is None and ex.method == "OPTIONS":
+            found = self._preflight_match(ex)
         route = ex.route = found.route if found is not None else None
         early = await self._admit(ex, route)
         if early is not None:
@@ -176,12 +193,23 @@ class ApiGatewayOrchestrator:
                 return stale
         return reply
 
+    def _preflight_match(self, ex: Exchange) -> RouteMatch[CompiledRoute] | None:
+        """A CORS preflight (OPTIONS) belongs to the route of the method it asks about, when that
+        route has CORS: its stage answers it."""
+        wanted = preflight_method(ex)
+        found = self.router.match(ex.path, wanted) if wanted else None
+        return found if found is not None and found.route.spec.cors is not None else None
+
     def _stages_for(self, route: Route[CompiledRoute] | None) -> StagePlan:
         return route.compiled.stages if route is not None else self.unrouted_plan
 
     async def _admit(self, ex: Exchange, route: Route[CompiledRoute] | None) -> Reply | None:
         """Rate limit, cache lookup, circuit check: every store read in one round trip."""
         plan = self._stages_for(route)
+        for stage in plan.preparing:
+            early = await stage.prepare(ex, route)
+            if early is not None:
+                return early
         calls = [stage.admission_call(ex, route) for stage in plan.asking]
         replies = await self._run_calls(calls) if any(calls) else None
         for stage, index in plan.deciding:

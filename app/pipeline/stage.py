@@ -33,6 +33,12 @@ class Stage:
         says no costs those requests nothing."""
         return True
 
+    async def prepare(self, ex: Exchange, route: Route | None) -> Reply | None:
+        """Before the admission round trip, what the stages' calls depend on: who the client is
+        (authentication). May answer at once (a CORS preflight, a refused address), or leave
+        ``ex.refusal`` for its ``admit`` to answer after the round trip has charged the rate limit."""
+        return None
+
     def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
         """What the stage needs from the store before the backend (``route`` is None when no route
         matched: the rate limit still counts the request)."""
@@ -71,6 +77,7 @@ class StagePlan:
     """The stages that apply to one route, sorted by the hooks each overrides, made when the route
     is compiled: a hook a stage leaves as the base class's costs that route's requests nothing."""
 
+    preparing: tuple[Stage, ...] = ()  # prepare, in pipeline order
     asking: tuple[Stage, ...] = ()  # admission_call, in pipeline order
     # admit and ended_early, each with the index of the stage's reply among ``asking``'s (-1: none)
     deciding: tuple[tuple[Stage, int], ...] = ()
@@ -87,7 +94,8 @@ class StagePlan:
             return tuple((stage, asking.index(stage) if stage in asking else -1)
                          for stage in stages if _overrides(stage, hook))
 
-        return cls(asking=asking, deciding=with_reply("admit"), ending=with_reply("ended_early"),
+        return cls(preparing=tuple(stage for stage in stages if _overrides(stage, "prepare")),
+                   asking=asking, deciding=with_reply("admit"), ending=with_reply("ended_early"),
                    completing=tuple(stage for stage in stages if _overrides(stage, "completion_call")),
                    stale=tuple(stage for stage in stages if _overrides(stage, "stale_reply")))
 

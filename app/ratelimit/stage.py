@@ -28,8 +28,9 @@ class RateLimitStage(Stage):
         self._identify = limiter.identifier.identify
 
     def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
-        tier = None
-        if not ex.client_id:  # the library call (handle_request) names its client itself
+        # Named already by the library call (handle_request), or by a credential (the auth stage).
+        tier = ex.client_tier
+        if not ex.client_id:
             identity = self._identify(ex.headers, ex.client_addr)
             ex.client_id = identity.client_id
             tier = identity.tier

@@ -171,6 +171,9 @@ def test_add_change_disable_enable_delete(gateway: GatewayThread, backend: Backe
     # Found by schemathesis: an op that is not a string made the rule's validator raise TypeError.
     ({"path": "/a", "target": "http://h:1", "transform": {"response_rules": [{"field": "x", "op": {}}]}},
      "body.transform.response_rules.0.op"),
+    # Valid alone, not merged with the top level's auth: (no jwt section says how to verify).
+    ({"path": "/a", "target": "http://h:1", "auth": {"methods": ["jwt"]}}, "body.auth"),
+    ({"path": "/a", "target": "http://h:1", "cors": {"origins": ["*"], "credentials": True}}, "body.cors"),
 ])
 def test_bad_input_is_400_naming_the_field(gateway: GatewayThread, body: dict, field: str) -> None:
     answer = _admin(gateway, "POST", "/routes", json=body)

@@ -16,44 +16,13 @@ import jwt
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from app.auth.consumer import Consumer, Verdict
 from app.auth.jwt_auth.handler import JwtAuth
 from app.auth.jwt_auth.keys import JwksSource
 from app.auth.jwt_auth.schema import JwtSpec
 from app.pipeline.exchange import Exchange
-
-ISSUER = "https://idp.test/"
-AUDIENCE = "my-api"
-
-
-class SigningKey:
-    """A private key of the identity provider, and its public JWK."""
-
-    def __init__(self, kid: str, alg: str) -> None:
-        self.kid, self.alg = kid, alg
-        if alg == "RS256":
-            self.private: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            self.jwk = json.loads(RSAAlgorithm.to_jwk(self.private.public_key()))
-        elif alg == "ES256":
-            self.private = ec.generate_private_key(ec.SECP256R1())
-            self.jwk = json.loads(ECAlgorithm.to_jwk(self.private.public_key()))
-        elif alg == "EdDSA":
-            self.private = ed25519.Ed25519PrivateKey.generate()
-            self.jwk = json.loads(OKPAlgorithm.to_jwk(self.private.public_key()))
-        else:
-            self.private = hashlib.sha256(kid.encode()).hexdigest().encode()
-            self.jwk = json.loads(HMACAlgorithm.to_jwk(self.private))
-        self.jwk["kid"] = kid
-
-    def sign(self, **claims: Any) -> str:
-        now = int(time.time())
-        payload = {"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300, **claims}
-        payload = {k: v for k, v in payload.items() if v is not None}
-        return jwt.encode(payload, self.private, algorithm=self.alg, headers={"kid": self.kid})
-
+from tests.jwt_keys import AUDIENCE, ISSUER, SigningKey
 
 class IdentityProvider:
     """A JWKS endpoint on a real socket; ``keys`` may be changed while it runs (a rotation)."""

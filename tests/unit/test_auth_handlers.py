@@ -11,6 +11,7 @@ from app.auth.cors.schema import CorsSpec
 from app.auth.ip_restriction.handler import IpRules
 from app.auth.key_auth.handler import KeyAuth, query_value, without_parameter
 from app.auth.key_auth.schema import ApiKeyLocation
+from app.auth.rules import RouteAuth
 from app.pipeline.exchange import Exchange
 from app.ratelimit.identity import KeyOwner, ProxyTrust, hash_api_key
 
@@ -51,12 +52,24 @@ def test_no_key_is_absent_and_a_revoked_key_stops_at_once() -> None:
     assert auth.authenticate(_ex({"X-API-Key": KEY})) is Verdict.INVALID
 
 
-def test_the_key_is_taken_out_of_the_request() -> None:
+def test_an_admitted_request_tells_the_consumer_and_loses_the_credential() -> None:
     auth = _keys({KEY: KeyOwner("acme")})
-    ex = _ex({"X-API-Key": KEY, "Accept": "*/*"}, query=b"a=1&apikey=zzz&b=2")
-    auth.strip(ex)
-    assert ex.headers == [(b"accept", b"*/*")] and ex.header(b"x-api-key") is None
+    rules = RouteAuth.of((auth,), RoleRule(), False, "X-Consumer-ID", "X-Consumer-Roles")
+    ex = _ex({"X-API-Key": KEY, "Accept": "*/*", "X-Consumer-ID": "forged", "X-Consumer-Roles": "admin"},
+             query=b"a=1&apikey=zzz&b=2")
+    rules.admit(ex, Consumer("acme", None, frozenset({"ops"})))
+    assert ex.headers == [(b"accept", b"*/*"), (b"x-consumer-id", b"acme"), (b"x-consumer-roles", b"ops")]
+    assert ex.header(b"x-api-key") is None and ex.header(b"x-consumer-id") == b"acme"
     assert ex.query_string == b"a=1&b=2"
+
+
+def test_forward_credentials_keeps_them() -> None:
+    auth = _keys({KEY: KeyOwner("acme")})
+    rules = RouteAuth.of((auth,), RoleRule(), True, "X-Who", "X-Roles")
+    ex = _ex({"X-API-Key": KEY, "X-Who": "forged"}, query=b"apikey=zzz")
+    rules.admit(ex, Consumer("acme"))
+    assert ex.headers == [(b"x-api-key", KEY.encode()), (b"x-who", b"acme"), (b"x-roles", b"")]
+    assert ex.query_string == b"apikey=zzz"
 
 
 def test_query_helpers() -> None:

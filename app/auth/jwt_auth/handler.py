@@ -13,6 +13,7 @@ when the key set changes, so a key removed from the JWKS stops admitting its tok
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,19 +30,25 @@ AUTHORIZATION = b"authorization"
 # A header larger than this is no token worth parsing.
 _MAX_TOKEN = 8192
 _MAX_VERIFIED = 10_000
+# A client id the backend can be told in a header: printable Latin-1, at most 256 characters.
+_PRINTABLE = re.compile(r"^[\x20-\x7e\xa0-\xff]{1,256}$")
+_ROLE = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,128}$")
 
 
 def claim_roles(value: Any) -> frozenset[str] | None:
-    """A roles claim: a list of strings, or one string of space-separated names; None if neither."""
-    if isinstance(value, str):
-        return frozenset(value.split())
-    if isinstance(value, list) and all(isinstance(role, str) for role in value):
-        return frozenset(value)
+    """A roles claim: a list of names, or one string of space-separated names; None if neither
+    (a name is visible ASCII without a comma: the backend gets them comma-separated)."""
+    roles = value.split() if isinstance(value, str) else value
+    if isinstance(roles, list) and all(isinstance(role, str) and _ROLE.match(role) for role in roles):
+        return frozenset(roles)
     return None
 
 
 class JwtAuth:
     method = "jwt"
+    # Where the credential is (what is taken out of the request once checked).
+    header = AUTHORIZATION
+    query = None
 
     def __init__(self, spec: JwtSpec, keys: JwksSource, clock: Callable[[], float] = time.time) -> None:
         self.spec = spec
@@ -117,15 +124,14 @@ class JwtAuth:
     def _consumer(self, claims: dict[str, Any]) -> Consumer | None:
         spec = self.spec
         client_id = claims.get(spec.client_id_claim)
-        if not isinstance(client_id, str | int) or isinstance(client_id, bool) or client_id == "":
-            return None
+        if isinstance(client_id, int) and not isinstance(client_id, bool):
+            client_id = str(client_id)
+        if not isinstance(client_id, str) or not _PRINTABLE.match(client_id):
+            return None  # it becomes a header value and part of store keys
         roles: frozenset[str] | None = frozenset()
         if spec.roles_claim is not None and spec.roles_claim in claims:
             roles = claim_roles(claims[spec.roles_claim])
             if roles is None:
                 return None
         tier = claims.get(spec.tier_claim) if spec.tier_claim is not None else None
-        return Consumer(str(client_id), tier if isinstance(tier, str) else None, roles, self.method)
-
-    def strip(self, ex: Exchange) -> None:
-        ex.replace_headers([pair for pair in ex.headers if pair[0] != AUTHORIZATION])
+        return Consumer(client_id, tier if isinstance(tier, str) else None, roles, self.method)

@@ -83,10 +83,3 @@ class KeyAuth:
                 self._consumers.clear()
             self._consumers[digest] = consumer
         return consumer
-
-    def strip(self, ex: Exchange) -> None:
-        """Take the key out of the request, so that the backend never sees it."""
-        if self.header is not None and ex.header(self.header) is not None:
-            ex.replace_headers([pair for pair in ex.headers if pair[0] != self.header])
-        if self.query is not None and self.query in ex.query_string:
-            ex.query_string = without_parameter(ex.query_string, self.query)

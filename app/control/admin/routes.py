@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from app.control.admin.validation import check_numbers
+from app.auth.schema import route_auth
 from app.config import RouteSpec
 from app.control.config_sync import route_document
 
@@ -80,6 +81,12 @@ def build_router(gateway: Gateway) -> APIRouter:
 
     async def changed(spec: RouteSpec, replaces: str | None = None) -> RouteChanged:
         check_numbers(route_document(spec))
+        if spec.auth is not None:
+            try:  # what only the route merged with the top level's auth: can tell
+                route_auth(gateway.config.auth, spec.auth).check()
+            except ValueError as error:
+                raise RequestValidationError([{"loc": ("body", "auth"), "msg": str(error), "type": "value_error"}]) \
+                    from None
         version = await sync.put(spec, replaces)
         return RouteChanged(version=version, key=spec.key, route=view(current(spec.key)))
 
