@@ -37,5 +37,7 @@ def cache_request(ex: Exchange, route: Route) -> CacheRequest:
     else:
         raw = ex.header(b"x-api-version")
         version = raw.decode("latin-1") if raw else ""
+    consumer = ex.consumer
     return CacheRequest(method=ex.method, route=route.key, path=ex.path, query=ex.query_string,
-                        headers=ex.headers, schema_version=version, settings=route.spec.cache)
+                        headers=ex.headers, schema_version=version, settings=route.spec.cache,
+                        consumer=consumer.id if consumer is not None else None)

@@ -62,6 +62,9 @@ class CacheRequest:
     headers: RawHeaders = field(default_factory=list)
     schema_version: str = ""
     settings: RouteCacheSpec | None = None
+    # Who a credential proved the client to be, on a route with auth: an answer that does not say
+    # Cache-Control: public is then kept for this consumer alone.
+    consumer: str | None = None
     # name -> value (repeated fields joined), built on the first ``header`` call: the strategy
     # asks for several fields per request, and ``headers`` is not changed once the request is made.
     _index: dict[bytes, bytes] | None = field(default=None, init=False, repr=False, compare=False)
@@ -115,6 +118,11 @@ def sorted_query(query: bytes) -> bytes:
     return b"&".join(sorted(part for part in query.split(b"&") if part))
 
 
+# The Vary name under which a private answer of a route with auth is kept per consumer. "@" is not
+# in a header name's alphabet, so no response's own Vary can name it.
+CONSUMER = "@consumer"
+
+
 def vary_names(value: str) -> tuple[str, ...]:
     return tuple(sorted({name.strip().lower() for name in value.split(",") if name.strip()}))
 
@@ -122,7 +130,8 @@ def vary_names(value: str) -> tuple[str, ...]:
 class DefaultCacheStrategy(CacheStrategy):
     """The rules of docs/design.md: GET/HEAD, status 200 unless the route lists others, Cache-Control and
     Vary honoured, Authorization only with ``public``; key = method, route, path, sorted query,
-    schema version, Vary'd headers (and whether the request was authorized)."""
+    schema version, Vary'd headers (and whether the request was authorized); on a route with auth,
+    an answer without ``public`` is kept per consumer."""
 
     def __init__(self, settings: CacheSection | None = None) -> None:
         self.settings = settings or CacheSection()
@@ -150,7 +159,8 @@ class DefaultCacheStrategy(CacheStrategy):
         key = b"\0".join((method, request.route.encode(), request.path.encode(), sorted_query(request.query),
                           request.schema_version.encode(), authorized))
         for name in vary:
-            key += b"\0" + name.encode("latin-1") + b"=" + (request.header(name.encode("latin-1")) or b"")
+            value = (request.consumer or "").encode() if name == CONSUMER else request.header(name.encode("latin-1"))
+            key += b"\0" + name.encode("latin-1") + b"=" + (value or b"")
         return hashlib.blake2b(key, digest_size=16).hexdigest()
 
     # -- storing --------------------------------------------------------------------------------
@@ -186,6 +196,8 @@ class DefaultCacheStrategy(CacheStrategy):
             return None
         if not control.public and request.header(b"authorization") is not None:
             return None
+        if not control.public and request.consumer is not None:
+            vary = tuple(sorted((*vary, CONSUMER)))
         never = _NEVER_KEPT
         if isinstance(control.no_cache, list) or isinstance(control.private, list):
             listed = {name.lower().encode("latin-1")
@@ -230,7 +242,8 @@ class DefaultCacheStrategy(CacheStrategy):
             return None
         settings = self.settings
         return StoreDecision(ttl_ms=ttl_ms, grace_ms=settings.stale_grace * 1000,
-                             swr_ms=settings.stale_while_revalidate * 1000, vary=(), headers=headers)
+                             swr_ms=settings.stale_while_revalidate * 1000,
+                             vary=(CONSUMER,) if request.consumer is not None else (), headers=headers)
 
     def _route_ttl(self, route: RouteCacheSpec | None) -> int:
         if route is not None and route.ttl is not None:

@@ -195,6 +195,29 @@ def test_unauthenticated_attempts_count_against_the_address_limit(redis_url: str
         assert client.get("/keyed/x", headers=_from("192.0.2.80", **{"X-API-Key": ACME_KEY})).status_code == 200
 
 
+def test_private_answers_are_cached_per_consumer_public_ones_shared(gateway: GatewayThread) -> None:
+    alice = gateway.run(gateway.gateway.orchestrator.rate_limiter.manager.create_api_key("alice"))
+    with httpx.Client(base_url=gateway.url) as client:
+        def get(path: str, key: str | None) -> httpx.Response:
+            return client.get(path, headers={"X-API-Key": key} if key else {})
+
+        first = get("/cached/headers/mine", alice)  # the backend's /headers: an answer it counts
+        assert first.headers["x-cache"] == "MISS" and first.json()["headers"]["x-consumer-id"] == "alice"
+        again = get("/cached/headers/mine", alice)
+        assert again.headers["x-cache"] == "HIT" and again.json()["n"] == first.json()["n"]
+        other = get("/cached/headers/mine", ACME_KEY)
+        assert other.headers["x-cache"] == "MISS" and other.json()["headers"]["x-consumer-id"] == "acme"
+        assert get("/cached/headers/mine", ACME_KEY).headers["x-cache"] == "HIT"
+        # A cached answer never skips authentication.
+        assert get("/cached/headers/mine", None).status_code == 401
+        assert get("/cached/headers/mine", "nobody-0123456789abcdef").status_code == 401
+        # An answer that says public is one for everyone.
+        public = "/cached/headers/shared?Cache-Control=public,max-age=60"
+        assert get(public, alice).headers["x-cache"] == "MISS"
+        shared = get(public, ACME_KEY)
+        assert shared.headers["x-cache"] == "HIT" and shared.json()["headers"]["x-consumer-id"] == "alice"
+
+
 def test_cors_preflights_are_answered_by_the_gateway(redis_url: str, backend: BackendServer, jwks_file: Path) -> None:
     config = _config(redis_url, backend, jwks_file)
     config["router"]["routes"] = [{"path": "/api/*", "method": ["GET", "PUT"], "target": backend.url, "cors": {

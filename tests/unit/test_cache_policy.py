@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.cache.policy import CacheRequest, DefaultCacheStrategy, Lookup, StoreDecision
+from app.cache.policy import CONSUMER, CacheRequest, DefaultCacheStrategy, Lookup, StoreDecision
 from app.cache_manager import ApiCacheManager, CacheStrategy
 from app.config import CacheSection, RouteCacheSpec, parse_config
 
@@ -124,3 +124,13 @@ def test_cache_strategy_is_abstract() -> None:
     with pytest.raises(TypeError):
         CacheStrategy()  # type: ignore[abstract]
     assert isinstance(StoreDecision(1, 0, 0, (), []), StoreDecision)
+
+
+def test_a_private_answer_of_a_route_with_auth_is_kept_per_consumer() -> None:
+    assert _decide({}, consumer="alice").vary == (CONSUMER,)
+    assert _decide({"Vary": "Accept", "Cache-Control": "max-age=60"}, consumer="alice").vary == (CONSUMER, "accept")
+    assert _decide({"Cache-Control": "public, max-age=60"}, consumer="alice").vary == ()
+    assert _decide({}).vary == ()  # no consumer: a route without auth, as before
+    alice, bob = _request(consumer="alice"), _request(consumer="bob")
+    assert STRATEGY.cache_key(alice) == STRATEGY.cache_key(bob)  # the same resource...
+    assert STRATEGY.cache_key(alice, (CONSUMER,)) != STRATEGY.cache_key(bob, (CONSUMER,))  # ...kept apart
