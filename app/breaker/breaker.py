@@ -18,9 +18,9 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.config import CircuitBreakerSpec
 from app.observability.metrics import CIRCUIT_STATE, CIRCUIT_TRANSITIONS
@@ -29,9 +29,6 @@ from app.breaker.protocol import (acquire_call, breaker_key, force_call, local_h
                                   state_call, trip_call)
 from app.store import MemoryDB, ScriptCall, Store, StoreUnavailable
 from app.store.scripts import breaker_acquire, breaker_record, breaker_state, breaker_trip
-
-if TYPE_CHECKING:
-    from app.breaker.manager import CircuitBreakerManager
 
 log = logging.getLogger("apigw.breaker")
 
@@ -81,16 +78,22 @@ def default_is_failure(result: Any) -> bool:
     return isinstance(status, int) and status >= 500
 
 
+# How a breaker tells the fleet of a transition its script made (CircuitBreakerManager.announce).
+Announce = Callable[["ApiCircuitBreaker", Snapshot], Awaitable[None]]
+
+
 class ApiCircuitBreaker:
     PROBE_LEASE = 60.0  # seconds; for call(), which cannot know how long ``func`` may take
 
     def __init__(self, name: str, config: CircuitBreakerSpec, store: Store,
-                 manager: CircuitBreakerManager | None = None,
+                 announce: Announce | None = None,
                  is_failure: Callable[[Any], bool] = default_is_failure) -> None:
         self.name = name
         self.config = config
         self.store = store
-        self.manager = manager
+        # Tells the fleet of a transition this replica's script made (the manager's announce);
+        # None: a breaker on its own, which tells no one.
+        self.announce = announce
         self.is_failure = is_failure
         self.key = breaker_key(store, name)
         self.view = View()
@@ -279,8 +282,8 @@ class ApiCircuitBreaker:
             await self.reconcile()
             return
         self._adopt(snap)
-        if snap.event is not Event.NONE and self.manager is not None:
-            await self.manager.announce(self, snap)
+        if snap.event is not Event.NONE and self.announce is not None:
+            await self.announce(self, snap)
 
     def _adopt(self, snap: Snapshot, force: bool = False) -> None:
         before = self.view.state
@@ -318,8 +321,8 @@ class ApiCircuitBreaker:
         snap = snapshot_reply((await self.store.run(force_call(self.key, to, open_ms)))[0])
         self._local = None
         self._adopt(snap, force=True)
-        if self.manager is not None:
-            await self.manager.announce(self, snap)
+        if self.announce is not None:
+            await self.announce(self, snap)
         return snap
 
     async def reconcile(self) -> None:
@@ -329,10 +332,10 @@ class ApiCircuitBreaker:
         try:
             if self._local is not None and view.state is CircuitState.OPEN and view.open_left() > 0:
                 trip = snapshot_reply((await self.store.run(trip_call(self.key, int(view.open_left() * 1000))))[0])
-                if trip.event is not Event.NONE and self.manager is not None:
+                if trip.event is not Event.NONE and self.announce is not None:
                     self._local = None
                     self._adopt(trip, force=True)
-                    await self.manager.announce(self, trip)
+                    await self.announce(self, trip)
                     return
             reply = (await self.store.run(state_call(self.key)))[0]
         except StoreUnavailable:

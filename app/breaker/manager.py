@@ -46,7 +46,7 @@ class CircuitBreakerManager:
         """The breaker for ``endpoint``, created on first use; a new ``config`` replaces the old."""
         breaker = self._breakers.get(endpoint)
         if breaker is None:
-            breaker = ApiCircuitBreaker(endpoint, config or self.default_config, self.store, self,
+            breaker = ApiCircuitBreaker(endpoint, config or self.default_config, self.store, self.announce,
                                         default_is_failure)
             self._breakers[endpoint] = breaker
             self._read_soon(breaker)
