@@ -147,7 +147,7 @@ class GatewayThread(ThreadServer):
     def __init__(self, config: Any) -> None:
         super().__init__()
         from app.edge.listener import uvicorn_config
-        from app.edge.server import Gateway
+        from app.gateway import Gateway
 
         self.gateway = Gateway(config)
         self.port = free_port()

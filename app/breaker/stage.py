@@ -8,6 +8,7 @@ a success that changes something) joins the cache store's write in the pipeline'
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,12 @@ class CircuitBreakerStage(Stage):
                     target_breaker_name(route.key, t.url), config) for t in targets})
             route.compiled.breakers = found
         return found
+
+    def every_breaker(self, routes: Iterable[Route]) -> dict[str, ApiCircuitBreaker]:
+        """Every breaker by name, those of ``routes`` made now if no request has used them yet."""
+        for route in routes:
+            self.breakers_for(route)
+        return self.manager.breakers
 
     def applies_to(self, route: Route | None) -> bool:
         return route is not None and self.section.enabled

@@ -2,13 +2,14 @@
 
 It mounts the modules of ``app/control/admin/``: health, readiness and metrics are open; everything else is
 the admin API behind the bearer token (``app.control.admin.auth``). Every answer, errors included, is JSON
-``{"error": ...}``; bad input is a 400 naming each field.
+``{"error": ...}``; bad input is a 400 naming each field. Each module's router gets the few components of
+the ``ControlPlane`` it uses.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,11 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.control.admin import circuits, config_view, health, ratelimits, routes, targets
 from app.control.admin import cache as cache_admin
 from app.control.admin.auth import AdminToken, admin_guard
-from app.store import StoreError, StoreUnavailable
 from app.control import status
-
-if TYPE_CHECKING:
-    from app.edge.server import Gateway
+from app.control.plane import ControlPlane
+from app.store import StoreError, StoreUnavailable
 
 log = logging.getLogger("apigw.admin")
 
@@ -38,7 +37,7 @@ _ERROR_SCHEMA = {
 }
 
 
-def build_control_app(gateway: Gateway) -> FastAPI:
+def build_control_app(plane: ControlPlane) -> FastAPI:
     api = FastAPI(title="API gateway control plane", version="1",
                   openapi_url="/_gateway/openapi.json", docs_url="/_gateway/docs", redoc_url=None)
 
@@ -67,12 +66,15 @@ def build_control_app(gateway: Gateway) -> FastAPI:
         log.exception("admin API failed on %s %s", request.method, request.url.path)
         return JSONResponse({"error": "internal gateway error"}, status_code=500)
 
-    api.include_router(health.build_router(gateway))
+    api.include_router(health.build_router(plane.store, plane.config_sync))
     api.include_router(status.build_page_router())  # the page holds no data: it asks for the token
 
-    guard = [Depends(admin_guard(AdminToken(gateway.config.admin.token)))]
-    for module in (routes, config_view, ratelimits, circuits, targets, cache_admin, status):
-        api.include_router(module.build_router(gateway), dependencies=guard)
+    guard = [Depends(admin_guard(AdminToken(plane.config.admin.token)))]
+    for router in (routes.build_router(plane.router, plane.config_sync), config_view.build_router(plane.config_sync),
+                   ratelimits.build_router(plane.rate_limiter), circuits.build_router(plane.breakers, plane.router),
+                   targets.build_router(plane.router), cache_admin.build_router(plane.cache),
+                   status.build_router(plane)):
+        api.include_router(router, dependencies=guard)
 
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return api

@@ -18,19 +18,16 @@ import re
 import time
 from collections.abc import Awaitable
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from app.control.admin.config_view import REPLICA
+from app.control.plane import ControlPlane
 from app.ratelimit.limits import RateLimitState
 from app.ratelimit.protocol import usage_reply
-
-if TYPE_CHECKING:
-    from app.pipeline.orchestrator import ApiGatewayOrchestrator
-    from app.edge.server import Gateway
 
 BUSIEST = 10
 PAGE = files(__package__).joinpath("status.html").read_text(encoding="utf-8")
@@ -47,68 +44,56 @@ async def _part(make: Awaitable[Any]) -> Any:
         return {"available": False, "error": f"{type(error).__name__}: {error}"}
 
 
-def _routes(orch: ApiGatewayOrchestrator) -> list[dict[str, Any]]:
+def _routes(plane: ControlPlane) -> list[dict[str, Any]]:
     return [{
         "key": route.key, "path": route.path, "methods": list(route.methods), "enabled": route.enabled,
         "targets": [{"url": t.url, "weight": t.weight, "healthy": t.healthy} for t in route.balancer.targets],
-    } for route in orch.router.routes]
+    } for route in plane.router.routes]
 
 
-async def _circuits(orch: ApiGatewayOrchestrator) -> dict[str, Any]:
-    manager = getattr(orch, "circuit_breaker_manager", None)
-    if manager is None or not hasattr(manager, "get_all_stats"):
-        return {"available": False, "reason": "no circuit breaker on this gateway"}
-    stats = manager.get_all_stats()
-    if asyncio.iscoroutine(stats):
-        stats = await stats
+async def _circuits(plane: ControlPlane) -> dict[str, Any]:
     items = []
-    for name, values in sorted(stats.items()):
+    for name, values in sorted(plane.breakers.manager.get_all_stats().items()):
         values = dict(values)
         state = values.pop("state", "unknown")
-        items.append({"name": name, "state": getattr(state, "value", state), "stats": values})
+        items.append({"name": name, "state": state, "stats": values})
     return {"available": True, "items": items}
 
 
-async def _cache(orch: ApiGatewayOrchestrator) -> dict[str, Any]:
-    manager = getattr(orch, "cache_manager", None)
-    if manager is None:
-        return {"available": False, "reason": "no cache on this gateway"}
-    return {"available": True, "enabled": orch.config.cache.enabled, **await manager.get_stats()}
+async def _cache(plane: ControlPlane) -> dict[str, Any]:
+    return {"available": True, "enabled": plane.config.cache.enabled, **await plane.cache.get_stats()}
 
 
-async def _quota(orch: ApiGatewayOrchestrator, client_id: str) -> dict[str, Any] | None:
+async def _quota(plane: ControlPlane, client_id: str) -> dict[str, Any] | None:
     """The client's own limits (the seed's get_client_stats), and what it has left on each route
     that sets limits of its own."""
-    limiter = getattr(orch, "rate_limiter", None)
-    if limiter is None or not hasattr(limiter, "get_client_stats"):
-        return None
+    limiter = plane.rate_limiter
     used = await limiter.get_client_stats(client_id)
-    manager = getattr(limiter, "manager", None)
-    spec = manager.spec_for(client_id) if manager is not None and hasattr(manager, "spec_for") else None
+    spec = limiter.manager.spec_for(client_id)
     quota: dict[str, Any] = {"burst_tokens": used.get("burst_tokens")}
     for window, field, limit_field in (("minute", "requests_this_minute", "requests_per_minute"),
                                        ("hour", "requests_this_hour", "requests_per_hour")):
         count = used.get(field)
-        limit = getattr(spec, limit_field, None) if spec is not None else None
+        limit = getattr(spec, limit_field)
         remaining = max(0, limit - count) if limit is not None and count is not None else None
         quota[window] = {"used": count, "limit": limit, "remaining": remaining}
-    quota["routes"] = await _route_quotas(orch, limiter, client_id)
+    quota["routes"] = await _route_quotas(plane, client_id)
     return quota
 
 
-async def _route_quotas(orch: ApiGatewayOrchestrator, limiter: Any, client_id: str) -> list[dict[str, Any]]:
+async def _route_quotas(plane: ControlPlane, client_id: str) -> list[dict[str, Any]]:
     """Per rate-limited route: the limit with the least left for this client. The limiter's own
     script asked at cost 0 (as get_client_stats does): it reads without counting."""
     asked = []
-    for route in orch.router.routes:
+    for route in plane.router.routes:
         if route.spec.rate_limit is None:
             continue
-        plan = limiter.plan(client_id, None, route)
+        plan = plane.rate_limiter.plan(client_id, None, route)
         if plan.call is not None:
             asked.append((route, plan, plan.peek_call()))
     if not asked:
         return []
-    replies = await orch.store.run(*(call for _, _, call in asked))
+    replies = await plane.store.run(*(call for _, _, call in asked))
     out = []
     for (route, plan, _), reply in zip(asked, replies, strict=True):
         state = RateLimitState.of(usage_reply(reply).decision, plan.names)
@@ -117,36 +102,32 @@ async def _route_quotas(orch: ApiGatewayOrchestrator, limiter: Any, client_id: s
     return out
 
 
-async def _clients(orch: ApiGatewayOrchestrator) -> dict[str, Any]:
-    activity = getattr(orch, "client_activity", None)
-    if activity is None:
-        return {"available": False, "reason": "client activity is not counted on this gateway"}
+async def _clients(plane: ControlPlane) -> dict[str, Any]:
+    activity = plane.activity
     busiest = await activity.busiest(BUSIEST)
-    quotas = await asyncio.gather(*(_part(_quota(orch, client)) for client, _ in busiest))
+    quotas = await asyncio.gather(*(_part(_quota(plane, client)) for client, _ in busiest))
     return {"available": True, "window_seconds": activity.window, "items": [
         {"client_id": client, "requests": count, "quota": quota}
         for (client, count), quota in zip(busiest, quotas, strict=True)]}
 
 
-async def _replica(gateway: Gateway) -> dict[str, Any]:
-    store = gateway.orchestrator.store
+async def _replica(plane: ControlPlane) -> dict[str, Any]:
+    store = plane.store
     try:
         store_ok = await store.ping()
     except Exception:
         store_ok = False
-    sync = getattr(gateway, "config_sync", None)
     return {"id": REPLICA, "store": type(store).__name__,
             "shared": store.shared, "store_ok": store_ok, "uptime_seconds": round(time.time() - STARTED, 1),
-            "config_version": getattr(sync, "version", None)}
+            "config_version": plane.config_sync.version}
 
 
-async def gather_status(gateway: Gateway) -> dict[str, Any]:
-    orch = gateway.orchestrator
+async def gather_status(plane: ControlPlane) -> dict[str, Any]:
     replica, circuits, cache, clients = await asyncio.gather(
-        _part(_replica(gateway)), _part(_circuits(orch)), _part(_cache(orch)), _part(_clients(orch)))
+        _part(_replica(plane)), _part(_circuits(plane)), _part(_cache(plane)), _part(_clients(plane)))
     try:
-        routes: Any = _routes(orch)
-        health: Any = orch.router.get_health_status()
+        routes: Any = _routes(plane)
+        health: Any = plane.router.get_health_status()
     except Exception as error:
         routes = health = {"available": False, "error": f"{type(error).__name__}: {error}"}
     return jsonable_encoder({
@@ -195,14 +176,14 @@ def build_page_router() -> APIRouter:
     return router
 
 
-def build_router(gateway: Gateway) -> APIRouter:
+def build_router(plane: ControlPlane) -> APIRouter:
     """``/_gateway/status``, mounted behind the admin guard (app/control/app.py)."""
     router = APIRouter(prefix="/_gateway", tags=["status"])
 
     @router.get("/status")
     async def status() -> JSONResponse:
         """What the status page shows: routes and target health, circuits, cache, busiest clients."""
-        return JSONResponse(await gather_status(gateway), headers={"Cache-Control": "no-store"})
+        return JSONResponse(await gather_status(plane), headers={"Cache-Control": "no-store"})
 
     return router
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uvicorn
 
 from app.edge.http_protocol import edge_protocol
-from app.edge.server import Gateway
+from app.edge.server import EdgeApp
 
 
-def uvicorn_config(gateway: Gateway, host: str, port: int, *, loop: str = "uvloop",
+def uvicorn_config(gateway: EdgeApp, host: str, port: int, *, loop: str = "uvloop",
                    log_level: str = "info") -> uvicorn.Config:
     server = gateway.config.server
     return uvicorn.Config(

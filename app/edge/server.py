@@ -1,39 +1,37 @@
-"""The ASGI application: ``/_gateway/`` goes to the control plane, everything else to the proxy."""
+"""The ASGI application: ``/_gateway/`` goes to the control plane, everything else to the proxy.
+
+``EdgeApp`` knows the two apps and the process's life cycle, not what they are made of: the
+composition root (app/gateway.py) builds them and says what starting and stopping means.
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.observability.access_log import AccessLog
-from app.config import GatewayConfig, load_config
-from app.control.config_sync import ConfigSync
-from app.control.app import build_control_app
-from app.pipeline.orchestrator import ApiGatewayOrchestrator
-from app.edge.proxy import ProxyApp
-from app.store import create_store
-from app.observability.tracing import Tracing
+from app.config import GatewayConfig
 
 log = logging.getLogger("apigw.server")
 
 CONTROL_PREFIX = "/_gateway"
 YOUNG_GENERATION_THRESHOLD = 2000
 
+AsgiApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
-class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+
+class EdgeApp:
+    def __init__(self, config: GatewayConfig, proxy: AsgiApp, control: AsgiApp) -> None:
         self.config = config
-        self.orchestrator = ApiGatewayOrchestrator(config, create_store(config.redis))
-        self.access_log = AccessLog() if config.server.access_log else None
-        self.proxy_app = ProxyApp(self.orchestrator, self.access_log)
-        # None unless OTEL_* asks for it: then the proxy is wrapped, else it runs bare.
-        self.tracing = Tracing.from_env()
-        self.proxy = (self.proxy_app if self.tracing is None
-                      else self.tracing.wrap(self.proxy_app, self.orchestrator.router))
-        # The config file's routes plus the admin API's changes kept in the store.
-        self.config_sync = ConfigSync(config, self.orchestrator.router, self.orchestrator.store)
-        self.control = build_control_app(self)
+        self.proxy = proxy
+        self.control = control
+
+    async def start(self) -> None:
+        """What lifespan start-up starts (the composition root's components)."""
+
+    async def close(self) -> None:
+        """What lifespan shutdown stops."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -53,10 +51,7 @@ class Gateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    if self.access_log is not None:
-                        self.access_log.start()
-                    await self.orchestrator.start()
-                    await self.config_sync.start()
+                    await self.start()
                 except Exception as error:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
@@ -75,17 +70,7 @@ class Gateway:
                 gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.config_sync.close()
-                await self.orchestrator.close()
-                if self.tracing is not None:
-                    self.tracing.close()
-                if self.access_log is not None:
-                    self.access_log.close()
+                await self.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def create_app(config: GatewayConfig | None = None) -> Gateway:
-    """The ASGI app for uvicorn; without a config, the file and environment decide."""
-    return Gateway(config or load_config())
 

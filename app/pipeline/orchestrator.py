@@ -107,7 +107,8 @@ class ApiGatewayOrchestrator:
         self.client_activity = ClientActivity(self.store)
         self.stages.append(self.client_activity)
         self.circuit_breaker_manager = CircuitBreakerManager(self.store, self.config.circuit_breaker.default)
-        self.stages.append(CircuitBreakerStage(self.circuit_breaker_manager, self.config.circuit_breaker))
+        self.circuit_breaker_stage = CircuitBreakerStage(self.circuit_breaker_manager, self.config.circuit_breaker)
+        self.stages.append(self.circuit_breaker_stage)
         # The stages that run for requests that matched no route (each route compiles its own plan).
         self.unrouted_plan = self._plan_for(None)
         # Built after the stages: compiling a route picks the stages that apply to it.

@@ -14,7 +14,7 @@ import uvicorn
 
 from app.config import ConfigError, GatewayConfig, load_config, parse_config
 from app.edge.listener import uvicorn_config
-from app.edge.server import Gateway
+from app.gateway import Gateway
 from app.store.script_sources import ScriptsMissing
 
 EXIT_BAD_CONFIG = 2
@@ -38,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = config.server.port if args.port is None else args.port
     server = uvicorn.Server(_uvicorn_config(Gateway(config), host, port, args.log_level))
     try:
-        server.run()  # the gateway's start-up ends with gc.freeze() (app/edge/server.py)
+        server.run()  # the gateway's start-up ends with gc.freeze() (app/edge/server.py, EdgeApp)
     except KeyboardInterrupt:  # uvicorn stopped cleanly, then raises Ctrl-C again: no traceback
         pass
     return 0

@@ -23,7 +23,7 @@ import yaml
 
 from app.config import ENV_OVERRIDES, load_config, parse_config
 from app.tools.demo import demo_routes
-from app.edge.server import Gateway
+from app.gateway import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

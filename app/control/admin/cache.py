@@ -6,13 +6,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-if TYPE_CHECKING:
-    from app.edge.server import Gateway
+from app.cache.manager import ApiCacheManager
 
 
 class CacheStats(BaseModel):
@@ -32,9 +29,8 @@ class Invalidated(BaseModel):
     removed: int
 
 
-def build_router(gateway: Gateway) -> APIRouter:
+def build_router(cache: ApiCacheManager) -> APIRouter:
     router = APIRouter(prefix="/_gateway/cache", tags=["cache"])
-    cache = gateway.orchestrator.cache_manager
 
     @router.get("/stats", response_model=CacheStats)
     async def stats() -> dict[str, object]:

@@ -3,16 +3,14 @@ hand for the whole fleet (a new generation in Redis, announced to every replica 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from app.breaker.breaker import ApiCircuitBreaker
 from app.breaker.stage import CircuitBreakerStage
-
-if TYPE_CHECKING:
-    from app.edge.server import Gateway
+from app.routing.router import ApiGatewayRouter
 
 
 class CircuitView(BaseModel):
@@ -26,18 +24,11 @@ class Opening(BaseModel):
                                   description="how long it stays open (default: its recovery_timeout)")
 
 
-def build_router(gateway: Gateway) -> APIRouter:
+def build_router(breakers: CircuitBreakerStage, routes: ApiGatewayRouter[Any]) -> APIRouter:
     router = APIRouter(prefix="/_gateway/circuits", tags=["circuits"])
-    orchestrator = gateway.orchestrator
-    manager = orchestrator.circuit_breaker_manager
 
     def every_breaker() -> dict[str, ApiCircuitBreaker]:
-        """Every route's breakers (made now for routes no request has used yet)."""
-        stage = next((s for s in orchestrator.stages if isinstance(s, CircuitBreakerStage)), None)
-        if stage is not None:
-            for route in orchestrator.router.routes:
-                stage.breakers_for(route)
-        return manager.breakers
+        return breakers.every_breaker(routes.routes)
 
     def view(breaker: ApiCircuitBreaker) -> CircuitView:
         stats = breaker.get_stats()

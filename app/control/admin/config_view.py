@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 import re
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.config import GatewayConfig, RouterSection
-from app.control.config_sync import route_document
-
-if TYPE_CHECKING:
-    from app.edge.server import Gateway
+from app.control.config_sync import ConfigSync, route_document
 
 REDACTED = "<redacted>"
 _URL_PASSWORD = re.compile(r"^([a-z+]+://[^:/@]*:)[^@]*@")
@@ -45,9 +42,8 @@ def redacted(config: GatewayConfig) -> dict[str, Any]:
     return document
 
 
-def build_router(gateway: Gateway) -> APIRouter:
+def build_router(sync: ConfigSync) -> APIRouter:
     router = APIRouter(prefix="/_gateway/config", tags=["config"])
-    sync = gateway.config_sync
 
     @router.get("", response_model=EffectiveConfig)
     async def effective_config() -> EffectiveConfig:

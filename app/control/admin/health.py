@@ -3,19 +3,18 @@ every load balancer and Prometheus expects (no secrets in them)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.control.config_sync import ConfigSync
 from app.observability.metrics import REGISTRY
-
-if TYPE_CHECKING:
-    from app.edge.server import Gateway
+from app.store import Store
 
 
-def build_router(gateway: Gateway) -> APIRouter:
+def build_router(store: Store, sync: ConfigSync) -> APIRouter:
     router = APIRouter(prefix="/_gateway", tags=["health"])
 
     @router.get("/health")
@@ -27,10 +26,9 @@ def build_router(gateway: Gateway) -> APIRouter:
     async def ready() -> JSONResponse:
         """Ready when the shared store can serve the request path (on Redis: every master answers
         and knows the scripts)."""
-        store = gateway.orchestrator.store
         ok = await store.ready()
         body = {"status": "ready" if ok else "store unavailable", "store": type(store).__name__,
-                "config_version": gateway.config_sync.version}
+                "config_version": sync.version}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @router.get("/metrics", response_class=Response,

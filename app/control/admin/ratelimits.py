@@ -7,7 +7,7 @@ afterwards only its sha256 exists anywhere.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from fastapi.exceptions import RequestValidationError
@@ -15,12 +15,9 @@ from pydantic import BaseModel, Field
 
 from app.control.admin.validation import check_numbers
 from app.ratelimit.identity import hash_api_key
-from app.config import ClientSpec
+from app.config import ClientSpec, RateLimitSpec
+from app.ratelimit.limiter import ApiGatewayRateLimiter
 from app.ratelimit.limits import LIMIT_FIELDS
-
-if TYPE_CHECKING:
-    from app.config import RateLimitSpec
-    from app.edge.server import Gateway
 
 
 class Limits(BaseModel):
@@ -89,9 +86,8 @@ def _unknown_tier(tier: str, field: tuple[str, ...]) -> RequestValidationError:
     return RequestValidationError([{"loc": field, "msg": f"unknown tier {tier!r}", "type": "value_error"}])
 
 
-def build_router(gateway: Gateway) -> APIRouter:
+def build_router(limiter: ApiGatewayRateLimiter) -> APIRouter:
     router = APIRouter(prefix="/_gateway", tags=["rate limits"])
-    limiter = gateway.orchestrator.rate_limiter
     manager = limiter.manager
     section = limiter.config
 

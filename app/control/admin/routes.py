@@ -8,7 +8,7 @@ config file, applied by every replica within a second.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException
 from fastapi.exceptions import RequestValidationError
@@ -18,10 +18,8 @@ from pydantic.fields import FieldInfo
 from app.control.admin.validation import check_numbers
 from app.auth.schema import route_auth
 from app.config import RouteSpec
-from app.control.config_sync import route_document
-
-if TYPE_CHECKING:
-    from app.edge.server import Gateway
+from app.control.config_sync import ConfigSync, route_document
+from app.routing.router import ApiGatewayRouter
 
 
 class RouteView(BaseModel):
@@ -65,16 +63,16 @@ def invalid(errors: ValidationError, prefix: tuple[str, ...] = ("body",)) -> Req
     return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in errors.errors()])
 
 
-def build_router(gateway: Gateway) -> APIRouter:
+def build_router(routes: ApiGatewayRouter[Any], sync: ConfigSync) -> APIRouter:
+    """``routes``: the routes this replica serves; ``sync`` makes the changes, for the whole fleet."""
     router = APIRouter(prefix="/_gateway/routes", tags=["routes"])
-    sync = gateway.config_sync
 
     def view(spec: RouteSpec) -> RouteView:
         return RouteView(key=spec.key, source=sync.source(spec.key), enabled=spec.enabled,
                          route=route_document(spec))
 
     def current(key: str) -> RouteSpec:
-        route = gateway.orchestrator.router.route_manager.get(key)
+        route = routes.route_manager.get(key)
         if route is None:
             raise HTTPException(404, f"no route with key {key!r}")
         return route.spec
@@ -93,13 +91,13 @@ def build_router(gateway: Gateway) -> APIRouter:
     @router.get("", response_model=RouteList)
     async def list_routes() -> RouteList:
         """Every route this replica serves (enabled or not), in matching order, and the config version."""
-        return RouteList(version=sync.version, routes=[view(r.spec) for r in gateway.orchestrator.router.routes])
+        return RouteList(version=sync.version, routes=[view(r.spec) for r in routes.routes])
 
     @router.post("", status_code=201, response_model=RouteChanged,
                  responses={409: {"description": "a route with this key exists"}})
     async def add_route(spec: NewRoute) -> RouteChanged:
         """Add a route (same shape as in the config file). 409 when its key is taken."""
-        if gateway.orchestrator.router.route_manager.get(spec.key) is not None:
+        if routes.route_manager.get(spec.key) is not None:
             raise HTTPException(409, f"a route with key {spec.key!r} exists; change it with PUT or PATCH")
         return await changed(spec)
 
@@ -111,7 +109,7 @@ def build_router(gateway: Gateway) -> APIRouter:
     async def replace_route(key: str, spec: NewRoute) -> RouteChanged:
         """Replace a route with a whole new spec (its key may change with it)."""
         current(key)
-        if spec.key != key and gateway.orchestrator.router.route_manager.get(spec.key) is not None:
+        if spec.key != key and routes.route_manager.get(spec.key) is not None:
             raise HTTPException(409, f"a route with key {spec.key!r} exists")
         return await changed(spec, replaces=key)
 
@@ -129,7 +127,7 @@ def build_router(gateway: Gateway) -> APIRouter:
             spec = RouteSpec.model_validate(document)
         except ValidationError as error:
             raise invalid(error) from None
-        if spec.key != key and gateway.orchestrator.router.route_manager.get(spec.key) is not None:
+        if spec.key != key and routes.route_manager.get(spec.key) is not None:
             raise HTTPException(409, f"a route with key {spec.key!r} exists")
         return await changed(spec, replaces=key)
 

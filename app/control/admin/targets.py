@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-if TYPE_CHECKING:
-    from app.edge.server import Gateway
+from app.routing.router import ApiGatewayRouter
 
 
 class TargetUse(BaseModel):
@@ -23,14 +22,14 @@ class TargetView(BaseModel):
     routes: list[TargetUse]
 
 
-def build_router(gateway: Gateway) -> APIRouter:
+def build_router(routes: ApiGatewayRouter[Any]) -> APIRouter:
     router = APIRouter(prefix="/_gateway/targets", tags=["targets"])
 
     @router.get("", response_model=list[TargetView])
     async def list_targets() -> list[TargetView]:
         """Every backend the routes send to, with its health per route."""
         by_url: dict[str, list[TargetUse]] = {}
-        for route in gateway.orchestrator.router.routes:
+        for route in routes.routes:
             for target in route.balancer.targets:
                 by_url.setdefault(target.url, []).append(
                     TargetUse(route=route.key, weight=target.weight, healthy=target.healthy))

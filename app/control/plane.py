@@ -1,0 +1,31 @@
+"""What the control plane manages, handed over by the composition root (app/gateway.py).
+
+Each admin router gets the few of these it uses (``app.control.app``), never the gateway: the
+control plane knows the components it reads and changes, not how the process is put together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.breaker.stage import CircuitBreakerStage
+from app.cache.manager import ApiCacheManager
+from app.config import GatewayConfig
+from app.control.activity import ClientActivity
+from app.control.config_sync import ConfigSync
+from app.ratelimit.limiter import ApiGatewayRateLimiter
+from app.routing.router import ApiGatewayRouter
+from app.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlane:
+    config: GatewayConfig  # the admin token; the status page's cache section (cache.enabled)
+    router: ApiGatewayRouter[Any]  # the routes admin, targets, circuits and the status page read it
+    config_sync: ConfigSync  # route changes (the routes admin), the effective config, readiness
+    store: Store  # readiness, and the status page's replica and route quotas
+    rate_limiter: ApiGatewayRateLimiter  # the rate limits admin; the status page's quotas
+    breakers: CircuitBreakerStage  # every route's breakers (its manager holds them): circuits admin, status
+    cache: ApiCacheManager  # the cache admin (stats, invalidation); the status page's cache section
+    activity: ClientActivity  # the status page's busiest clients
