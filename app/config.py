@@ -374,6 +374,16 @@ class LimitsSection(_Section):
     max_fields: int = Field(default=100, gt=0)
     # The request target (path and query); over it: 414.
     max_target: int = Field(default=8192, gt=0)
+    # Seconds for a whole request head, from the connection's start or the request's first
+    # bytes; then 408 (when a request line had begun) and close.
+    header_timeout: float = Field(default=10.0, gt=0)
+    # Seconds the client may leave a request body stalled (between reads); then 408 and close.
+    body_timeout: float = Field(default=60.0, gt=0)
+    # Seconds an idle client connection is kept between requests: above the usual load
+    # balancer idle timeout (60 s), so a balancer never reuses a connection the gateway closed.
+    client_keepalive_timeout: float = Field(default=75.0, gt=0)
+    # Client connections per process; the excess gets 503 and is closed at once, not queued.
+    max_client_connections: int = Field(default=10_000, gt=0)
 
 
 class ServerSection(_Section):

@@ -18,6 +18,12 @@ that the router, the control plane and the backend all read the same path. A ref
 answered with the gateway's JSON error and the connection closed: after a malformed head, nothing
 later on the connection can be trusted to be framed as the client meant it.
 
+Time, as nginx bounds it: a head must be whole within ``header_timeout`` of the connection's start
+or of its first byte (a slowloris trickle does not reset that clock), a body may stall at most
+``body_timeout`` while the gateway reads it, an idle connection closes after
+``client_keepalive_timeout`` (uvicorn's keep-alive timer), and a process takes at most
+``max_client_connections``: the next is answered 503 and closed at once.
+
 The scope this protocol makes differs from uvicorn's in two ways: ``raw_path`` is the normalised
 path, percent-encoded (what the backend receives), and ``apigw.received_path`` holds the path as the
 client sent it when that differs (for the access log). ``root_path`` and ``limit_concurrency`` are
@@ -81,9 +87,31 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.head_carried = 0
         self.head_read_whole = 0
         self.host: bytes | None = None
+        # Time: a head must be whole within header_timeout of its start (or of the connection's);
+        # a body may stall (no bytes while the app waits for them) for body_timeout.
+        self.header_timeout = limits.header_timeout
+        self.body_timeout = limits.body_timeout
+        self.max_client_connections = limits.max_client_connections
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.body_timer: asyncio.TimerHandle | None = None
+        self.body_read_at = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_client_connections:
+            # Refused at once: a queued connection would hold a socket and the client's hopes.
+            transport.write(refusal_bytes(503, "too many client connections", limit=self.max_client_connections))
+            transport.close()
+            return
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        self.head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:  # refused in connection_made: nothing was set up
+            return
+        for timer in (self.head_timer, self.body_timer):
+            if timer is not None:
+                timer.cancel()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
@@ -109,6 +137,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as error:
             self.refuse(400, "invalid HTTP request", detail=str(error))
         else:
+            cycle = self.cycle
+            if cycle is not None and cycle.more_body and not self.head_open:  # a body being read
+                self.body_read_at = self.loop.time()
+                if self.body_timer is None:
+                    self.body_timer = self.loop.call_later(self.body_timeout, self._body_stalled)
             if self.head_open:  # a head not complete yet: count what it has cost so far
                 if head_was_open:
                     self.head_carried += len(data)
@@ -144,6 +177,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.head_open = True
+        if self.head_timer is None:
+            self.head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
         if len(self.url) > self.max_target:
             raise Refused(414, "request target too long", limit=self.max_target)
 
@@ -168,6 +203,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         host = self.host
         self.head_open = False
         self.host = None
+        self.head_timer.cancel()  # type: ignore[union-attr]
+        self.head_timer = None
         carried = self.head_carried
         if carried + self.read_size > self.max_field_size:  # a head that may be over a limit
             self._check_head_size()
@@ -236,6 +273,36 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # Pipelined requests wait their turn.
             self.flow.pause_reading()
             self.pipeline.appendleft((self.cycle, self.app))
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def _head_timed_out(self) -> None:
+        """No whole head within header_timeout: 408 if a request line had begun, then close
+        (a connection that never sent one is closed without an answer, as nginx does)."""
+        self.head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.head_open:
+            self.refuse(408, "request head not received in time", limit=self.header_timeout)
+        else:
+            self.transport.close()
+
+    def _body_stalled(self) -> None:
+        """Looks at a body being read every body_timeout: 408 and close once the client has sent
+        nothing for that long while the gateway was reading (not while the client waits for its
+        100 Continue, or while the gateway has paused reading)."""
+        self.body_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or cycle.disconnected or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if cycle.waiting_for_100_continue or self.flow.read_paused:
+            self.body_read_at = now
+        idle = now - self.body_read_at
+        if idle >= self.body_timeout:
+            self.refuse(408, "request body not received in time", limit=self.body_timeout)
+        else:
+            self.body_timer = self.loop.call_later(self.body_timeout - idle, self._body_stalled)
 
     def _check_head_size(self) -> None:
         size = len(self.url)

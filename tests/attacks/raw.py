@@ -95,8 +95,12 @@ class RawBackend(ThreadServer):
         return await reader.readexactly(int(length[0])) if length else b""
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        server = self._server
+        if server is not None:
+            async def stop_serving() -> None:  # on the server's own loop: close() is not thread-safe
+                server.close()
+
+            self.run(stop_serving())
         super().stop()
 
     def __enter__(self) -> RawBackend:
