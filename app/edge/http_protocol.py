@@ -58,6 +58,8 @@ from app.edge.server import CONTROL_PREFIX
 log = logging.getLogger("apigw.edge")
 
 CONTROL_PREFIX_BYTES = (CONTROL_PREFIX + "/").encode()
+# How long the rest of an unread request body is read and dropped before the connection closes.
+LINGER_SECONDS = 5.0
 # Header names on_header looks at (one set lookup per field for all of them).
 _WATCHED = frozenset((b"host", b"expect", b"transfer-encoding"))
 
@@ -274,6 +276,35 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
             self.pipeline.appendleft((self.cycle, self.app))
 
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle.more_body and not self.transport.is_closing():
+            # Answered before its body came (a 413 on the declared length, a 429, a 404): the
+            # body is not read, so the connection cannot carry another request.
+            self._close_unread()
+            return
+        super().on_response_complete()
+
+    def _close_unread(self) -> None:
+        """Close a connection whose request body was left unread, the answer first: our side is
+        shut for writing after it, and what the client still sends is read and dropped until it
+        closes or LINGER_SECONDS pass (nginx's lingering close), so the kernel does not reset
+        the connection under an answer the client has not read yet."""
+        self.server_state.total_requests += 1
+        self.connections.discard(self)
+        for timer in (self.head_timer, self.body_timer):
+            if timer is not None:
+                timer.cancel()
+        self.head_timer = self.body_timer = None
+        self.cycle.disconnected = True
+        self.cycle.message_event.set()
+        transport = self.transport
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.set_protocol(_Lingering(transport, self.loop))
+
     # -- time -----------------------------------------------------------------------------------
 
     def _head_timed_out(self) -> None:
@@ -326,6 +357,24 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not normal.decoded.startswith(CONTROL_PREFIX + "/"):
             return None
         return NormalPath(unquote(normal.encoded.decode("ascii")), normal.encoded)
+
+
+class _Lingering(asyncio.Protocol):
+    """What is left of a connection closed with its request body unread: bytes read and dropped."""
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.timer = loop.call_later(LINGER_SECONDS, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        self.transport.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.cancel()
 
 
 def edge_protocol(server: ServerSection) -> functools.partial[GatewayHttpProtocol]:

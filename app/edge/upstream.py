@@ -24,8 +24,11 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
     b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
 })
-# Set by the transport for the backend's connection, not copied from the client.
-NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length"}
+# Set by the transport for the backend's connection, not copied from the client. And Expect: the
+# edge met a 100-continue expectation itself (the client's body comes once the gateway reads it),
+# and a backend asked to meet it again would be waited for, body held back, until the read timeout
+# (Envoy strips it too, unless proxy_100_continue).
+NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 
 RawHeaders = list[tuple[bytes, bytes]]
 
