@@ -81,7 +81,7 @@ def build_router(routes: ApiGatewayRouter[Any], sync: ConfigSync) -> APIRouter:
         check_numbers(route_document(spec))
         if spec.auth is not None:
             try:  # what only the route merged with the top level's auth: can tell
-                route_auth(gateway.config.auth, spec.auth).check()
+                route_auth(sync.baseline_config.auth, spec.auth).check()
             except ValueError as error:
                 raise RequestValidationError([{"loc": ("body", "auth"), "msg": str(error), "type": "value_error"}]) \
                     from None
