@@ -7,10 +7,11 @@ seed's ``API_GATEWAY_*`` names (see ``ENV_OVERRIDES``).
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -462,6 +463,30 @@ def _set_path(tree: dict[str, Any], dotted: str, value: str) -> None:
     tree[leaf] = value
 
 
+def _models_in(annotation: Any) -> set[type[BaseModel]]:
+    """The sections an annotation holds, through lists, dicts, unions and Optional."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {annotation}
+    return {model for arg in get_args(annotation) for model in _models_in(arg)}
+
+
+def _keys_beside(loc: tuple[int | str, ...]) -> set[str]:
+    """The keys the schema allows where ``loc`` ends: walked field by field from the top; list
+    indexes, dict keys and pydantic's union tags leave the sections in hand as they are."""
+    models: set[type[BaseModel]] = {GatewayConfig}
+    for part in loc[:-1]:
+        found = {m for model in models if isinstance(part, str) and (field := model.model_fields.get(part))
+                 for m in _models_in(field.annotation)}
+        models = found or models
+    return {name for model in models for key, field in model.model_fields.items()
+            for name in (key, field.alias) if name}
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    close = difflib.get_close_matches(str(loc[-1]), sorted(_keys_beside(loc)), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = [f"{source}: {error.error_count()} invalid field(s)"]
     for item in error.errors():
@@ -469,6 +494,8 @@ def _format_errors(error: ValidationError, source: str) -> str:
         reason = item["msg"].removeprefix("Value error, ")
         if item["type"] not in ("missing",) and "input" in item and not isinstance(item["input"], dict):
             reason += f" (got {item['input']!r})"
+        if item["type"] == "extra_forbidden":  # a typo, most likely
+            reason += _did_you_mean(item["loc"])
         lines.append(f"  {path}: {reason}")
     return "\n".join(lines)
 
@@ -499,7 +526,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if path:
         source = str(path)
         try:
-            raw = yaml.safe_load(Path(path).read_text())
+            with open(path, encoding="utf-8") as stream:  # so that YAML's errors name the file
+                raw = yaml.safe_load(stream)
         except FileNotFoundError:
             raise ConfigError(f"{source}: no such file") from None
         except yaml.YAMLError as error:

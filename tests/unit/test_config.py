@@ -52,6 +52,24 @@ def test_bad_field_is_named(raw: dict, field: str) -> None:
     assert field in str(caught.value)
 
 
+@pytest.mark.parametrize(("raw", "line"), [
+    ({"servr": {}}, "servr: Extra inputs are not permitted; did you mean 'server'?"),
+    ({"cache": {"tll": 5}}, "cache.tll: Extra inputs are not permitted (got 5); did you mean 'ttl'?"),
+    ({"router": {"routes": [{"path": "/a", "target": "http://x", "tmeout": {"read": 1}}]}},
+     "router.routes.0.tmeout: Extra inputs are not permitted; did you mean 'timeout'?"),
+    ({"router": {"routes": [{"path": "/a", "targets": [{"url": "http://x", "wieght": 2}]}]}},
+     "router.routes.0.targets.0.wieght: Extra inputs are not permitted (got 2); did you mean 'weight'?"),
+    ({"rate_limiter": {"clients": {"acme": {"requests_per_minut": 5}}}},
+     "rate_limiter.clients.acme.requests_per_minut: Extra inputs are not permitted (got 5); "
+     "did you mean 'requests_per_minute'?"),
+    ({"cache": {"zzz": 1}}, "cache.zzz: Extra inputs are not permitted (got 1)\n"),
+])
+def test_a_misspelt_key_gets_the_key_it_was_likely_meant_to_be(raw: dict, line: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    assert f"  {line}" in str(caught.value) + "\n"
+
+
 def test_bad_environment_value_is_named() -> None:
     with pytest.raises(ConfigError, match="rate_limiter.default.requests_per_minute"):
         parse_config({}, {"API_GATEWAY_RATE_LIMIT_PER_MINUTE": "lots"})
@@ -81,7 +99,9 @@ def test_bad_file_exits_2_naming_the_field_without_traceback(tmp_path: Path) -> 
 def test_unreadable_yaml_and_missing_file_exit_2(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("router: [unclosed\n")
-    assert _cli("check-config", str(broken)).returncode == 2
+    result = _cli("check-config", str(broken))
+    assert result.returncode == 2
+    assert f'in "{broken}", line 2' in result.stderr and "<unicode string>" not in result.stderr
     assert _cli("check-config", str(tmp_path / "none.yaml")).returncode == 2
 
 
