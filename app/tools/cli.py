@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -32,10 +34,40 @@ def _load_or_exit(path: str | None) -> GatewayConfig:
         raise SystemExit(EXIT_BAD_CONFIG) from None
 
 
+def _exit_if_cannot_listen(host: str, port: int) -> None:
+    """Refuse a port that is taken with a message that says which option moves it: uvicorn's own
+    is a bare "[Errno 98]". (The check and uvicorn's bind are a moment apart; a race there still
+    gets uvicorn's message.)"""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        print(f"error: cannot listen on {host}: {error.strerror}; check --host", file=sys.stderr)
+        raise SystemExit(1) from None
+    with socket.socket(family, kind) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                print(f"error: port {port} on {host} is busy ({error.strerror}); choose another with --port",
+                      file=sys.stderr)
+            else:
+                print(f"error: cannot listen on {host} port {port} ({error.strerror}); check --host and --port",
+                      file=sys.stderr)
+            raise SystemExit(1) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
+    _exit_if_cannot_listen(host, port)
+    if not config.router.routes:
+        given = args.config or os.environ.get("API_GATEWAY_CONFIG")
+        print(f"serve: {given or 'no config file'}: starting with 0 routes, so every request answers 404. "
+              "Routes come from a config file (--config FILE or API_GATEWAY_CONFIG) or the admin API; "
+              "`python -m app demo` runs a gateway with routes.", file=sys.stderr, flush=True)
     server = uvicorn.Server(_uvicorn_config(Gateway(config), host, port, args.log_level))
     try:
         server.run()  # the gateway's start-up ends with gc.freeze() (app/edge/server.py, EdgeApp)
@@ -51,13 +83,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_demo(host: str, port: int) -> None:
+async def _run_demo(host: str, port: int, admin_token: str | None) -> None:
     from app.tools.demo import start_backend
 
     agents, agents_port = await start_backend("agent-service")
     threads, threads_port = await start_backend("thread-service")
     a, b = f"http://127.0.0.1:{agents_port}", f"http://127.0.0.1:{threads_port}"
     raw = {
+        "admin": {"token": admin_token},
         "router": {"routes": [
             {"path": "/api/v1/agents", "method": "GET", "target": a},
             {"path": "/api/v1/agents/{id}", "method": ["GET", "PUT", "DELETE"], "target": a},
@@ -65,6 +98,9 @@ async def _run_demo(host: str, port: int) -> None:
             {"path": "/demo/*", "targets": [{"url": a, "weight": 3}, {"url": b, "weight": 1}],
              # Not cached, so that each request shows which backend the 3:1 weights picked.
              "strip_prefix": True, "timeout": {"read": 1.0}, "cache": {"enabled": False}},
+            {"path": "/limited/*", "target": a, "strip_prefix": True, "cache": {"enabled": False},
+             "rate_limit": {"requests_per_minute": 5}},
+            {"path": "/cached/*", "target": b, "strip_prefix": True, "cache": {"enabled": True, "ttl": 30}},
         ]},
     }
     config = parse_config(raw, os.environ, "demo")
@@ -77,6 +113,14 @@ async def _run_demo(host: str, port: int) -> None:
         return
     bound = server.servers[0].sockets[0].getsockname()[1]
     base = f"http://{host}:{bound}"
+    token = config.admin.token
+    if token:
+        admin = (f"Status page: {base}/_gateway/#token={token} (in a browser)\n"
+                 f"Admin API:   curl -H 'Authorization: Bearer {token}' {base}/_gateway/routes")
+    else:
+        admin = ("Status page and admin API: off. Start the demo with --admin-token TOKEN (or\n"
+                 "API_GATEWAY_ADMIN_TOKEN=TOKEN) to turn them on; the status page is then\n"
+                 f"{base}/_gateway/#token=TOKEN")
     print(f"""
 API gateway demo on {base} (memory store), backends on {a} and {b}. Try:
 
@@ -87,6 +131,12 @@ API gateway demo on {base} (memory store), backends on {a} and {b}. Try:
   curl -i {base}/demo/slow?seconds=2      # slower than the route's 1 s timeout: 504
   curl -i {base}/nowhere                  # no route: 404
   curl -i {base}/_gateway/health
+  # a rate limit: 5 requests a minute per client on /limited/*, then 429 (X-Client-ID names the client)
+  for i in $(seq 7); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'X-Client-ID: alice' {base}/limited/x; done; echo
+  # the cache: /cached/* keeps an answer 30 s, so a MISS, then a HIT
+  for i in 1 2; do curl -s -o /dev/null -D - {base}/cached/report | grep -i '^x-cache'; done
+
+{admin}
 
 Ctrl-C stops it.""", flush=True)
     try:
@@ -99,8 +149,9 @@ Ctrl-C stops it.""", flush=True)
 def cmd_demo(args: argparse.Namespace) -> int:
     import uvloop
 
+    _exit_if_cannot_listen(args.host, args.port)
     try:
-        uvloop.run(_run_demo(args.host, args.port))
+        uvloop.run(_run_demo(args.host, args.port, args.admin_token))
     except KeyboardInterrupt:
         pass
     return 0
@@ -170,9 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="the gateway on the memory store with two demo backends")
+    demo = sub.add_parser("demo", help="the gateway on the memory store with two demo backends",
+                          description="The gateway on the memory store with two demo backends; it prints "
+                                      "curl commands to try. The admin API and the status page are off "
+                                      "unless --admin-token (or API_GATEWAY_ADMIN_TOKEN) gives a token.")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--port", type=int, default=8080, help="(default 8080) 0 picks a free port")
+    demo.add_argument("--admin-token", help="turns the admin API and the status page on, with this token "
+                                            "(default: $API_GATEWAY_ADMIN_TOKEN, else off)")
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check-config", help="validate a config file: exit 0 when good, 2 when not")
