@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
@@ -33,15 +34,32 @@ class Section:
     commands: list[str] = field(default_factory=list)
 
 
-def _cli(*words: str) -> str:
-    """A redis-cli command line, keys quoted (they hold braces)."""
-    return "redis-cli " + " ".join(w if w.isupper() or w.lstrip("-").isdigit() else f"'{w}'" for w in words)
+def redis_cli(url: str) -> str:
+    """The redis-cli command that reaches the Redis at ``url`` (a password is asked for, never shown)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        words = ["redis-cli", "-s", parts.path]
+        db = parse_qs(parts.query).get("db", ["0"])[0]
+    else:
+        words = ["redis-cli", "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 6379)]
+        words += ["--tls"] if parts.scheme == "rediss" else []
+        db = parts.path.strip("/") or "0"
+    words += ["-n", db] if db != "0" else []
+    words += ["--user", parts.username] if parts.username else []
+    words += ["--askpass"] if parts.password else []
+    return " ".join(words)
 
 
 class StateReader:
     def __init__(self, store: RedisStore, config: GatewayConfig | None = None) -> None:
         self.store = store
         self.config = config or GatewayConfig()
+        self._redis_cli = redis_cli(store.url)
+
+    def _cli(self, *words: str) -> str:
+        """A redis-cli command line for the Redis read, keys quoted (they hold braces)."""
+        quoted = (w if w.isupper() or w.lstrip("-").isdigit() else f"'{w}'" for w in words)
+        return " ".join([self._redis_cli, *quoted])
 
     async def config(self, args: Any = None) -> Section:
         keys = config_keys(self.store)
@@ -53,7 +71,7 @@ class StateReader:
                               "route": override.spec if override.spec is not None else "deleted"}
         data = {"version": read.version, "route_overrides": overrides}
         return Section("config", "config (the admin API's changes on top of the config file)", data,
-                       [_cli("GET", keys.version), _cli("HGETALL", keys.routes)])
+                       [self._cli("GET", keys.version), self._cli("HGETALL", keys.routes)])
 
     async def cache(self, args: Any = None) -> Section:
         keys = CacheKeys(self.store)
@@ -62,7 +80,7 @@ class StateReader:
         data = {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
                 "evictions": stats.evictions, "entries": stats.size}
         return Section("cache", "cache (fleet-wide)", data, [
-            _cli("HGETALL", keys.stats), _cli("ZCARD", keys.lru), _cli("ZREVRANGE", keys.lru, "0", "9", "WITHSCORES")])
+            self._cli("HGETALL", keys.stats), self._cli("ZCARD", keys.lru), self._cli("ZREVRANGE", keys.lru, "0", "9", "WITHSCORES")])
 
     async def clients(self, args: Any = None, count: int = BUSIEST) -> Section:
         from app.control.activity import WINDOW_SECONDS
@@ -72,7 +90,7 @@ class StateReader:
         busiest = [{"client": client, "requests": requests} for client, requests in top]
         current, meta = keys.current, keys.meta
         return Section("clients", f"busiest clients (requests in the last {WINDOW_SECONDS}-{2 * WINDOW_SECONDS} s)", busiest, [
-            _cli("ZREVRANGE", current, "0", str(count - 1), "WITHSCORES"), _cli("HGETALL", meta)])
+            self._cli("ZREVRANGE", current, "0", str(count - 1), "WITHSCORES"), self._cli("HGETALL", meta)])
 
     async def ratelimits(self, args: Any = None) -> Section:
         limiter = self._limiter()
@@ -85,7 +103,7 @@ class StateReader:
         manager = limiter.manager
         return Section("ratelimits", "rate limits set through the admin API (on top of the config file)",
                        {"client_configs": clients, "api_keys": keys},
-                       [_cli("HGETALL", manager.clients_key), _cli("HGETALL", manager.api_keys_key)])
+                       [self._cli("HGETALL", manager.clients_key), self._cli("HGETALL", manager.api_keys_key)])
 
     async def client(self, args: Any = None) -> Section:
         client_id = getattr(args, "client_id", None)
@@ -94,7 +112,7 @@ class StateReader:
         limiter = self._limiter()
         stats = await limiter.get_client_stats(client_id)
         plan = limiter.plan(client_id)
-        commands = [_cli("GET" if limit.kind == BUCKET else "HGETALL", key)
+        commands = [self._cli("GET" if limit.kind == BUCKET else "HGETALL", key)
                     for limit, key in zip(plan.limits, plan.keys, strict=True)]
         data = {"client_id": client_id, "limits": limiter.manager.client_config(client_id), "counters": stats,
                 "keys": dict(zip(plan.names, plan.keys, strict=True))}
@@ -122,7 +140,7 @@ class StateReader:
                               "times_opened": stored.opened, "generation": stored.gen,
                               "open_seconds_left": round(max(0.0, stored.open_until_us / 1000 - now_ms) / 1000, 1)
                               if stored.state is CircuitState.OPEN else 0}
-            commands.append(_cli("HGETALL", key))
+            commands.append(self._cli("HGETALL", key))
         return Section("circuits", "circuits (shared by the fleet; a missing hash is a closed circuit)",
                        circuits, commands)
 
@@ -141,7 +159,7 @@ class StateReader:
             urls = [t.url for t in spec.targets]
             verdicts = verdicts_of(await self.store.hgetall(keys.verdicts), urls)
             routes[spec.key] = {url: {"healthy": verdicts.get(url, True)} for url in urls}
-            commands += [_cli("HGETALL", keys.verdicts), _cli("GET", keys.lease)]
+            commands += [self._cli("HGETALL", keys.verdicts), self._cli("GET", keys.lease)]
         return Section("health", "target health (active checks, the fleet's verdict; no verdict yet = healthy)",
                        routes, commands)
 

@@ -88,7 +88,8 @@ def test_state_shows_config_cache_and_clients(busy_gateway: str, redis_url: str,
 
     text = _state(redis_url, key_prefix, "cache")
     assert text.returncode == 0 and '"hit_rate": 0.75' in text.stdout
-    assert f"redis-cli HGETALL '{key_prefix}:cache:{{c}}:stats'" in text.stdout
+    host, port = redis_url.split("//", 1)[1].split("/")[0].rsplit(":", 1)  # the hints reach the Redis read
+    assert f"redis-cli -h {host} -p {port} HGETALL '{key_prefix}:cache:{{c}}:stats'" in text.stdout
 
 
 @pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
@@ -99,8 +100,7 @@ def test_the_printed_redis_cli_commands_show_the_same_keys(busy_gateway: str, re
     assert len(state) == 7
     for section in state.values():
         for command in section["redis_cli"]:
-            shown = subprocess.run(command.replace("redis-cli ", f"redis-cli -p {port} ", 1), shell=True,
-                                   capture_output=True, text=True, timeout=10)
+            shown = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)  # as printed
             # A circuit that never failed has no hash yet (closed); everything else was written.
             assert shown.returncode == 0 and (shown.stdout.strip() or ":cb:" in command), command
             assert "ERR" not in shown.stdout and "WRONGTYPE" not in shown.stdout, (command, shown.stdout)
@@ -125,3 +125,15 @@ def test_state_without_redis_says_so(tmp_path: object) -> None:
     down = subprocess.run([sys.executable, "-m", "app", "state", "--redis-url", "redis://127.0.0.1:1/0"],
                           capture_output=True, text=True, timeout=30, cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
     assert down.returncode == 1 and "cannot read Redis" in down.stderr and "Traceback" not in down.stderr
+
+
+@pytest.mark.parametrize(("url", "command"), [
+    ("redis://127.0.0.1:6390/0", "redis-cli -h 127.0.0.1 -p 6390"),
+    ("redis://cache.internal", "redis-cli -h cache.internal -p 6379"),
+    ("rediss://u:secret@cache.internal:6380/2", "redis-cli -h cache.internal -p 6380 --tls -n 2 --user u --askpass"),
+    ("unix:///run/redis.sock?db=1", "redis-cli -s /run/redis.sock -n 1"),
+])
+def test_the_redis_cli_hint_reaches_the_redis_that_was_read(url: str, command: str) -> None:
+    from app.tools.state import redis_cli
+
+    assert redis_cli(url) == command  # and never prints the password
