@@ -69,17 +69,23 @@ class FleetPlan:
     use_nginx: bool = True
 
 
-def _bind_free(host: str, port: int) -> int:
-    """``port`` when it can be bound (0: any free port); else a FleetError."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as error:
-            raise FleetError(f"port {port} on {host} is busy ({error.strerror}); choose others with --port, "
-                             "--replica-port, --backend-port, --redis-port, or take free ones with "
-                             "--free-ports") from None
-        return int(sock.getsockname()[1])
+def _claim_ports(wanted: list[tuple[str, int, str]]) -> list[int]:
+    """For each (host, port, the option that sets it): the port, when it can be bound (0: any free
+    port); else a FleetError naming every busy one and its option."""
+    claimed, busy = [], []
+    for host, port, option in wanted:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as error:
+                busy.append(f"port {port} on {host} is busy ({error.strerror}; {option} moves it)")
+                continue
+            claimed.append(int(sock.getsockname()[1]))
+    if busy:
+        raise FleetError("; ".join(busy) + ". Choose other ports with those options, or take free ones "
+                         "with --free-ports")
+    return claimed
 
 
 def _die_with_parent() -> None:
@@ -216,16 +222,23 @@ class Fleet:
         if plan.replicas < 1:
             raise FleetError("--replicas must be at least 1")
         nginx = find_nginx() if plan.use_nginx else None
-        # Every port is checked before anything starts, so a busy one fails fast and says which.
-        replica_ports = [_bind_free(host, 0 if ports.first_replica == 0 else ports.first_replica + i)
-                         for i in range(plan.replicas)]
-        backend_ports = [_bind_free(host, 0 if ports.first_backend == 0 else ports.first_backend + i)
-                         for i in range(2)]
-        balancer_port = _bind_free(host, ports.balancer) if nginx else None
+        # Every port is checked before anything starts, so that busy ones fail fast, all named.
+        wanted = [(host, 0 if ports.first_replica == 0 else ports.first_replica + i, "--replica-port")
+                  for i in range(plan.replicas)]
+        wanted += [(host, 0 if ports.first_backend == 0 else ports.first_backend + i, "--backend-port")
+                   for i in range(2)]
+        if nginx:
+            wanted.append((host, ports.balancer, "--port"))
+        if not self.redis_url:
+            wanted.append(("127.0.0.1", ports.redis, "--redis-port"))
+        claimed = _claim_ports(wanted)
+        replica_ports, backend_ports = claimed[:plan.replicas], claimed[plan.replicas:plan.replicas + 2]
+        rest = claimed[plan.replicas + 2:]
+        balancer_port = rest.pop(0) if nginx else None
         deadline = time.monotonic() + START_TIMEOUT
 
         if not self.redis_url:
-            self._start_redis(deadline)
+            self._start_redis(rest.pop(0), deadline)
         env = {k: v for k, v in os.environ.items() if k not in ("API_GATEWAY_CONFIG", "API_GATEWAY_REDIS_URL", "REDIS_URL")}
         python = [sys.executable, "-m", "app"]
         backends = []
@@ -248,12 +261,11 @@ class Fleet:
         if nginx and balancer_port is not None:
             self._start_nginx(nginx, balancer_port, replica_ports, deadline)
 
-    def _start_redis(self, deadline: float) -> None:
+    def _start_redis(self, port: int, deadline: float) -> None:
         exe = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/local/bin")
         if exe is None:
             raise FleetError("no Redis: install redis-server (apt-get install redis-server) "
                              "or give one with --redis-url / REDIS_URL")
-        port = _bind_free("127.0.0.1", self.plan.ports.redis)
         data = self.workdir / "redis"
         data.mkdir()
         child = self._spawn("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -311,7 +323,8 @@ class Fleet:
                 return
 
     def stop(self) -> None:
-        """Stop the children in reverse start order; then kill whatever is left in their groups."""
+        """Stop the children in reverse start order; then kill whatever is left in their groups.
+        Their logs stay, for what went wrong."""
         for child in reversed(self.children):
             if child.proc.poll() is None:
                 try:
@@ -331,7 +344,6 @@ class Fleet:
                 os.killpg(pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- telling people -----------------------------------------------------------------------
 
@@ -354,7 +366,8 @@ class Fleet:
         replicas = [c for c in self.children if c.name.startswith("replica-")]
         backends = [c for c in self.children if c.name.startswith("backend-")]
         own = " (started here)" if self.redis_port is not None else ""
-        lines = ["", f"API gateway fleet: {len(replicas)} replicas on Redis {self.redis_url}{own}", ""]
+        count = f"{len(replicas)} replica{'s' if len(replicas) > 1 else ''}"
+        lines = ["", f"API gateway fleet: {count} on Redis {self.redis_url}{own}", ""]
         if self.balancer_url:
             lines.append(f"  load balancer  {self.balancer_url}   nginx, round robin over the replicas")
         else:
@@ -368,10 +381,20 @@ class Fleet:
         exports = " ".join(f"{k}={v}" for k, v in urls.items())
         lines.append(f"  {exports} REDIS=\"{self.redis_cli()}\"")
         every_replica = " ".join(f"${k}" for k in urls if k.startswith("R"))
-        walkthrough = WALKTHROUGH.replace("$R1 $R2 $R3", every_replica)
+        walkthrough = WALKTHROUGH.replace("$R1 $R2 $R3", every_replica).replace(
+            "then a HIT on replicas 2 and 3", _hits_on(len(replicas)))
         lines += [f"  {line}" if line else "" for line in walkthrough.strip("\n").splitlines()]
         lines += ["", f"fleet ready: {urls['GW']}", "Ctrl-C stops the fleet.", ""]
         return "\n".join(lines)
+
+
+def _hits_on(replicas: int) -> str:
+    """Where the walkthrough's cache block sees its HITs, for this many replicas."""
+    if replicas == 1:
+        return "then a HIT when run again"
+    if replicas == 2:
+        return "then a HIT on replica 2"
+    return f"then a HIT on replicas 2 {'and' if replicas == 3 else 'to'} {replicas}"
 
 
 # What to try: the first command of each part of the README's "Run it as a fleet" (a test checks
@@ -412,5 +435,9 @@ def run_fleet(plan: FleetPlan) -> int:
         return 0
     finally:
         fleet.stop()
+        if fleet.children:
+            print(f"fleet: stopped; the logs stay in {fleet.workdir}", flush=True)
+        else:  # nothing started: nothing to read
+            shutil.rmtree(fleet.workdir, ignore_errors=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)

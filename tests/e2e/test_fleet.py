@@ -119,6 +119,10 @@ class FleetRun:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        # The fleet keeps its logs when it stops; a test's run leaves none behind.
+        logs = re.search(r"logs\s+(\S+)", "".join(self.output))
+        if logs is not None:
+            shutil.rmtree(logs.group(1), ignore_errors=True)
 
 
 def _own_redis_env() -> dict[str, str]:
@@ -163,17 +167,17 @@ def test_fleet_serves_through_nginx_and_sigint_leaves_no_process_behind() -> Non
         fleet.proc.send_signal(signal.SIGINT)
         assert fleet.proc.wait(timeout=60) == 0
         wait_for(lambda: not _still_running(children), timeout=10, what="the fleet's children to exit")
-        assert not workdir.exists()
+        # Its logs stay, and it says where.
+        assert fleet.wait_for_line("fleet: stopped") == f"fleet: stopped; the logs stay in {workdir}"
+        assert {"replica-1.log", "replica-3.log", "backend-a.log", "redis.log"} <= {p.name for p in workdir.iterdir()}
     finally:
         fleet.kill()
 
 
 def test_fleet_killed_outright_takes_its_children_with_it() -> None:
     fleet = FleetRun("--replicas", "1", "--free-ports", env=_own_redis_env())
-    workdir = None
     try:
         fleet.wait_for_line("fleet ready: ")
-        workdir = re.search(r"logs\s+(\S+)", "".join(fleet.output))
         children = _descendants(fleet.proc.pid)
         assert len(children) >= 4  # Redis, two backends, a replica (and nginx)
         fleet.proc.kill()  # no chance to clean up: the children's parent-death signal does it
@@ -181,17 +185,27 @@ def test_fleet_killed_outright_takes_its_children_with_it() -> None:
         wait_for(lambda: not _still_running(children), timeout=20, what="the orphans to exit")
     finally:
         fleet.kill()
-        if workdir is not None:  # what the killed fleet could not remove
-            shutil.rmtree(workdir.group(1), ignore_errors=True)
 
 
-def test_fleet_refuses_a_busy_port_before_starting_anything() -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+def test_fleet_refuses_busy_ports_before_starting_anything_naming_each() -> None:
+    with socket.socket() as busy, socket.socket() as also_busy:
+        for sock in (busy, also_busy):
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+        port, backend_port = busy.getsockname()[1], also_busy.getsockname()[1]
         done = subprocess.run([sys.executable, "-m", "app", "fleet", "--free-ports", "--no-nginx",
-                               "--replica-port", str(port)], cwd=ROOT, env=_own_redis_env(),
-                              capture_output=True, text=True, timeout=60)
+                               "--replica-port", str(port), "--backend-port", str(backend_port)],
+                              cwd=ROOT, env=_own_redis_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    assert f"port {port} on 127.0.0.1 is busy" in done.stderr and "--replica-port" in done.stderr
+    assert f"port {port} on 127.0.0.1 is busy (Address already in use; --replica-port moves it)" in done.stderr
+    assert f"port {backend_port} on 127.0.0.1 is busy (Address already in use; --backend-port moves it)" in done.stderr
+    assert "--free-ports" in done.stderr and "logs" not in done.stdout  # nothing started, no logs to keep
+
+
+def test_the_banner_speaks_of_the_replicas_there_are() -> None:
+    from app.tools.fleet import WALKTHROUGH, _hits_on
+
+    assert "then a HIT on replicas 2 and 3" in WALKTHROUGH  # the phrase the banner replaces
+    assert [_hits_on(n) for n in (1, 2, 3, 5)] == [
+        "then a HIT when run again", "then a HIT on replica 2", "then a HIT on replicas 2 and 3",
+        "then a HIT on replicas 2 to 5"]
