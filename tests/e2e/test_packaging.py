@@ -98,6 +98,9 @@ def test_the_installed_package_reads_every_script_from_its_install(install: Inst
     assert not Path(package).is_relative_to(ROOT), f"imported this checkout's package, not the installed one: {package}"
     assert not Path(folder).is_relative_to(ROOT), folder
     assert names.split(",") == sorted(SCRIPT_NAMES)
+    script = subprocess.run([str(install.python.parent / "apigw"), "check-config", "--help"], cwd=install.elsewhere,
+                            capture_output=True, text=True, timeout=60, env=_env())
+    assert script.returncode == 0 and "check-config" in script.stdout, "the install's apigw command"
     checked = subprocess.run([sys.executable, "-m", "pip", "--python", str(install.python), "check"],
                              capture_output=True, text=True, timeout=60, env=_env())
     assert checked.returncode == 0, f"the installed package's dependencies:\n{checked.stdout}"
