@@ -78,7 +78,7 @@ def wrk_path() -> str | None:
 
 
 def run_wrk(url: str, duration: float, connections: int, unique_paths: bool = False,
-            path: str = "/") -> WrkResult:
+            path: str = "/", headers: dict[str, str] | None = None) -> WrkResult:
     exe = wrk_path()
     if exe is None:
         raise RuntimeError("wrk is not installed: run tests/perf/setup.sh (apt-get install nginx-light wrk)")
@@ -87,7 +87,9 @@ def run_wrk(url: str, duration: float, connections: int, unique_paths: bool = Fa
         handle.write(script)
     try:
         cmd = [exe, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s",
-               "--latency", "-s", handle.name, url + path, "--", uuid.uuid4().hex[:12]]
+               "--latency", "-s", handle.name,
+               *(arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")),
+               url + path, "--", uuid.uuid4().hex[:12]]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=False)
     finally:
         Path(handle.name).unlink(missing_ok=True)
@@ -177,7 +179,8 @@ class _Connection(asyncio.Protocol):
         return await self.waiter
 
 
-async def _open_loop(url: str, rate: float, duration: float, timeout: float, unique: bool) -> OpenLoopResult:
+async def _open_loop(url: str, rate: float, duration: float, timeout: float, unique: bool,
+                     headers: dict[str, str]) -> OpenLoopResult:
     parsed = urlsplit(url)
     host, port, path = parsed.hostname or "127.0.0.1", parsed.port or 80, parsed.path or "/"
     loop = asyncio.get_running_loop()
@@ -192,7 +195,8 @@ async def _open_loop(url: str, rate: float, duration: float, timeout: float, uni
         nonlocal failures
         started = time.perf_counter()
         target = f"{path}?n={nonce}-{i}" if unique else path
-        raw = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        raw = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
         conn = None
         while idle and conn is None:
             conn = idle.pop()
@@ -266,10 +270,10 @@ async def _open_loop(url: str, rate: float, duration: float, timeout: float, uni
 
 
 def run_open_loop(url: str, rate: float = 1000, duration: float = 10, timeout: float = 5,
-                  unique: bool = False) -> OpenLoopResult:
+                  unique: bool = False, headers: dict[str, str] | None = None) -> OpenLoopResult:
     import uvloop  # as the gateway runs: the generator's own overhead stays small
 
-    return uvloop.run(_open_loop(url, rate, duration, timeout, unique))
+    return uvloop.run(_open_loop(url, rate, duration, timeout, unique, headers or {}))
 
 
 def median(values: list[float]) -> float:

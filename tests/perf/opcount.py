@@ -36,10 +36,11 @@ def _local(frame: Any, event: str, arg: Any) -> Any:
     return _local
 
 
-async def _measure(app: Any, requests: int, unique: bool = False) -> float:
+async def _measure(app: Any, requests: int, unique: bool = False, extra: dict[str, str] | None = None) -> float:
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
              "scheme": "http", "path": "/bench", "raw_path": b"/bench", "query_string": b"",
-             "headers": [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"bench"), (b"accept", b"*/*")],
+             "headers": [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"bench"), (b"accept", b"*/*"),
+                         *((k.lower().encode(), v.encode()) for k, v in (extra or {}).items())],
              "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8080)}
     statuses: list[int] = []
 
@@ -95,7 +96,8 @@ class _Transport:
         return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
 
 
-async def _measure_edge(app: Any, server: Any, requests: int, unique: bool = False) -> float:
+async def _measure_edge(app: Any, server: Any, requests: int, unique: bool = False,
+                        extra: dict[str, str] | None = None) -> float:
     """Like ``_measure``, with each request's bytes fed to the client-side protocol."""
     import asyncio
 
@@ -115,8 +117,9 @@ async def _measure_edge(app: Any, server: Any, requests: int, unique: bool = Fal
 
     def request(i: int) -> bytes:
         query = b"?n=%d" % i if unique else b""
+        credential = "".join(f"{k}: {v}\r\n" for k, v in (extra or {}).items()).encode()
         return (b"GET /bench" + query + b" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: bench\r\n"
-                b"Accept: */*\r\n\r\n")
+                b"Accept: */*\r\n" + credential + b"\r\n")
 
     async def one(i: int) -> None:
         protocol.data_received(request(i))
@@ -174,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             await gateway.orchestrator.start()
             try:
                 if args.edge:
-                    return await _measure_edge(gateway, config.server, args.requests, case.unique_paths)
-                return await _measure(gateway, args.requests, case.unique_paths)
+                    return await _measure_edge(gateway, config.server, args.requests, case.unique_paths, case.headers)
+                return await _measure(gateway, args.requests, case.unique_paths, case.headers)
             finally:
                 await gateway.orchestrator.close()
 

@@ -140,6 +140,7 @@ class Target:
     unique: bool = False  # every request its own URL (the cache-miss configuration)
     gateways: list[str] = field(default_factory=list)  # replicas whose round trips count
     open_loop: bool = True
+    headers: dict[str, str] = field(default_factory=dict)  # every request's (a credential)
 
 
 class Bench:
@@ -178,7 +179,8 @@ class Bench:
         busy0, wall0 = system_busy_seconds(), time.monotonic()
         cpu0 = tree_cpu_seconds(target.pids)
         redis0 = counters.snapshot(target.gateways) if counters else None
-        result = run_wrk(target.url, self.duration, self.connections, unique_paths=target.unique, path=BENCH_PATH)
+        result = run_wrk(target.url, self.duration, self.connections, unique_paths=target.unique, path=BENCH_PATH,
+                         headers=target.headers)
         cpu1 = tree_cpu_seconds(target.pids)
         trips, commands = counters.delta(redis0, target.gateways) if counters and redis0 else (None, None)
         busy1, wall1 = system_busy_seconds(), time.monotonic()
@@ -197,12 +199,13 @@ class Bench:
 
     def _open_loop(self, target: Target) -> None:
         result: OpenLoopResult = run_open_loop(target.url + BENCH_PATH, rate=self.args.rate,
-                                               duration=self.args.open_loop_duration, unique=target.unique)
+                                               duration=self.args.open_loop_duration, unique=target.unique,
+                                               headers=target.headers)
         target.fig.open_loop_runs.append(asdict(result))
 
-    def _warm(self, url: str, unique: bool) -> None:
+    def _warm(self, url: str, unique: bool, headers: dict[str, str] | None = None) -> None:
         """A short run first: connection pools filled, code paths hot, the cache filled for a hit."""
-        run_wrk(url, 1, self.connections, unique_paths=unique, path=BENCH_PATH)
+        run_wrk(url, 1, self.connections, unique_paths=unique, path=BENCH_PATH, headers=headers)
 
     # -- the configurations ---------------------------------------------------------------------
 
@@ -254,7 +257,7 @@ class Bench:
                 self.replicas.append(replicas[-1])
                 replicas[-1].start()
             url = f"http://127.0.0.1:{lb_port}" if lb_port else replicas[0].url
-            self._warm(url, case.unique_paths)
+            self._warm(url, case.unique_paths, case.headers)
             problem = self._check(case, url)
         except Exception as error:
             problem = f"failed: {type(error).__name__}: {error}"
@@ -264,7 +267,8 @@ class Bench:
             self.results.append(fig)
             return
         self.targets.append(Target(fig, url, [r.pid for r in replicas], unique=case.unique_paths,
-                                   gateways=[r.url for r in replicas], open_loop=case.replicas == 1))
+                                   gateways=[r.url for r in replicas], open_loop=case.replicas == 1,
+                                   headers=case.headers))
 
     @staticmethod
     def _print_logs(case: GatewayCase, replicas: list[GatewayServer]) -> None:
@@ -275,7 +279,9 @@ class Bench:
 
     def _check(self, case: GatewayCase, url: str) -> str | None:
         """What the gateway process answers must be what the configuration claims to measure."""
-        answer = httpx.get(url + BENCH_PATH, timeout=5)
+        if case.auth is not None and httpx.get(url + BENCH_PATH, timeout=5).status_code != 401:
+            return "the route answered a request without its credential"
+        answer = httpx.get(url + BENCH_PATH, headers=case.headers, timeout=5)
         if answer.status_code != 200:
             return f"the route answered {answer.status_code}: {answer.text[:200]}"
         if case.warm_cache and answer.headers.get("x-cache") != "HIT":
@@ -296,7 +302,8 @@ class Bench:
                                 "--nonblocking", "--duration", str(int(self.duration) + 1)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        run_wrk(target.url, self.duration, self.connections, unique_paths=target.unique, path=BENCH_PATH)
+        run_wrk(target.url, self.duration, self.connections, unique_paths=target.unique, path=BENCH_PATH,
+                headers=target.headers)
         spy.wait(timeout=self.duration + 30)
         print(f"profile (collapsed stacks) written to {out}")
 
