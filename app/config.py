@@ -402,9 +402,26 @@ class ServerSection(_Section):
     limits: LimitsSection = LimitsSection()
 
 
+class AdminTokenSpec(_Section):
+    """An admin token kept as its sha256 only (``printf %s "$TOKEN" | sha256sum``)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    # read: GET only (the status page, the lists); write: changes too.
+    role: Literal["read", "write"] = "read"
+
+
 class AdminSection(_Section):
-    # No token: the admin API is off, not open.
+    # No token at all: the admin API is off, not open. This one is a write token named "admin".
     token: str | None = None
+    tokens: list[AdminTokenSpec] = []
+
+    @model_validator(mode="after")
+    def _names_once(self) -> AdminSection:
+        names = [t.name for t in self.tokens] + (["admin"] if self.token else [])
+        if len(names) != len(set(names)):
+            raise ValueError("tokens: each admin token needs a name of its own (admin.token is named 'admin')")
+        return self
 
 
 class GatewayConfig(_Section):

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.control.admin import circuits, config_view, health, ratelimits, routes, targets
 from app.control.admin import cache as cache_admin
-from app.control.admin.auth import AdminToken, admin_guard
+from app.control.admin.auth import AdminToken, AdminTokens, admin_guard
 from app.control import status
 from app.control.plane import ControlPlane
 from app.store import StoreError, StoreUnavailable
@@ -69,8 +69,12 @@ def build_control_app(plane: ControlPlane) -> FastAPI:
     api.include_router(health.build_router(plane.store, plane.config_sync))
     api.include_router(status.build_page_router())  # the page holds no data: it asks for the token
 
-    guard = [Depends(admin_guard(AdminToken(plane.config.admin.token)))]
-    for router in (routes.build_router(plane.router, plane.config_sync), config_view.build_router(plane.config_sync),
+    admin = plane.config.admin
+    tokens = AdminTokens([AdminToken(admin.token),
+                          *(AdminToken.hashed(t.sha256, t.name, t.role) for t in admin.tokens)])
+    guard = [Depends(admin_guard(tokens))]
+    for router in (routes.build_router(plane.router, plane.config_sync, plane.config.auth),
+                   config_view.build_router(plane.config_sync),
                    ratelimits.build_router(plane.rate_limiter), circuits.build_router(plane.breakers, plane.router),
                    targets.build_router(plane.router), cache_admin.build_router(plane.cache),
                    status.build_router(plane)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from app.control.admin import auth
-from app.config import parse_config
+from app.config import ConfigError, parse_config
 from tests.support import BackendServer, GatewayThread
 
 TOKEN = "admin-token-for-tests-0123"
@@ -209,3 +210,32 @@ def test_config_hides_secrets(backend: BackendServer) -> None:
     with GatewayThread(config) as gateway:
         text = _admin(gateway, "GET", "/config").text
     assert TOKEN not in text and "k" * 32 not in text
+
+
+def test_tokens_kept_hashed_with_a_read_or_write_role(backend: BackendServer) -> None:
+    reader, writer = "reader-token-0123456789", "writer-token-0123456789"
+    tokens = [{"name": "dashboard", "sha256": hashlib.sha256(reader.encode()).hexdigest(), "role": "read"},
+              {"name": "deployer", "sha256": hashlib.sha256(writer.encode()).hexdigest(), "role": "write"}]
+    with _gateway(backend, tokens=tokens) as gateway:
+        def call(token: str, method: str, path: str, **kwargs: object) -> httpx.Response:
+            return httpx.request(method, gateway.url + "/_gateway" + path,
+                                 headers={"Authorization": f"Bearer {token}"}, **kwargs)  # type: ignore[arg-type]
+
+        assert call(reader, "GET", "/routes").status_code == 200
+        assert call(reader, "GET", "/status").status_code == 200
+        refused = call(reader, "POST", "/routes/agents/disable")
+        assert refused.status_code == 403 and refused.json() == {"error": "the admin token 'dashboard' may only read"}
+        assert call(reader, "DELETE", "/routes/agents").status_code == 403
+        assert httpx.get(gateway.url + "/api/v1/agents").status_code == 200  # nothing changed
+        assert call(writer, "POST", "/routes/agents/disable").status_code == 200
+        assert call("nobody-0123456789", "GET", "/routes").status_code == 401
+        shown = call(writer, "GET", "/config").text
+        assert reader not in shown and writer not in shown
+
+
+def test_admin_token_names_are_unique() -> None:
+    digest = "0" * 64
+    with pytest.raises(ConfigError, match="each admin token needs a name of its own"):
+        parse_config({"admin": {"token": "t" * 20, "tokens": [{"name": "admin", "sha256": digest}]}}, {})
+    with pytest.raises(ConfigError, match="admin.tokens.0.sha256"):
+        parse_config({"admin": {"tokens": [{"name": "x", "sha256": "not-hex"}]}}, {})

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from app.control.admin.validation import check_numbers
-from app.auth.schema import route_auth
+from app.auth.schema import AuthSection, route_auth
 from app.config import RouteSpec
 from app.control.config_sync import ConfigSync, route_document
 from app.routing.router import ApiGatewayRouter
@@ -63,8 +63,9 @@ def invalid(errors: ValidationError, prefix: tuple[str, ...] = ("body",)) -> Req
     return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in errors.errors()])
 
 
-def build_router(routes: ApiGatewayRouter[Any], sync: ConfigSync) -> APIRouter:
-    """``routes``: the routes this replica serves; ``sync`` makes the changes, for the whole fleet."""
+def build_router(routes: ApiGatewayRouter[Any], sync: ConfigSync, auth: AuthSection) -> APIRouter:
+    """``routes``: the routes this replica serves; ``sync`` makes the changes, for the whole fleet;
+    ``auth``: the top level's auth section, which a route's own merges with."""
     router = APIRouter(prefix="/_gateway/routes", tags=["routes"])
 
     def view(spec: RouteSpec) -> RouteView:
@@ -81,7 +82,7 @@ def build_router(routes: ApiGatewayRouter[Any], sync: ConfigSync) -> APIRouter:
         check_numbers(route_document(spec))
         if spec.auth is not None:
             try:  # what only the route merged with the top level's auth: can tell
-                route_auth(sync.baseline_config.auth, spec.auth).check()
+                route_auth(auth, spec.auth).check()
             except ValueError as error:
                 raise RequestValidationError([{"loc": ("body", "auth"), "msg": str(error), "type": "value_error"}]) \
                     from None
