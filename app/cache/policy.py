@@ -9,22 +9,23 @@ min(metadata cache_time, route ttl, s-maxage/max-age minus Age).
 
 Every miss is judged, so ``storable`` does not build hishel's objects per response: it applies the
 verdict they reduce to for a shared cache that stores GET only (see ``storable``), with hishel's
-Cache-Control parser (its results kept per header value) and, for an ``Expires``, its freshness
-rule. Header names are lower-case, as ASGI and the proxy give them.
+Cache-Control parser (its results kept per header value). Lifetimes and ages are read strictly
+(freshness.py): what cannot be read makes the response stale, never long-lived. Header names are
+lower-case, as ASGI and the proxy give them.
 """
 
 from __future__ import annotations
 
 import abc
 import hashlib
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from hishel import Headers, Response
 from hishel._core._headers import CacheControl, parse_cache_control
-from hishel._core._spec import get_freshness_lifetime
 
+from app.cache.freshness import NO_DELTAS, age_seconds, delta_directives, expires_lifetime
 from app.config import CacheSection, RouteCacheSpec
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -210,18 +211,25 @@ class DefaultCacheStrategy(CacheStrategy):
         kept = [pair for pair in headers if pair[0] not in never]
 
         raw_age = found.get(b"age")
-        age = (_int(raw_age.decode("latin-1")) or 0) if raw_age is not None else 0
+        age = age_seconds(raw_age) if raw_age is not None else 0
+        if age is None:
+            return None  # an Age that cannot be read: stale
+        deltas = delta_directives(raw_control) if raw_control is not None else NO_DELTAS
+        if deltas.invalid:
+            return None  # a max-age or s-maxage that cannot be read: stale
         ttl_ms = self._route_ttl(route) * 1000
         if metadata and metadata.get("cache_time") is not None:
             ttl_ms = min(ttl_ms, int(float(metadata["cache_time"]) * 1000))
-        lifetime = control.s_maxage if control.s_maxage is not None else control.max_age
+        lifetime = deltas.s_maxage if deltas.s_maxage is not None else deltas.max_age
         if lifetime is None and b"expires" in found:
-            lifetime = get_freshness_lifetime(Response(status_code=status, headers=_hishel_headers(headers)), True)
+            lifetime = expires_lifetime(found[b"expires"], _field(headers, b"date"), time.time())
         if lifetime is not None:
             ttl_ms = min(ttl_ms, (lifetime - age) * 1000)
         if ttl_ms <= 0:
             return None
-        revalidate = control.must_revalidate or control.proxy_revalidate
+        # No stale answer at all, not even one kept for stale_grace (RFC 9111 section 4.2.4):
+        # s-maxage carries proxy-revalidate's meaning for a shared cache (section 5.2.2.10).
+        revalidate = control.must_revalidate or control.proxy_revalidate or deltas.s_maxage is not None
         grace = 0 if revalidate else max(self.settings.stale_grace, control.stale_if_error or 0)
         swr = 0 if revalidate else (control.stale_while_revalidate
                                     if control.stale_while_revalidate is not None
@@ -251,11 +259,9 @@ class DefaultCacheStrategy(CacheStrategy):
         return self.settings.ttl
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+def _field(headers: RawHeaders, name: bytes) -> bytes | None:
+    """The first value of a field that the storage decision reads only now and then."""
+    return next((value for field_name, value in headers if field_name == name), None)
 
 
 def cache_control(value: bytes) -> CacheControl:
@@ -268,9 +274,3 @@ def cache_control(value: bytes) -> CacheControl:
         parsed = _CONTROLS[value] = parse_cache_control(value.decode("latin-1"))
     return parsed
 
-
-def _hishel_headers(raw: RawHeaders) -> Headers:
-    grouped: dict[str, list[str]] = {}
-    for name, value in raw:
-        grouped.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
-    return Headers(grouped)
