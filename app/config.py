@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -148,6 +149,12 @@ class CircuitBreakerSection(_Section):
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"]
 
 
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# As the edge keeps a value (surrounding whitespace stripped), in ASCII so that it compares as bytes.
+_FIELD_VALUE = re.compile(r"[!-~]([ !-~]*[!-~])?")
+
+
 def _http_url(url: str | None) -> str | None:
     if url is None:
         return None
@@ -234,8 +241,34 @@ class RouteSpec(_Section):
     auth: AuthSpec | None = None
     # Browser calls from other origins; the gateway answers their preflights itself.
     cors: CorsSpec | None = None
+    # Conditions besides path and method: the request's host ("api.example.com", or
+    # "*.example.com" for any name below it), and header fields that must have a value (a string)
+    # or merely be there (true). The router's docstring gives the precedence.
+    host: str | None = None
+    headers: dict[str, str | Literal[True]] = {}
 
     _check_target = field_validator("target")(_http_url)
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, host: str | None) -> str | None:
+        if host is None:
+            return None
+        name = host.lower()
+        bare = name[2:] if name.startswith("*.") else name
+        if not _HOST_NAME.fullmatch(bare):
+            raise ValueError("a host name (api.example.com) or a wildcard (*.example.com), without a port")
+        return name
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, headers: dict[str, str | Literal[True]]) -> dict[str, str | Literal[True]]:
+        for name, value in headers.items():
+            if not _FIELD_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header field name")
+            if value is not True and not _FIELD_VALUE.fullmatch(value):
+                raise ValueError(f"{name}: a field value is visible ASCII and spaces, not at either end")
+        return {name.lower(): value for name, value in headers.items()}
 
     @field_validator("path")
     @classmethod
@@ -267,8 +300,16 @@ class RouteSpec(_Section):
 
     @property
     def key(self) -> str:
-        """A stable identity: the id when given, else method and path."""
-        return self.id or f"{'|'.join(self.methods)} {self.path}"
+        """A stable identity: the id when given, else method and path (and the host and header
+        conditions, when there are any: they tell apart routes on one path)."""
+        if self.id:
+            return self.id
+        key = f"{'|'.join(self.methods)} {self.path}"
+        if self.host is not None:
+            key = f"{key} host={self.host}"
+        for name, value in sorted(self.headers.items()):
+            key = f"{key} {name}" if value is True else f"{key} {name}={value}"
+        return key
 
 
 class RouterSection(_Section):

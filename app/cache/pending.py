@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from app.cache.policy import CacheRequest
 from app.cache.protocol import LookupReply
 from app.pipeline.exchange import Exchange
-from app.routing.router import Route
+from app.routing.router import Route, request_host
 
 
 @dataclass(slots=True)
@@ -40,4 +40,5 @@ def cache_request(ex: Exchange, route: Route) -> CacheRequest:
     consumer = ex.consumer
     return CacheRequest(method=ex.method, route=route.key, path=ex.path, query=ex.query_string,
                         headers=ex.headers, schema_version=version, settings=route.spec.cache,
-                        consumer=consumer.id if consumer is not None else None)
+                        consumer=consumer.id if consumer is not None else None,
+                        host=request_host(ex) if route.spec.host is not None else "")

@@ -66,6 +66,9 @@ class CacheRequest:
     # Who a credential proved the client to be, on a route with auth: an answer that does not say
     # Cache-Control: public is then kept for this consumer alone.
     consumer: str | None = None
+    # The request's host on a route with a host condition ("" on others, which answer every host
+    # alike): a wildcard route's answer for one host is never served for another.
+    host: str = ""
     # name -> value (repeated fields joined), built on the first ``header`` call: the strategy
     # asks for several fields per request, and ``headers`` is not changed once the request is made.
     _index: dict[bytes, bytes] | None = field(default=None, init=False, repr=False, compare=False)
@@ -131,7 +134,8 @@ def vary_names(value: str) -> tuple[str, ...]:
 class DefaultCacheStrategy(CacheStrategy):
     """The rules of docs/design.md: GET/HEAD, status 200 unless the route lists others, Cache-Control and
     Vary honoured, Authorization only with ``public``; key = method, route, path, sorted query,
-    schema version, Vary'd headers (and whether the request was authorized); on a route with auth,
+    schema version, Vary'd headers (and whether the request was authorized, and the host on a route
+    with a host condition); on a route with auth,
     an answer without ``public`` is kept per consumer."""
 
     def __init__(self, settings: CacheSection | None = None) -> None:
@@ -159,6 +163,8 @@ class DefaultCacheStrategy(CacheStrategy):
         authorized = b"1" if request.header(b"authorization") is not None else b"0"
         key = b"\0".join((method, request.route.encode(), request.path.encode(), sorted_query(request.query),
                           request.schema_version.encode(), authorized))
+        if request.host:
+            key += b"\0host=" + request.host.encode("latin-1")
         for name in vary:
             value = (request.consumer or "").encode() if name == CONSUMER else request.header(name.encode("latin-1"))
             key += b"\0" + name.encode("latin-1") + b"=" + (value or b"")

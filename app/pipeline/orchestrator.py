@@ -166,7 +166,7 @@ class ApiGatewayOrchestrator:
     async def process(self, ex: Exchange) -> Reply:
         if not ex.request_id:
             ex.request_id = new_request_id()
-        found = self.router.match(ex.path, ex.method)
+        found = self.router.match(ex.path, ex.method, ex)
         if found is None and ex.method == "OPTIONS":
             found = self._preflight_match(ex)
         route = ex.route = found.route if found is not None else None
@@ -198,7 +198,7 @@ class ApiGatewayOrchestrator:
         """A CORS preflight (OPTIONS) belongs to the route of the method it asks about, when that
         route has CORS: its stage answers it."""
         wanted = preflight_method(ex)
-        found = self.router.match(ex.path, wanted) if wanted else None
+        found = self.router.match(ex.path, wanted, ex) if wanted else None
         return found if found is not None and found.route.spec.cors is not None else None
 
     def _stages_for(self, route: Route[CompiledRoute] | None) -> StagePlan:

@@ -4,6 +4,14 @@ Routes are compiled into a segment trie when they change, so a lookup walks the 
 instead of trying every route. The most specific route wins: a literal segment beats a parameter
 (``/a/me`` before ``/a/{id}``), a full match beats a prefix (``/a/*``), a longer prefix beats a
 shorter one, a named method beats ``*``.
+
+Routes may also name a ``host`` and ``headers``. The precedence is: host first (the routes of the
+request's exact host, then those of the longest matching ``*.suffix``, then the routes without a
+host: a host's routes are a table of their own, and the next table is tried only when nothing in
+it matches the path); then path specificity as above; then header conditions (at one path, a route
+whose header conditions all hold beats one without conditions, more conditions first); then the
+method. A table without host or header conditions is matched exactly as before, without looking at
+the request's headers.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from app.config import RouteSpec, TargetSpec
 
@@ -21,6 +29,23 @@ ANY_METHOD = "*"
 # app.pipeline.compiled.CompiledRoute). The router carries it without knowing it, so routing stays
 # below the pipeline that reads it.
 Compiled = TypeVar("Compiled")
+
+
+class RequestHead(Protocol):
+    """What the router reads of a request besides its path and method (the Exchange has it)."""
+
+    def header(self, name: bytes) -> bytes | None: ...
+
+
+def request_host(request: RequestHead) -> str:
+    """The Host header's name, lower case and without its port ("" without one)."""
+    raw = request.header(b"host")
+    if not raw:
+        return ""
+    host = raw.decode("latin-1").lower()
+    if host.startswith("["):  # an IPv6 literal: its colons are not the port's
+        return host[:host.find("]") + 1]
+    return host.partition(":")[0]
 
 
 @dataclass(eq=False)
@@ -84,10 +109,22 @@ class Route(Generic[Compiled]):
     # The spec's key and methods, which it computes on each access (read several times per request).
     key: str = field(init=False)
     methods: tuple[str, ...] = field(init=False)
+    # The spec's header conditions as the request carries them: (name, value), value None for
+    # "present".
+    conditions: tuple[tuple[bytes, bytes | None], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.key = self.spec.key
         self.methods = self.spec.methods
+        self.conditions = tuple((name.encode("latin-1"), None if value is True else value.encode("latin-1"))
+                                for name, value in sorted(self.spec.headers.items()))
+
+    def conditions_hold(self, request: RequestHead) -> bool:
+        for name, value in self.conditions:
+            found = request.header(name)
+            if found is None or (value is not None and found != value):
+                return False
+        return True
 
     @classmethod
     def from_spec(cls, spec: RouteSpec) -> Route[Any]:
@@ -119,13 +156,17 @@ class RouteMatch(Generic[Compiled]):
 
 
 class _Node:
-    __slots__ = ("literal", "param", "routes", "prefix_routes")
+    __slots__ = ("literal", "param", "routes", "prefix_routes", "guarded", "guarded_prefix")
 
     def __init__(self) -> None:
         self.literal: dict[str, _Node] = {}
         self.param: _Node | None = None
         self.routes: dict[str, Route] = {}  # method -> route ending here
         self.prefix_routes: dict[str, Route] = {}  # method -> prefix route ending here
+        # Routes ending here with header conditions, tried before ``routes`` (``prefix_routes``):
+        # more conditions first, then a named method before "*", then in config order.
+        self.guarded: list[Route] = []
+        self.guarded_prefix: list[Route] = []
 
 
 def _pick(by_method: dict[str, Route], method: str) -> Route | None:
@@ -135,15 +176,125 @@ def _pick(by_method: dict[str, Route], method: str) -> Route | None:
     return route
 
 
+def _pick_guarded(guarded: list[Route], method: str, request: RequestHead | None) -> Route | None:
+    if request is None:
+        return None
+    for route in guarded:
+        methods = route.methods
+        if (method in methods or ANY_METHOD in methods or (method == "HEAD" and "GET" in methods)) \
+                and route.conditions_hold(request):
+            return route
+    return None
+
+
+def _guard_order(route: Route) -> tuple[int, bool]:
+    return (-len(route.conditions), ANY_METHOD in route.methods)
+
+
+class _Table:
+    """The routes of one host (or of none) compiled into a trie, and its paths without parameters."""
+
+    __slots__ = ("root", "static")
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        root = _Node()
+        for route in routes:
+            node = root
+            for segment in route.segments:
+                if segment.startswith("{") and segment.endswith("}"):
+                    node.param = node.param or _Node()
+                    node = node.param
+                else:
+                    node = node.literal.setdefault(segment, _Node())
+            if route.conditions:
+                (node.guarded_prefix if route.is_prefix else node.guarded).append(route)
+                continue
+            table = node.prefix_routes if route.is_prefix else node.routes
+            for method in route.methods:
+                table.setdefault(method, route)  # the first route configured for a slot wins
+        _sort_guards(root)
+        # Paths without parameters, as written ("/a/b"): one dict lookup finds what the trie walk
+        # would find first there, the route ending at that node (most requests go to such paths).
+        static: dict[str, dict[str, Route]] = {}
+        _collect_static(root, "", static)
+        self.root, self.static = root, static
+
+
+def _sort_guards(node: _Node) -> None:
+    node.guarded.sort(key=_guard_order)
+    node.guarded_prefix.sort(key=_guard_order)
+    for child in node.literal.values():
+        _sort_guards(child)
+    if node.param is not None:
+        _sort_guards(node.param)
+
+
+def _collect_static(node: _Node, path: str, into: dict[str, dict[str, Route]]) -> None:
+    # A node with guarded routes is left to the walk, which tries them first.
+    if node.routes and not node.guarded:
+        into[path or "/"] = node.routes
+    for segment, child in node.literal.items():
+        _collect_static(child, f"{path}/{segment}", into)
+
+
+def _match_in(table: _Table, path: str, method: str, request: RequestHead | None) -> RouteMatch | None:
+    static = table.static.get(path)
+    if static is not None:
+        route = _pick(static, method)
+        if route is not None:
+            return RouteMatch(route, {})
+    segments = [s for s in path.split("/") if s]
+    route = _walk(table.root, segments, 0, method, request)
+    if route is None:
+        return None
+    params: dict[str, str] = {}
+    for i, pattern in enumerate(route.segments):
+        if pattern[0] == "{":
+            params[pattern[1:-1]] = segments[i]
+    return RouteMatch(route, params)
+
+
+def _walk(node: _Node, segments: list[str], depth: int, method: str, request: RequestHead | None) -> Route | None:
+    if depth == len(segments):
+        if node.guarded:
+            guarded = _pick_guarded(node.guarded, method, request)
+            if guarded is not None:
+                return guarded
+        exact = _pick(node.routes, method)
+        if exact is not None:
+            return exact
+        return _pick_prefix(node, method, request)
+    child = node.literal.get(segments[depth])
+    if child is not None:
+        found = _walk(child, segments, depth + 1, method, request)
+        if found is not None:
+            return found
+    if node.param is not None:
+        found = _walk(node.param, segments, depth + 1, method, request)
+        if found is not None:
+            return found
+    # Nothing deeper matched: a prefix ending here covers the rest of the path.
+    return _pick_prefix(node, method, request)
+
+
+def _pick_prefix(node: _Node, method: str, request: RequestHead | None) -> Route | None:
+    if node.guarded_prefix:
+        guarded = _pick_guarded(node.guarded_prefix, method, request)
+        if guarded is not None:
+            return guarded
+    return _pick(node.prefix_routes, method) if node.prefix_routes else None
+
+
 class RouteManager:
-    """Holds the routes and their compiled trie; a change rebuilds the trie and swaps it in."""
+    """Holds the routes and their compiled tables; a change rebuilds them and swaps them in."""
 
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
-        self._root = _Node()
-        # Paths without parameters, as written ("/a/b"): one dict lookup finds what the trie walk
-        # would find first there, the route ending at that node (most requests go to such paths).
-        self._static: dict[str, dict[str, Route]] = {}
+        self._table = _Table(())  # the routes without a host
+        # Only when some route names a host or headers does a match look at the request.
+        self._conditional = False
+        self._hosts: dict[str, _Table] = {}
+        self._wildcards: list[tuple[str, _Table]] = []  # (".example.com", table), longest first
 
     @property
     def routes(self) -> list[Route]:
@@ -167,64 +318,41 @@ class RouteManager:
         self._compile()
 
     def _compile(self) -> None:
-        root = _Node()
+        by_host: dict[str | None, list[Route]] = {}
         for route in self._routes.values():
-            if not route.enabled:
-                continue
-            node = root
-            for segment in route.segments:
-                if segment.startswith("{") and segment.endswith("}"):
-                    node.param = node.param or _Node()
-                    node = node.param
-                else:
-                    node = node.literal.setdefault(segment, _Node())
-            table = node.prefix_routes if route.is_prefix else node.routes
-            for method in route.methods:
-                table.setdefault(method, route)  # the first route configured for a slot wins
-        static: dict[str, dict[str, Route]] = {}
-        self._collect_static(root, "", static)
-        self._root, self._static = root, static
+            if route.enabled:
+                by_host.setdefault(route.spec.host, []).append(route)
+        table = _Table(by_host.pop(None, ()))
+        hosts = {host: _Table(routes) for host, routes in by_host.items() if not host.startswith("*.")}
+        wildcards = sorted(((host[1:], _Table(routes)) for host, routes in by_host.items() if host.startswith("*.")),
+                           key=lambda pair: -len(pair[0]))
+        conditional = bool(by_host) or any(route.conditions for route in self._routes.values())
+        self._table, self._hosts, self._wildcards, self._conditional = table, hosts, wildcards, conditional
 
-    def _collect_static(self, node: _Node, path: str, into: dict[str, dict[str, Route]]) -> None:
-        if node.routes:
-            into[path or "/"] = node.routes
-        for segment, child in node.literal.items():
-            self._collect_static(child, f"{path}/{segment}", into)
-
-    def match(self, path: str, method: str) -> RouteMatch | None:
-        static = self._static.get(path)
+    def match(self, path: str, method: str, request: RequestHead | None = None) -> RouteMatch | None:
+        if self._conditional:
+            return self._match_conditional(path, method, request)
+        static = self._table.static.get(path)
         if static is not None:
             route = _pick(static, method)
             if route is not None:
                 return RouteMatch(route, {})
-        segments = [s for s in path.split("/") if s]
-        found = self._walk(self._root, segments, 0, method)
-        if found is None:
-            return None
-        route = found
-        params: dict[str, str] = {}
-        for i, pattern in enumerate(route.segments):
-            if pattern[0] == "{":
-                params[pattern[1:-1]] = segments[i]
-        return RouteMatch(route, params)
+        return _match_in(self._table, path, method, None)
 
-    def _walk(self, node: _Node, segments: list[str], depth: int, method: str) -> Route | None:
-        if depth == len(segments):
-            exact = _pick(node.routes, method)
-            if exact is not None:
-                return exact
-            return _pick(node.prefix_routes, method)
-        child = node.literal.get(segments[depth])
-        if child is not None:
-            found = self._walk(child, segments, depth + 1, method)
-            if found is not None:
-                return found
-        if node.param is not None:
-            found = self._walk(node.param, segments, depth + 1, method)
-            if found is not None:
-                return found
-        # Nothing deeper matched: a prefix ending here covers the rest of the path.
-        return _pick(node.prefix_routes, method) if node.prefix_routes else None
+    def _match_conditional(self, path: str, method: str, request: RequestHead | None) -> RouteMatch | None:
+        host = request_host(request) if request is not None and (self._hosts or self._wildcards) else ""
+        if host:
+            table = self._hosts.get(host)
+            if table is not None:
+                found = _match_in(table, path, method, request)
+                if found is not None:
+                    return found
+            for suffix, table in self._wildcards:
+                if host.endswith(suffix) and len(host) > len(suffix):
+                    found = _match_in(table, path, method, request)
+                    if found is not None:
+                        return found
+        return _match_in(self._table, path, method, request)
 
 
 class ApiGatewayRouter(Generic[Compiled]):
@@ -293,10 +421,12 @@ class ApiGatewayRouter(Generic[Compiled]):
     def routes(self) -> list[Route[Compiled]]:
         return self.route_manager.routes
 
-    def match(self, path: str, method: str) -> RouteMatch[Compiled] | None:
+    def match(self, path: str, method: str, request: RequestHead | None = None) -> RouteMatch[Compiled] | None:
+        """The route for ``method path``; ``request`` gives the Host and header fields that routes
+        with host or header conditions need (without it, no such condition holds)."""
         if not self.enabled:
             return None
-        return self.route_manager.match(path, method.upper())
+        return self.route_manager.match(path, method.upper(), request)
 
     def route_request(self, path: str, method: str) -> str | None:
         """The target URL that should serve ``method path`` now, or None when no route matches."""

@@ -1,6 +1,7 @@
 import pytest
 
 from app.router import ApiGatewayRouter
+from app.routing.router import _walk
 
 
 def test_seed_router_example() -> None:
@@ -65,7 +66,7 @@ def test_the_static_path_lookup_agrees_with_the_trie_walk() -> None:
     paths = ["/", "//", "/a", "/a/", "/a/b", "/a/b/", "//a//b", "/a/c", "/a/b/c", "/a/b/c/d", "/off", "/x"]
     for path, method in itertools.product(paths, ["GET", "HEAD", "POST", "DELETE", "PUT"]):
         segments = [s for s in path.split("/") if s]
-        walked = manager._walk(manager._root, segments, 0, method)
+        walked = _walk(manager._table.root, segments, 0, method, None)
         found = router.match(path, method)
         assert (found.route if found else None) is walked, (path, method)
     assert router.route_request("/a/b", "DELETE") == "http://param"  # no static answer: the walk finds it
@@ -108,3 +109,31 @@ def test_unhealthy_target_is_skipped() -> None:
 def test_route_without_target_is_refused() -> None:
     with pytest.raises(ValueError, match="target"):
         ApiGatewayRouter().add_route(path="/a")
+
+
+def test_host_and_header_conditions_are_checked_when_configured() -> None:
+    from pydantic import ValidationError
+
+    from app.config import RouteSpec
+
+    assert RouteSpec(path="/", target="http://x", host="*.Example.COM").host == "*.example.com"
+    assert RouteSpec(path="/", target="http://x", headers={"X-Canary": "1"}).headers == {"x-canary": "1"}
+    for host in ("example.com:80", "*example.com", "a.*.com", "exa mple.com", ""):
+        with pytest.raises(ValidationError):
+            RouteSpec(path="/", target="http://x", host=host)
+    with pytest.raises(ValidationError):
+        RouteSpec(path="/", target="http://x", headers={"X Canary": "1"})
+    with pytest.raises(ValidationError):
+        RouteSpec(path="/", target="http://x", headers={"X-Canary": False})
+    for value in ("", " 1", "caf\u00e9", "a\r\nb"):
+        with pytest.raises(ValidationError):
+            RouteSpec(path="/", target="http://x", headers={"X-Canary": value})
+
+
+def test_a_request_without_headers_meets_no_condition() -> None:
+    """The library's match(path, method) without a request: host and header routes never match."""
+    router = ApiGatewayRouter()
+    router.add_route(path="/a", target="http://plain")
+    router.add_route(path="/a", target="http://canary", headers={"X-Canary": True})
+    router.add_route(path="/a", target="http://host", host="a.example.com")
+    assert router.route_request("/a", "GET") == "http://plain"
