@@ -79,6 +79,9 @@ class RateLimiterSection(_Section):
     api_keys: list[ApiKeySpec] = []
     # X-Forwarded-For is believed only when the peer is one of these (addresses or CIDRs).
     trusted_proxies: list[str] = []
+    # X-Client-ID is believed on its own only from these peers (addresses or CIDRs, checked on the
+    # address trusted_proxies resolves); from others it is a sub-account of the peer's address.
+    client_id_trusted_from: list[str] = []
     # What a request meets while the store is unreachable.
     failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
 

@@ -6,6 +6,11 @@ header, else the peer address as ``ip:<addr>``. The peer is the TCP peer unless 
 trusted proxy (``rate_limiter.trusted_proxies``): then it is the rightmost address of
 X-Forwarded-For that is not itself a trusted proxy, since only the part a trusted hop appended can
 be believed.
+
+Anyone can send any ``X-Client-ID``, so it is believed on its own only from a peer (as resolved
+above) in ``rate_limiter.client_id_trusted_from``. From any other peer the declared id is a
+sub-account of ``ip:<peer>``: ``Identity.account`` names that address, and the limiter charges every
+request to both, so rotating ids divides the address's quota and never multiplies it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class Identity(NamedTuple):
     tier: str | None = None
     # "api_key", "client_id" or "ip": how the client was recognised (for logs and tests).
     source: str = "ip"
+    # For an X-Client-ID from an untrusted peer: "ip:<peer>", whose quota the client shares.
+    account: str | None = None
 
 
 class ProxyTrust:
@@ -96,9 +103,12 @@ class ProxyTrust:
 
 
 class ClientIdentifier:
-    def __init__(self, trust: ProxyTrust, api_key_lookup: Callable[[str], KeyOwner | None]) -> None:
+    def __init__(self, trust: ProxyTrust, api_key_lookup: Callable[[str], KeyOwner | None],
+                 client_id_trust: ProxyTrust | None = None) -> None:
         self.trust = trust
         self.lookup = api_key_lookup
+        # The peers whose X-Client-ID is believed on its own (the same CIDR matching as proxies).
+        self.client_id_trust = client_id_trust or ProxyTrust(())
         # API key (as sent) -> its sha256: a client sends the same key with every request.
         self._digests: dict[bytes, str] = {}
         # TCP peer -> its identity, for requests that name no client and no trusted forwarder.
@@ -122,7 +132,10 @@ class ClientIdentifier:
         if client_id:
             text = client_id.decode("latin-1").strip()[:_MAX_CLIENT_ID]
             if text:
-                return Identity(text, None, "client_id")
+                addr = self.trust.address_of(headers, peer)
+                if self.client_id_trust.trusts(addr):
+                    return Identity(text, None, "client_id")
+                return Identity(text, None, "client_id", "ip:" + addr)
         if FORWARDED_FOR_HEADER in found and self.trust.trusts(peer):
             forwarded_for = b",".join([value for name, value in headers if name == FORWARDED_FOR_HEADER])
             return Identity("ip:" + self.trust.client_addr(peer, forwarded_for), None, "ip")

@@ -26,7 +26,7 @@ from app.config import ClientSpec, RateLimiterSection, RateLimitSpec
 from app.observability.metrics import STORE_ERRORS
 from app.ratelimit.limits import LIMIT_FIELDS, WINDOWS, RateLimitState, limits_of
 from app.ratelimit.protocol import (Limit, client_prefix, decision_reply, every_key, own_suffix, ratelimit_call,
-                                    route_suffix, usage_reply)
+                                    route_suffix, sub_account_prefix, usage_reply)
 from app.routing.router import Route
 from app.store import MemoryStore, ScriptCall, Store, StoreError
 
@@ -246,8 +246,9 @@ class ApiGatewayRateLimiter:
         self.config = config or RateLimiterSection()
         self.store = store or MemoryStore()
         self.manager = ApiGatewayManager(self.store, self.config)
-        self.identifier = ClientIdentifier(ProxyTrust(self.config.trusted_proxies), self.manager.api_key_owner)
-        self._plans: dict[tuple[str, str | None, Route | None], Plan] = {}
+        self.identifier = ClientIdentifier(ProxyTrust(self.config.trusted_proxies), self.manager.api_key_owner,
+                                           ProxyTrust(self.config.client_id_trusted_from))
+        self._plans: dict[tuple[str, str | None, Route | None, str | None], Plan] = {}
         # (tier, route) -> what _template makes of the tier's limits (clients without limits of their own).
         self._templates: dict[tuple[str | None, Route | None], Template] = {}
         self._route_keys: set[str] = set()  # routes with limits of their own (for reset_client)
@@ -260,22 +261,37 @@ class ApiGatewayRateLimiter:
 
     # -- plans: what the request path reuses -----------------------------------------------------
 
-    def plan(self, client_id: str, tier: str | None = None, route: Route | None = None) -> Plan:
+    def plan(self, client_id: str, tier: str | None = None, route: Route | None = None,
+             account: str | None = None) -> Plan:
         """The prebuilt script call for ``client_id`` on ``route``: the client's limits, then the
         route's own (a route without ``rate_limit`` shares the client's plan). Keyed by the Route
-        object, so a changed route (a new object) gets a new plan."""
+        object, so a changed route (a new object) gets a new plan. With ``account`` (``ip:<addr>``)
+        the client is a sub-account of it: the call charges both, the account as it charges the
+        address's own requests."""
         if route is not None and route.spec.rate_limit is None:
             route = None
-        cache_key = (client_id, tier, route)
+        cache_key = (client_id, tier, route, account)
         plan = self._plans.get(cache_key)
         if plan is None:
-            plan = self._build_plan(client_id, tier, route)
+            plan = self._build_plan(client_id, tier, route) if account is None else \
+                self._sub_account_plan(client_id, tier, route, account)
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
             self._plans[cache_key] = plan
         return plan
 
-    def _build_plan(self, client_id: str, tier: str | None, route: Route | None) -> Plan:
+    def _sub_account_plan(self, client_id: str, tier: str | None, route: Route | None, account: str) -> Plan:
+        """The client's limits on keys under ``account``'s tag, then the account's own limits: one
+        call, one slot, and a request admitted only when both have room."""
+        own = self._build_plan(client_id, tier, route, sub_account_prefix(self.store, account, client_id))
+        shared = self.plan(account, None, route)
+        names = own.names + tuple(["ip:" + name for name in shared.names])
+        keys, limits = own.keys + shared.keys, own.limits + shared.limits
+        if not names:
+            return Plan(None, (), (), ())
+        return Plan(ratelimit_call(keys, limits), names, keys, limits)
+
+    def _build_plan(self, client_id: str, tier: str | None, route: Route | None, prefix: str | None = None) -> Plan:
         if self.manager.has_own_limits(client_id):
             template = self._template(self.manager.spec_for(client_id, tier), route)
         else:
@@ -287,7 +303,8 @@ class ApiGatewayRateLimiter:
         names, suffixes, limits = template
         if not names:
             return Plan(None, (), (), ())
-        prefix = client_prefix(self.store, client_id)
+        if prefix is None:
+            prefix = client_prefix(self.store, client_id)
         keys = tuple([prefix + suffix for suffix in suffixes])
         return Plan(ratelimit_call(keys, limits), names, keys, limits)
 

@@ -3,7 +3,10 @@
 Keys: one per limit, all under the client's hash tag (``client_tag``), so one script call runs on
 one Redis Cluster slot: ``apigw:rl:{<client>}:<limit>`` for the client's own limits (``b`` the
 burst bucket, ``s``/``m``/``h``/``d`` the windows) and ``apigw:rl:{<client>}:r:<route tag>:<limit>``
-for a route's own (``route_tag``). A window is a HASH (its buckets), the burst bucket a STRING
+for a route's own (``route_tag``). A client that is a sub-account of an address (an X-Client-ID from
+an untrusted peer, app/ratelimit/identity.py) keeps its keys under the address's tag,
+``apigw:rl:{ip:<addr>}:c:<client>:<limit>`` (``sub_account_prefix``), so the one call that charges
+both stays on one slot. A window is a HASH (its buckets), the burst bucket a STRING
 (its theoretical arrival time).
 
 ratelimit (``ratelimit_call``; reply ``Decision``, with cost 0 ``Usage``)
@@ -59,6 +62,12 @@ def route_tag(route_key: str) -> str:
 def client_prefix(store: Store, client_id: str) -> str:
     """What every key of the client starts with; a limit's key is this and its suffix."""
     return store.key("rl", client_tag(client_id))
+
+
+def sub_account_prefix(store: Store, account: str, client_id: str) -> str:
+    """What every key of ``client_id`` as a sub-account of ``account`` starts with: under the
+    account's hash tag, so that its keys and the account's share a slot."""
+    return client_prefix(store, account) + ":c:" + client_tag(client_id)
 
 
 def own_suffix(name: str) -> str:

@@ -30,11 +30,13 @@ class RateLimitStage(Stage):
     def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
         # Named already by the library call (handle_request), or by a credential (the auth stage).
         tier = ex.client_tier
+        account = None
         if not ex.client_id:
             identity = self._identify(ex.headers, ex.client_addr)
             ex.client_id = identity.client_id
             tier = identity.tier
-        plan = self.limiter.plan(ex.client_id, tier, route)
+            account = identity.account
+        plan = self.limiter.plan(ex.client_id, tier, route, account)
         ex.ratelimit_plan = plan
         return plan.call
 

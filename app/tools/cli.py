@@ -102,6 +102,8 @@ async def _run_demo(host: str, port: int, admin_token: str | None) -> None:
              "rate_limit": {"requests_per_minute": 5}},
             {"path": "/cached/*", "target": b, "strip_prefix": True, "cache": {"enabled": True, "ttl": 30}},
         ]},
+        # The demo's clients are on this machine: let them name themselves with X-Client-ID.
+        "rate_limiter": {"client_id_trusted_from": ["127.0.0.0/8", "::1"]},
     }
     config = parse_config(raw, os.environ, "demo")
     server = uvicorn.Server(_uvicorn_config(Gateway(config), host, port))

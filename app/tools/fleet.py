@@ -154,6 +154,8 @@ def fleet_config(redis_url: str, backend_a: str, backend_b: str, admin_token: st
             "default": {"requests_per_minute": 600, "requests_per_hour": 20000},
             # nginx in front: its X-Forwarded-For names the client.
             "trusted_proxies": ["127.0.0.1"],
+            # The walk-through's clients (Alice, Bob) are on this machine: their X-Client-ID is believed.
+            "client_id_trusted_from": ["127.0.0.0/8", "::1"],
         },
         "cache": {"ttl": 60},
         "circuit_breaker": {"default": {"failure_threshold": 5, "recovery_timeout": 30, "success_threshold": 2}},

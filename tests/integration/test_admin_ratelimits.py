@@ -21,7 +21,9 @@ def _config(backend: BackendServer, **redis: object) -> object:
         "redis": redis,
         "rate_limiter": {"default": {"requests_per_minute": 100, "requests_per_hour": 1000},
                          "tiers": {"gold": {"requests_per_minute": 1000}, "tiny": {"requests_per_minute": 2}},
-                         "clients": {"fixed": {"tier": "gold"}}},
+                         "clients": {"fixed": {"tier": "gold"}},
+                         # The test's clients name themselves with X-Client-ID from this machine.
+                         "client_id_trusted_from": ["127.0.0.0/8"]},
         "router": {"routes": [{"path": "/r/*", "target": backend.url, "cache": {"enabled": False}}]},
     }, {})
 

@@ -25,7 +25,8 @@ def test_a_url_naming_a_cluster_node_enforces_limits_on_every_shard(
         "redis": {"url": redis_cluster.nodes[0].url, "prefix": f"t{uuid.uuid4().hex[:8]}"},
         "router": {"routes": [{"path": "/api/*", "target": backend.url}]},
         "cache": {"enabled": False},
-        "rate_limiter": {"default": {"requests_per_minute": 5, "requests_per_hour": None}},
+        "rate_limiter": {"default": {"requests_per_minute": 5, "requests_per_hour": None},
+                         "client_id_trusted_from": ["127.0.0.0/8"]},
     }, {})
     with GatewayThread(config) as gateway, httpx.Client(base_url=gateway.url) as client:
         assert client.get("/_gateway/ready").json()["status"] == "ready"

@@ -30,6 +30,7 @@ def _state(redis_url: str, prefix: str, *args: str) -> subprocess.CompletedProce
 @pytest.fixture
 def busy_gateway(redis_url: str, key_prefix: str, redis_client: object, backend: BackendServer) -> Iterator[str]:
     config = parse_config({"redis": {"url": redis_url, "prefix": key_prefix}, "admin": {"token": TOKEN},
+                           "rate_limiter": {"client_id_trusted_from": ["127.0.0.0/8"]},  # the test's clients
                            "router": {"routes": [{"id": "a", "path": "/a/*", "target": backend.url}]}}, {})
     with GatewayThread(config) as gateway:
         auth = {"Authorization": f"Bearer {TOKEN}"}

@@ -20,6 +20,8 @@ def _config(redis_url: str, prefix: str, a: str, b: str, token: str | None = TOK
     return parse_config({
         "redis": {"url": redis_url, "prefix": prefix},
         "admin": {"token": token},
+        # The test's clients name themselves with X-Client-ID from this machine.
+        "rate_limiter": {"client_id_trusted_from": ["127.0.0.0/8"]},
         "router": {"routes": [
             {"id": "cached", "path": "/cached/*", "target": a, "strip_prefix": True, "cache": {"ttl": 30}},
             {"id": "api", "path": "/api/*", "targets": [{"url": a}, {"url": b}], "strip_prefix": True,
