@@ -8,11 +8,13 @@ seed's ``API_GATEWAY_*`` names (see ``ENV_OVERRIDES``).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -157,12 +159,39 @@ _FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # As the edge keeps a value (surrounding whitespace stripped), in ASCII so that it compares as bytes.
 _FIELD_VALUE = re.compile(r"[!-~]([ !-~]*[!-~])?")
 
+# A host name as a backend's URL may give it: letters, digits, "-", "_" and dots between them.
+_HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?\.?", re.IGNORECASE)
+
 
 def _http_url(url: str | None) -> str | None:
+    """A backend's URL, the one check of the config file and the admin API alike: http or https, a
+    host, a port in 1-65535 when one is given, no credentials (they would show in logs and on the
+    status page), no spaces or control characters (nothing a request line could not carry)."""
     if url is None:
         return None
     if not url.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("must not hold spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:  # an IPv6 host without its "]", a port that is no number or too big
+        raise ValueError(f"is not a valid URL: {error}") from None
+    if "@" in parts.netloc:
+        raise ValueError("must not hold credentials (user:password@)")
+    host = parts.hostname
+    if not host:
+        raise ValueError("needs a host")
+    if parts.netloc.startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    elif not _HOST.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("the port must be in 1-65535")
     return url.rstrip("/")
 
 

@@ -42,6 +42,13 @@ def test_config_path_from_environment() -> None:
      "router.routes.0.timeout.read"),
     ({"router": {"routes": [{"path": "a", "target": "http://x"}]}}, "router.routes.0.path"),
     ({"router": {"routes": [{"path": "/a", "target": "ftp://x"}]}}, "router.routes.0.target"),
+    # The admin API's own check (tests/integration/test_admin_api.py): one validator for both.
+    ({"router": {"routes": [{"path": "/a", "target": "http://[::1"}]}}, "router.routes.0.target"),
+    ({"router": {"routes": [{"path": "/a", "target": "http://a b/"}]}}, "router.routes.0.target"),
+    ({"router": {"routes": [{"path": "/a", "target": "http://127.0.0.1:99999/"}]}}, "router.routes.0.target"),
+    ({"router": {"routes": [{"path": "/a", "target": "http://u:p@h/"}]}}, "router.routes.0.target"),
+    ({"router": {"routes": [{"path": "/a", "targets": [{"url": "https://h:65536"}]}]}},
+     "router.routes.0.targets.0.url"),
     ({"cache": {"ttl": -1}}, "cache.ttl"),
     ({"cache": {"tll": 5}}, "cache.tll"),
     ({"rate_limiter": {"default": {"requests_per_minute": 0}}}, "rate_limiter.default.requests_per_minute"),
@@ -68,6 +75,13 @@ def test_a_misspelt_key_gets_the_key_it_was_likely_meant_to_be(raw: dict, line: 
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, {})
     assert f"  {line}" in str(caught.value) + "\n"
+
+
+@pytest.mark.parametrize("url", ["http://h", "https://h:1/", "http://backend-a:9001", "http://[::1]:8080/base",
+                                 "http://10.0.0.7:65535", "https://api.example.com./v1"])
+def test_good_target_urls_are_kept(url: str) -> None:
+    route = parse_config({"router": {"routes": [{"path": "/a", "target": url}]}}, {}).router.routes[0]
+    assert route.target == url.rstrip("/")
 
 
 def test_bad_environment_value_is_named() -> None:
