@@ -484,10 +484,20 @@ class AdminTokenSpec(_Section):
     role: Literal["read", "write"] = "read"
 
 
+class AdminListen(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9901, ge=0, le=65535)  # 0: any free port
+
+
 class AdminSection(_Section):
     # No token at all: the admin API is off, not open. This one is a write token named "admin".
     token: str | None = None
     tokens: list[AdminTokenSpec] = []
+    # A listener of its own for the admin API and the status page (keep it off the internet's way):
+    # the data port then answers only /_gateway/health and /_gateway/ready under /_gateway/.
+    listen: AdminListen | None = None
+    # With ``listen``: /_gateway/metrics on the data port too (for scrapers that only reach that).
+    metrics_on_data_port: bool = False
 
     @model_validator(mode="after")
     def _names_once(self) -> AdminSection:

@@ -146,26 +146,42 @@ class GatewayThread(ThreadServer):
 
     def __init__(self, config: Any) -> None:
         super().__init__()
-        from app.edge.listener import uvicorn_config
+        from app.edge.listener import admin_config, uvicorn_config
         from app.gateway import Gateway
 
         self.gateway = Gateway(config)
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn_config(self.gateway, "127.0.0.1", self.port, loop="asyncio",
                                                     log_level="warning"))
+        # With admin.listen, its listener too, in the same loop (as app/edge/listener.py serves them).
+        admin = admin_config(self.gateway, loop="asyncio", log_level="warning")
+        self.admin_server = uvicorn.Server(admin) if admin is not None else None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        listen = self.gateway.config.admin.listen
+        assert listen is not None, "no admin.listen in this gateway's config"
+        return f"http://{listen.host}:{listen.port}"
+
     def start(self) -> GatewayThread:
+        from app.edge.listener import serve
+
         self.thread.start()
-        self.task = asyncio.run_coroutine_threadsafe(self.server.serve(), self.loop)
-        wait_for(lambda: self.server.started, what="gateway start")
+        servers = [self.server] if self.admin_server is None else [self.server, self.admin_server]
+        self.task = asyncio.run_coroutine_threadsafe(serve(servers), self.loop)
+        wait_for(lambda: all(s.started for s in servers) or self.task.done(), what="gateway start")
+        if self.task.done():
+            self.task.result()  # raises what stopped it
         return self
 
     def stop(self) -> None:
         self.server.should_exit = True
+        if self.admin_server is not None:
+            self.admin_server.should_exit = True
         try:
             self.task.result(timeout=15)
         finally:

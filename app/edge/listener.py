@@ -1,6 +1,13 @@
-"""The gateway under uvicorn: the one place its server settings are made, for the CLI and the tests."""
+"""The gateway under uvicorn: the one place its server settings are made, for the CLI and the tests.
+
+One process serves the data listener and, with ``admin.listen``, the admin listener, both in the
+same event loop (``listeners``, ``serve``): the admin API reads the very objects the requests use.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
 
 import uvicorn
 
@@ -16,4 +23,38 @@ def uvicorn_config(gateway: EdgeApp, host: str, port: int, *, loop: str = "uvloo
         access_log=False, log_level=log_level, server_header=False, date_header=False,
         # Client identity and X-Forwarded-For trust are the gateway's own decisions (trusted_proxies).
         proxy_headers=False,
-        timeout_keep_alive=server.limits.client_keepalive_timeout)
+        # Above the usual load balancer idle timeout (60 s), so the LB never reuses a closed connection.
+        timeout_keep_alive=75)
+
+
+def admin_config(gateway: EdgeApp, *, loop: str = "uvloop", log_level: str = "info") -> uvicorn.Config | None:
+    """The admin listener's settings, None without ``admin.listen``. No lifespan: the data
+    listener's starts the gateway."""
+    listen = gateway.config.admin.listen
+    if listen is None:
+        return None
+    return uvicorn.Config(gateway.admin, host=listen.host, port=listen.port, loop=loop, lifespan="off", interface="asgi3",
+                          access_log=False, log_level=log_level, server_header=False, proxy_headers=False)
+
+
+def listeners(gateway: EdgeApp, host: str, port: int, *, loop: str = "uvloop",
+              log_level: str = "info") -> list[uvicorn.Server]:
+    """The data listener's server, then the admin listener's when the config asks for one."""
+    servers = [uvicorn.Server(uvicorn_config(gateway, host, port, loop=loop, log_level=log_level))]
+    admin = admin_config(gateway, loop=loop, log_level=log_level)
+    if admin is not None:
+        servers.append(uvicorn.Server(admin))
+    return servers
+
+
+async def serve(servers: Sequence[uvicorn.Server]) -> None:
+    """Run the servers in this loop until every one has stopped. A signal reaches the last one
+    started first; as it stops it hands the signal back to the one before (uvicorn restores the
+    handler it replaced and raises the signal again), so the data listener stops last."""
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
+def run(servers: Sequence[uvicorn.Server]) -> None:
+    """``serve`` in a new event loop of the kind the first server's config names."""
+    with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
+        runner.run(serve(servers))

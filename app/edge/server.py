@@ -1,5 +1,9 @@
 """The ASGI application: ``/_gateway/`` goes to the control plane, everything else to the proxy.
 
+With ``admin.listen`` the control plane has a listener of its own (``EdgeApp.admin``, run beside
+this one by app/edge/listener.py), and the data port keeps of it only health and readiness (and
+metrics when ``admin.metrics_on_data_port``): nothing of the admin API faces the data port's clients.
+
 ``EdgeApp`` knows the two apps and the process's life cycle, not what they are made of: the
 composition root (app/gateway.py) builds them and says what starting and stopping means.
 """
@@ -16,6 +20,10 @@ from app.config import GatewayConfig
 log = logging.getLogger("apigw.server")
 
 CONTROL_PREFIX = "/_gateway"
+# What the data port serves of the control plane when the admin API has its own listener.
+DATA_PORT_CONTROL = frozenset({CONTROL_PREFIX + "/health", CONTROL_PREFIX + "/ready"})
+METRICS_PATH = CONTROL_PREFIX + "/metrics"
+_NOT_HERE = b'{"error":"not found"}'
 YOUNG_GENERATION_THRESHOLD = 2000
 
 AsgiApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -26,6 +34,11 @@ class EdgeApp:
         self.config = config
         self.proxy = proxy
         self.control = control
+        # None: the data port serves the whole control plane (no admin listener).
+        self.data_port_control: frozenset[str] | None = None
+        if config.admin.listen is not None:
+            self.data_port_control = DATA_PORT_CONTROL | (
+                {METRICS_PATH} if config.admin.metrics_on_data_port else set())
 
     async def start(self) -> None:
         """What lifespan start-up starts (the composition root's components)."""
@@ -38,12 +51,23 @@ class EdgeApp:
         if kind == "http":
             path: str = scope["path"]
             if path.startswith(CONTROL_PREFIX) and (len(path) == len(CONTROL_PREFIX) or path[9] == "/"):
-                await self.control(scope, receive, send)
+                if self.data_port_control is None or path in self.data_port_control:
+                    await self.control(scope, receive, send)
+                else:
+                    await _not_found(send)
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:  # websockets are not proxied (yet): refuse the handshake cleanly
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def admin(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The admin listener's app: the control plane and nothing else. Its server runs without a
+        lifespan: the data listener's starts and stops the gateway for both."""
+        if scope["type"] == "http":
+            await self.control(scope, receive, send)
+        elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1003})
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
@@ -74,3 +98,8 @@ class EdgeApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+
+async def _not_found(send: Any) -> None:
+    await send({"type": "http.response.start", "status": 404, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(_NOT_HERE))]})
+    await send({"type": "http.response.body", "body": _NOT_HERE})

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import uvicorn
 
 from app.config import ConfigError, GatewayConfig, load_config, parse_config
-from app.edge.listener import uvicorn_config
+from app.edge.listener import listeners, uvicorn_config
+from app.edge.listener import run as run_listeners
 from app.gateway import Gateway
 from app.store.script_sources import ScriptsMissing
 
@@ -68,9 +69,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"serve: {given or 'no config file'}: starting with 0 routes, so every request answers 404. "
               "Routes come from a config file (--config FILE or API_GATEWAY_CONFIG) or the admin API; "
               "`python -m app demo` runs a gateway with routes.", file=sys.stderr, flush=True)
-    server = uvicorn.Server(_uvicorn_config(Gateway(config), host, port, args.log_level))
+    servers = listeners(Gateway(config), host, port, log_level=args.log_level)
     try:
-        server.run()  # the gateway's start-up ends with gc.freeze() (app/edge/server.py, EdgeApp)
+        run_listeners(servers)  # the gateway's start-up ends with gc.freeze() (app/edge/server.py, EdgeApp)
     except KeyboardInterrupt:  # uvicorn stopped cleanly, then raises Ctrl-C again: no traceback
         pass
     return 0
