@@ -5,6 +5,17 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local mode = ARGV[1]
+-- The LRU's score for a read or a write: the time in microseconds, raised past the last score given
+-- (kept in the stats hash as "clock"), so that no two touches tie, within a microsecond or on a
+-- clock that stepped back: eviction follows the order of the touches exactly.
+local function lru_score(stats)
+  local at = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = tonumber(redis.call('HGET', stats, 'clock'))
+  if last and at <= last then at = last + 1 end
+  at = string.format('%d', at)
+  redis.call('HSET', stats, 'clock', at)
+  return at
+end
 local e = redis.call('HMGET', KEYS[1], 't', 'h', 'b')
 local meta = e[1]
 local fresh, swr, stored = 0, 0, 0
@@ -24,14 +35,14 @@ if mode == '2' then
 end
 
 if meta and now < fresh then
-  redis.call('ZADD', KEYS[2], 'XX', now, ARGV[4])
+  redis.call('ZADD', KEYS[2], 'XX', lru_score(KEYS[3]), ARGV[4])
   redis.call('HINCRBY', KEYS[3], 'hits', 1)
   return {1, 0, now, meta, e[2], e[3]}
 end
 
 if meta and now < swr then
   -- stale-while-revalidate: answer now; whoever takes the lock refreshes in the background
-  redis.call('ZADD', KEYS[2], 'XX', now, ARGV[4])
+  redis.call('ZADD', KEYS[2], 'XX', lru_score(KEYS[3]), ARGV[4])
   redis.call('HINCRBY', KEYS[3], 'hits', 1)
   local got = 0
   if mode == '0' then got = lock() end

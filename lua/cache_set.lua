@@ -8,6 +8,17 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local member = ARGV[1]
+-- The LRU's score for a read or a write (the same as cache_get.lua's): the time in microseconds, raised past the last score given
+-- (kept in the stats hash as "clock"), so that no two touches tie, within a microsecond or on a
+-- clock that stepped back: eviction follows the order of the touches exactly.
+local function lru_score(stats)
+  local at = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = tonumber(redis.call('HGET', stats, 'clock'))
+  if last and at <= last then at = last + 1 end
+  at = string.format('%d', at)
+  redis.call('HSET', stats, 'clock', at)
+  return at
+end
 local fresh = now + tonumber(ARGV[2])
 local swr = fresh + tonumber(ARGV[3])
 local stale = fresh + math.max(tonumber(ARGV[4]), tonumber(ARGV[3]))
@@ -22,7 +33,7 @@ end
 -- Every write replaces all three fields: no DEL first.
 redis.call('HSET', KEYS[1], 't', fresh .. ' ' .. swr .. ' ' .. stale .. ' ' .. now, 'h', ARGV[5], 'b', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('ZADD', KEYS[2], now, member)
+redis.call('ZADD', KEYS[2], lru_score(KEYS[8]), member)
 redis.call('ZADD', KEYS[3], stale, member)
 redis.call('ZADD', KEYS[4], 0, member)
 if ARGV[9] ~= '' then

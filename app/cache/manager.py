@@ -48,10 +48,13 @@ def load_strategy(settings: CacheSection) -> CacheStrategy:
 
 
 def _json_default(value: Any) -> Any:
-    # The seed's example caches {"agents": [...]}; anything JSON cannot say is kept as its repr.
+    # The seed's example caches {"agents": [...]}: its placeholder is kept as "...", sets as lists.
+    # Anything else JSON cannot say is refused: a repr kept instead would come back as a string.
     if isinstance(value, set | frozenset | tuple):
         return list(value)
-    return "..." if value is Ellipsis else repr(value)
+    if value is Ellipsis:
+        return "..."
+    raise TypeError(f"a value of type {type(value).__name__} cannot be cached: JSON cannot hold it")
 
 
 class ApiCacheManager:
@@ -78,9 +81,13 @@ class ApiCacheManager:
     async def set(self, request_path: str, params: dict[str, Any] | None, value: Any,
                   metadata: dict[str, Any] | None = None) -> bool:
         """Cache ``value`` (kept as JSON) for at most ``metadata["cache_time"]`` seconds and the
-        configured ttl; False when it is above ``max_body_size``."""
+        configured ttl; False when it is above ``max_body_size``. TypeError, naming the type, when
+        JSON cannot hold the value."""
         request = self._library_request(request_path, params)
-        body = orjson.dumps(value, default=_json_default)
+        try:
+            body = orjson.dumps(value, default=_json_default)
+        except orjson.JSONEncodeError as error:  # a TypeError already; ours names the type
+            raise TypeError(str(error.__cause__ or error)) from None
         if len(body) > self.settings.max_body_size:
             return False
         decision = self.strategy.storable(request, 200, list(_JSON), metadata)

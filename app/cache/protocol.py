@@ -8,10 +8,10 @@ Keys (``CacheKeys``), all under one hash tag, ``{c}``:
                                           lookup waits on it (only then is the fill announced)
   pass     ``...:pass:<id>``              set: the answer was not kept; lookups skip the lock
   vary     ``...:vary:<base id>``         the resource's Vary names, comma-separated
-  lru      ``...:lru``                    ZSET index member -> last read (ms): the LRU order
+  lru      ``...:lru``                    ZSET index member -> its last read or write (us, never a tie): the LRU order
   exp      ``...:exp``                    ZSET index member -> end of grace (ms): index cleanup
   paths    ``...:paths``                  ZSET index member, all scored 0: lexicographic, by path
-  stats    ``...:stats``                  HASH ``hits``, ``misses``, ``evictions``
+  stats    ``...:stats``                  HASH ``hits``, ``misses``, ``evictions``, ``clock`` (the last LRU score given)
   channel  ``apigw:events:cache``         the ids of filled entries someone waits for
 An index member names an entry in all three indexes alike: ``"<path>\\0<id>"`` (``index_member``).
 

@@ -3,6 +3,8 @@ which share their members ("<path>\\0<id>", lua/cache_set.lua)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.store.memory import MemoryDB
 from app.store.scripts._redis import zrem, zset_of
 
@@ -11,6 +13,16 @@ def entry_key(entry_prefix: bytes, member: bytes) -> str:
     """An index member is "<path>\\0<id>" (one without a path, from an older build, is the id)."""
     _, cut, tail = member.partition(b"\0")
     return (entry_prefix + (tail if cut else member)).decode()
+
+
+def lru_score(stats: dict[bytes, Any], now_us: int) -> int:
+    """The LRU's score for a read or a write (lua/cache_get.lua's lru_score): the time in
+    microseconds, raised past the last score given, which the stats hash keeps as "clock"."""
+    last = stats.get(b"clock")
+    if last is not None and now_us <= int(last):
+        now_us = int(last) + 1
+    stats[b"clock"] = b"%d" % now_us
+    return now_us
 
 
 def forget(db: MemoryDB, index_keys: tuple[str, ...], member: bytes) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._redis import arg, hash_of, now_ms, writable, zset_of
+from app.store.scripts._cache_common import lru_score
+from app.store.scripts._redis import arg, hash_of, writable, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     # Arguments are turned into bytes where they are used: a hit reads two of them.
     entry_key, lru_key, stats_key, lock_key, pass_key, vary_key = keys
     mode = arg(args[0])
-    now = now_ms(db)
+    now_us = db.now_us()
+    now = now_us // 1000  # what now_ms(db) gives; the LRU score takes the microseconds
     entry = hash_of(db, entry_key) or {}
     meta = entry.get(b"t")
     fresh = swr = stored = 0
@@ -26,11 +28,13 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
         return [6, _lock(db, lock_key, args), now, meta]
 
     if meta is not None and now < swr:  # fresh (a hit) or within stale-while-revalidate
+        stats = writable(db, stats_key)
+        score = lru_score(stats, now_us)
         lru = zset_of(db, lru_key)
         member = arg(args[3])
         if lru is not None and member in lru:
-            lru[member] = now
-        _count(db, stats_key, b"hits")
+            lru[member] = score
+        stats[b"hits"] = b"%d" % (int(stats.get(b"hits", b"0")) + 1)
         if now < fresh:
             return [1, 0, now, meta, entry.get(b"h"), entry.get(b"b")]
         got = _lock(db, lock_key, args) if mode == b"0" else 0

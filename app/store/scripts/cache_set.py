@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import entry_key, purge_expired
-from app.store.scripts._redis import arg, now_ms, writable, zrem, zset_of
+from app.store.scripts._cache_common import entry_key, lru_score, purge_expired
+from app.store.scripts._redis import arg, writable, zrem, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     entry, lru_key, exp_key, paths_key, lock_key, vary_key, pass_key, stats_key = keys
     member, token, vary = arg(args[0]), arg(args[7]), arg(args[8])
     fresh_ms, swr_ms, grace_ms, max_entries = int(args[1]), int(args[2]), int(args[3]), int(args[6])
-    now = now_ms(db)
+    now_us = db.now_us()
+    now = now_us // 1000  # what now_ms(db) gives; the LRU score takes the microseconds
     fresh = now + fresh_ms
     swr = fresh + swr_ms
     stale = fresh + max(grace_ms, swr_ms)
@@ -22,7 +23,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     # Every write replaces the three fields (no DEL first), then the entry's deadline.
     writable(db, entry).update({b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": arg(args[4]), b"b": arg(args[5])})
     db.pexpire(entry, keep)
-    for key, score in ((lru_key, now), (exp_key, stale), (paths_key, 0)):
+    for key, score in ((lru_key, lru_score(writable(db, stats_key), now_us)), (exp_key, stale), (paths_key, 0)):
         writable(db, key)[member] = score
     if vary:
         db.set(vary_key, vary, keep)
