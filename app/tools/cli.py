@@ -193,7 +193,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     token = args.admin_token or os.environ.get("API_GATEWAY_ADMIN_TOKEN") or None
     plan = FleetPlan(replicas=args.replicas, host=args.host, ports=ports,
                      redis_url=args.redis_url or os.environ.get("API_GATEWAY_REDIS_URL") or os.environ.get("REDIS_URL"),
-                     use_nginx=not args.no_nginx)
+                     redis_cluster=args.redis_cluster, use_nginx=not args.no_nginx)
     if token:
         plan.admin_token = token
     return run_fleet(plan)
@@ -204,7 +204,10 @@ def cmd_state(args: argparse.Namespace) -> int:
 
     logging.getLogger("apigw").setLevel(logging.ERROR)  # its own message says what went wrong
     config = _load_or_exit(args.config)
-    url = args.redis_url or config.redis.url
+    # A cluster node's URL is enough: the store finds the cluster from it.
+    url = args.redis_url or config.redis.url or next(iter(config.redis.cluster_nodes or ()), None)
+    if url is not None and "://" not in url:
+        url = f"redis://{url}"
     if not url:
         print("state: no Redis configured (--redis-url, API_GATEWAY_REDIS_URL or redis.url); "
               "the memory store lives inside one gateway process: ask its admin API", file=sys.stderr)
@@ -250,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "else a redis-server started here)")
     fleet.add_argument("--admin-token", help="the admin API's token (default: $API_GATEWAY_ADMIN_TOKEN, "
                                              "else the demo's)")
+    fleet.add_argument("--redis-cluster", action="store_true",
+                       help="start a Redis Cluster of 3 masters and 3 replicas (ports --redis-port to +5) instead of one Redis")
     fleet.add_argument("--no-nginx", action="store_true", help="no load balancer, even when nginx is installed")
     fleet.set_defaults(func=cmd_fleet)
 

@@ -65,6 +65,8 @@ class FleetPlan:
     host: str = "127.0.0.1"
     ports: FleetPorts = field(default_factory=FleetPorts)
     redis_url: str | None = None
+    # A Redis Cluster of 3 masters and 3 replicas started here (ports redis .. redis + 5) instead of one Redis.
+    redis_cluster: bool = False
     admin_token: str = DEMO_ADMIN_TOKEN
     use_nginx: bool = True
 
@@ -86,6 +88,11 @@ def _claim_ports(wanted: list[tuple[str, int, str]]) -> list[int]:
         raise FleetError("; ".join(busy) + ". Choose other ports with those options, or take free ones "
                          "with --free-ports")
     return claimed
+
+
+def _bind_free(host: str, port: int) -> int:
+    """One port of the Redis Cluster's (a node's or its bus port), checked as _claim_ports checks."""
+    return _claim_ports([(host, port, "--redis-port")])[0]
 
 
 def _die_with_parent() -> None:
@@ -144,11 +151,11 @@ http {{
 
 
 def fleet_config(redis_url: str, backend_a: str, backend_b: str, admin_token: str,
-                 host: str) -> dict[str, Any]:
+                 host: str, cluster_nodes: list[str] | None = None) -> dict[str, Any]:
     """The replicas' config: deploy/gateway.yaml's, with local addresses."""
     return {
         "server": {"host": host},
-        "redis": {"url": redis_url},
+        "redis": {"cluster_nodes": cluster_nodes} if cluster_nodes else {"url": redis_url},
         "admin": {"token": admin_token},
         "rate_limiter": {
             "default": {"requests_per_minute": 600, "requests_per_hour": 20000},
@@ -173,6 +180,7 @@ class Fleet:
         self.redis_url = plan.redis_url or ""
         self.balancer_url: str | None = None
         self.redis_port: int | None = None
+        self.cluster_nodes: list[str] = []
 
     # -- children -------------------------------------------------------------------------------
 
@@ -231,7 +239,7 @@ class Fleet:
                    for i in range(2)]
         if nginx:
             wanted.append((host, ports.balancer, "--port"))
-        if not self.redis_url:
+        if not self.redis_url and not plan.redis_cluster:  # a cluster checks its six ports itself
             wanted.append(("127.0.0.1", ports.redis, "--redis-port"))
         claimed = _claim_ports(wanted)
         replica_ports, backend_ports = claimed[:plan.replicas], claimed[plan.replicas:plan.replicas + 2]
@@ -239,7 +247,9 @@ class Fleet:
         balancer_port = rest.pop(0) if nginx else None
         deadline = time.monotonic() + START_TIMEOUT
 
-        if not self.redis_url:
+        if plan.redis_cluster:
+            self._start_redis_cluster(deadline)
+        elif not self.redis_url:
             self._start_redis(rest.pop(0), deadline)
         env = {k: v for k, v in os.environ.items() if k not in ("API_GATEWAY_CONFIG", "API_GATEWAY_REDIS_URL", "REDIS_URL")}
         python = [sys.executable, "-m", "app"]
@@ -248,7 +258,8 @@ class Fleet:
             url = f"http://{host}:{port}"
             backends.append(self._spawn(name, [*python, "backend", "--name", name, "--host", host, "--port", str(port)],
                                         url, env))
-        config = fleet_config(self.redis_url, backends[0].url, backends[1].url, plan.admin_token, host)
+        config = fleet_config(self.redis_url, backends[0].url, backends[1].url, plan.admin_token, host,
+                              self.cluster_nodes)
         parse_config(config, {}, "fleet config")  # refuse a bad config here, not in N replicas
         config_path = self.workdir / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -349,6 +360,42 @@ class Fleet:
 
     # -- telling people -----------------------------------------------------------------------
 
+    def _start_redis_cluster(self, deadline: float) -> None:
+        """Six cluster nodes on consecutive ports (their bus ports 10000 above), made a cluster of 3
+        masters with a replica each; a lost master's replica takes over in about 2 s."""
+        exe = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/local/bin")
+        cli = shutil.which("redis-cli") or shutil.which("redis-cli", path="/usr/sbin:/usr/local/bin")
+        if exe is None or cli is None:
+            raise FleetError("no Redis: install redis-server (apt-get install redis-server)")
+        first = self.plan.ports.redis or _free_cluster_base()
+        if first + 5 + 10000 > 65535:
+            raise FleetError(f"--redis-port {first}: a cluster needs 6 ports whose bus ports (+10000) stay below 65536")
+        ports = _claim_ports([("127.0.0.1", port, "--redis-port") for port in range(first, first + 6)])
+        for port in ports:
+            _bind_free("127.0.0.1", port + 10000)
+        nodes = []
+        for port in ports:
+            data = self.workdir / f"redis-{port}"
+            data.mkdir()
+            nodes.append(self._spawn(f"redis-{port}", [
+                exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(data), "--daemonize", "no", "--loglevel", "warning",
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+                # One lost shard must not stop the others.
+                "--cluster-require-full-coverage", "no"]))
+        for port, child in zip(ports, nodes, strict=True):
+            self._wait_until(child, lambda p=port: _redis_says(p, b"PING\r\n").startswith(b"+PONG"), deadline)
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        made = subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+                              capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic()))
+        if made.returncode != 0:
+            raise FleetError(f"redis-cli --cluster create failed:\n{made.stdout[-1500:]}{made.stderr[-500:]}")
+        self._wait_until(nodes[0], lambda: all(b"cluster_state:ok" in _redis_says(p, b"CLUSTER INFO\r\n")
+                                               for p in ports), deadline)
+        self.redis_port = ports[0]
+        self.cluster_nodes = addresses
+        self.redis_url = f"redis://127.0.0.1:{ports[0]}/0"
+
     def urls(self) -> dict[str, str]:
         replicas = [c.url for c in self.children if c.name.startswith("replica-")]
         out = {"GW": self.balancer_url or replicas[0]}
@@ -359,6 +406,8 @@ class Fleet:
         return out
 
     def redis_cli(self) -> str:
+        if self.cluster_nodes:  # -c: redis-cli follows the cluster's redirections
+            return f"redis-cli -c -p {self.redis_port}"
         if self.redis_port is not None:
             return f"redis-cli -p {self.redis_port}"
         return f"redis-cli -u {self.redis_url}"
@@ -368,8 +417,10 @@ class Fleet:
         replicas = [c for c in self.children if c.name.startswith("replica-")]
         backends = [c for c in self.children if c.name.startswith("backend-")]
         own = " (started here)" if self.redis_port is not None else ""
+        where = (f"a Redis Cluster of 3 masters and 3 replicas, {self.cluster_nodes[0]} to {self.cluster_nodes[-1]}"
+                 if self.cluster_nodes else f"Redis {self.redis_url}")
         count = f"{len(replicas)} replica{'s' if len(replicas) > 1 else ''}"
-        lines = ["", f"API gateway fleet: {count} on Redis {self.redis_url}{own}", ""]
+        lines = ["", f"API gateway fleet: {count} on {where}{own}", ""]
         if self.balancer_url:
             lines.append(f"  load balancer  {self.balancer_url}   nginx, round robin over the replicas")
         else:
@@ -412,6 +463,25 @@ for r in $R1 $R2 $R3; do curl -s -o /dev/null -D - $r/cached/report | grep -i '^
 for i in 1 2 3; do curl -s -o /dev/null -w '%{http_code} ' $GW/fragile/status/500; done; echo
 for r in $R1 $R2 $R3; do curl -s -o /dev/null -w '%{http_code} ' $r/fragile/ok; done; echo
 """
+
+
+def _redis_says(port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(command)
+        return sock.recv(4096)
+
+
+def _free_cluster_base() -> int:
+    """With --free-ports: 6 consecutive free ports whose bus ports are free too."""
+    for base in range(20000, 30000, 7):
+        try:
+            for port in range(base, base + 6):
+                _bind_free("127.0.0.1", port)
+                _bind_free("127.0.0.1", port + 10000)
+        except FleetError:
+            continue
+        return base
+    raise FleetError("no 6 consecutive free ports for a Redis Cluster between 20000 and 30000")
 
 
 def run_fleet(plan: FleetPlan) -> int:

@@ -222,6 +222,9 @@ async def read_state(url: str, config: GatewayConfig, prefix: str, wanted: list[
         return 1
     finally:
         await store.close()
+    if store.cluster is not None:  # redis-cli -c follows the cluster's redirections
+        for section in sections:
+            section.commands = [c.replace("redis-cli ", "redis-cli -c ", 1) for c in section.commands]
     if getattr(args, "json", False):
         print(orjson.dumps({s.key: {"data": s.data, "redis_cli": s.commands} for s in sections},
                            option=orjson.OPT_INDENT_2).decode())

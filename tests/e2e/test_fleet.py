@@ -209,3 +209,30 @@ def test_the_banner_speaks_of_the_replicas_there_are() -> None:
     assert [_hits_on(n) for n in (1, 2, 3, 5)] == [
         "then a HIT when run again", "then a HIT on replica 2", "then a HIT on replicas 2 and 3",
         "then a HIT on replicas 2 to 5"]
+
+
+def test_fleet_on_a_redis_cluster_and_state_read_from_it() -> None:
+    env = _own_redis_env()
+    fleet = FleetRun("--redis-cluster", "--replicas", "2", "--free-ports", "--no-nginx", env=env)
+    try:
+        gw = fleet.wait_for_line("fleet ready: ").removeprefix("fleet ready: ")
+        banner = "".join(fleet.output)
+        assert "a Redis Cluster of 3 masters and 3 replicas" in banner
+        commands = [cmd for cmd, _ in _descendants(fleet.proc.pid).values()]
+        assert sum("redis-server" in c and "[cluster]" in c for c in commands) == 6
+        cli = re.search(r'REDIS="(redis-cli -c -p (\d+))"', banner)
+        assert cli is not None
+        statuses = [httpx.get(f"{gw}/limited/x", headers={"X-Client-ID": "alice"}, timeout=10).status_code
+                    for _ in range(7)]
+        assert statuses == [200] * 5 + [429] * 2
+        state = subprocess.run([sys.executable, "-m", "app", "state", "ratelimits",
+                                "--redis-url", f"redis://127.0.0.1:{cli.group(2)}"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert state.returncode == 0, state.stderr
+        assert "redis-cli -c " in state.stdout
+    finally:
+        fleet.proc.send_signal(signal.SIGINT)
+        try:
+            fleet.proc.wait(timeout=60)
+        finally:
+            fleet.kill()
