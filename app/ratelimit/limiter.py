@@ -12,6 +12,7 @@ replica through pub/sub (each replica mirrors them in memory, so the request pat
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -96,6 +97,8 @@ class ApiGatewayManager:
         self._tiers = {name: _merge(section.default, spec) for name, spec in section.tiers.items()}
         self._listeners: list[Callable[[], None]] = []
         self._started = False
+        # The first start's work, which every caller that comes while it runs waits for.
+        self._starting: asyncio.Future[None] | None = None
 
     # -- sync with the fleet ---------------------------------------------------------------------
 
@@ -107,15 +110,24 @@ class ApiGatewayManager:
             listener()
 
     async def start(self) -> None:
+        """Subscribe and load the runtime configs; a caller that comes while the first load runs
+        waits for it, so that no decision is made on limits about to be replaced."""
         if self._started:
             return
-        self._started = True
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        # shield: a caller cancelled while it waits does not cancel the load the others wait for.
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
         self.store.subscribe(self.channel, self._on_message)
         self.store.on_reconnect(self.reload)
         try:
             await self.reload()
         except StoreError as error:  # unreachable now: the reconnect handler reloads later
             log.warning("runtime rate-limit configs not loaded yet: %s", error)
+        finally:
+            self._started = True
 
     async def reload(self) -> None:
         """Re-read every runtime client config and API key (at start, and after pub/sub broke)."""
