@@ -23,8 +23,7 @@ def uvicorn_config(gateway: EdgeApp, host: str, port: int, *, loop: str = "uvloo
         access_log=False, log_level=log_level, server_header=False, date_header=False,
         # Client identity and X-Forwarded-For trust are the gateway's own decisions (trusted_proxies).
         proxy_headers=False,
-        # Above the usual load balancer idle timeout (60 s), so the LB never reuses a closed connection.
-        timeout_keep_alive=75)
+        timeout_keep_alive=server.limits.client_keepalive_timeout)
 
 
 def admin_config(gateway: EdgeApp, *, loop: str = "uvloop", log_level: str = "info") -> uvicorn.Config | None:
