@@ -154,3 +154,15 @@ def test_bad_redis_topologies_are_named(redis: dict, field: str, why: str) -> No
         parse_config({"redis": redis}, {}, "gateway.yaml")
     line = next(line for line in str(error.value).splitlines() if line.strip().startswith(f"{field}:"))
     assert why in line
+
+
+def test_the_readmes_configuration_reference_loads_as_written() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    reference = readme[readme.index("## Configuration reference"):]
+    start = reference.index("```yaml\n") + len("```yaml\n")
+    config = parse_config(yaml.safe_load(reference[start:reference.index("```", start)]), {})
+    assert config.admin.tokens == [] and config.router.routes[-1].cors is not None
