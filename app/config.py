@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.auth.cors.schema import CorsSpec
 from app.auth.schema import AuthSection, AuthSpec, route_auth
+from app.schema import header_name
 from app.transform.route_config import RouteTransform
 
 
@@ -155,7 +156,6 @@ HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
 
 
 _HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # As the edge keeps a value (surrounding whitespace stripped), in ASCII so that it compares as bytes.
 _FIELD_VALUE = re.compile(r"[!-~]([ !-~]*[!-~])?")
 
@@ -296,8 +296,7 @@ class RouteSpec(_Section):
     @classmethod
     def _header_names(cls, headers: dict[str, str | Literal[True]]) -> dict[str, str | Literal[True]]:
         for name, value in headers.items():
-            if not _FIELD_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not a header field name")
+            header_name(name)
             if value is not True and not _FIELD_VALUE.fullmatch(value):
                 raise ValueError(f"{name}: a field value is visible ASCII and spaces, not at either end")
         return {name.lower(): value for name, value in headers.items()}

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, field_validator, model_validator
 
-from app.auth._model import Model, header_name
+from app.schema import StrictModel, header_name
 from app.auth.abuse.schema import AbuseSpec
 from app.auth.ip_restriction.schema import cidr_list
 from app.auth.jwt_auth.schema import JwtSpec
@@ -20,7 +20,7 @@ from app.auth.key_auth.schema import ApiKeyLocation
 AuthMethod = Literal["api_key", "jwt"]
 
 
-class ConsumerHeaders(Model):
+class ConsumerHeaders(StrictModel):
     """The headers that tell the backend who the gateway let in (the client's copies are removed)."""
 
     id: str = "X-Consumer-ID"
@@ -32,7 +32,7 @@ class ConsumerHeaders(Model):
         return header_name(value)
 
 
-class AuthSpec(Model):
+class AuthSpec(StrictModel):
     methods: list[AuthMethod] = []
     api_key: ApiKeyLocation = ApiKeyLocation()
     jwt: JwtSpec | None = None

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import re
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-
+from app.schema import StrictModel, header_name
 from app.transform.mapper import SchemaMapper
 from app.transform.paths import check_field_mappings
 from app.transform.spec import RuleSpec
-
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 field-name
-
-
-class _Model(BaseModel):
-    # A typo in a key is an error, not a silently ignored setting.
-    model_config = ConfigDict(extra="forbid")
-
-
-def _header_name(name: str) -> str:
-    if not _TOKEN.match(name):
-        raise ValueError(f"{name!r} is not a valid header name")
-    return name
 
 
 def _header_value(value: str) -> str:
@@ -34,7 +20,7 @@ def _header_value(value: str) -> str:
     return value
 
 
-class HeaderOps(_Model):
+class HeaderOps(StrictModel):
     """Applied in this order: ``remove`` names, ``rename`` old -> new, then ``add``, which sets
     a header (replacing any value it had). Names are case-insensitive."""
 
@@ -45,20 +31,20 @@ class HeaderOps(_Model):
     @field_validator("add")
     @classmethod
     def _add(cls, value: dict[str, str]) -> dict[str, str]:
-        return {_header_name(k): _header_value(v) for k, v in value.items()}
+        return {header_name(k): _header_value(v) for k, v in value.items()}
 
     @field_validator("remove")
     @classmethod
     def _remove(cls, value: list[str]) -> list[str]:
-        return [_header_name(k) for k in value]
+        return [header_name(k) for k in value]
 
     @field_validator("rename")
     @classmethod
     def _rename(cls, value: dict[str, str]) -> dict[str, str]:
-        return {_header_name(k): _header_name(v) for k, v in value.items()}
+        return {header_name(k): header_name(v) for k, v in value.items()}
 
 
-class QueryOps(_Model):
+class QueryOps(StrictModel):
     """Query parameters, in the same order as headers: remove, rename, add (sets the parameter,
     replacing every value it had). Names are compared decoded and case-sensitively."""
 
@@ -81,7 +67,7 @@ class QueryOps(_Model):
         return value
 
 
-class MappingSpec(_Model):
+class MappingSpec(StrictModel):
     """Field paths of ``source`` version -> ``target`` version; also used inverted."""
 
     source: str = Field(min_length=1)
@@ -102,7 +88,7 @@ class MappingSpec(_Model):
         return self
 
 
-class RouteTransform(_Model):
+class RouteTransform(StrictModel):
     """How one route transforms requests and responses.
 
     The client's version comes from the path segment ``client_version_path_segment`` (0 is the
@@ -126,7 +112,7 @@ class RouteTransform(_Model):
     @field_validator("client_version_header")
     @classmethod
     def _version_header(cls, value: str) -> str:
-        return _header_name(value)
+        return header_name(value)
 
     @model_validator(mode="after")
     def _versions(self) -> RouteTransform:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from app.auth._model import Model
+from app.schema import StrictModel
 
 
-class AbuseSpec(Model):
+class AbuseSpec(StrictModel):
     enabled: bool = True
     # This many failed authentications from one address within ``window`` seconds is an offence:
     # the address then gets 429 for a cooling period...

@@ -6,14 +6,14 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from app.auth._model import Model, header_name
+from app.schema import StrictModel, header_name
 
 # scheme://host[:port], the host possibly starting with "*." (any subdomain, not the domain itself).
 _ORIGIN = re.compile(r"^https?://(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$")
 _METHOD = re.compile(r"^[A-Z]+$")
 
 
-class CorsSpec(Model):
+class CorsSpec(StrictModel):
     # "https://app.example.com" exactly, "https://*.example.com" for any subdomain, or "*" for any
     # origin (not with credentials: a browser refuses "*" then, and echoing every origin would let
     # any site act with the user's cookies).

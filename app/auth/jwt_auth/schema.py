@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from app.auth._model import Model
+from app.schema import StrictModel
 
 # The algorithms the gateway verifies. Each JWK is bound to one of them (its ``alg``, else what its
 # key type implies), and a token is verified only with a key bound to the token's own ``alg``: so
@@ -14,7 +14,7 @@ from app.auth._model import Model
 JwtAlgorithm = Literal["HS256", "RS256", "ES256", "EdDSA"]
 
 
-class JwtSpec(Model):
+class JwtSpec(StrictModel):
     # Exactly one of them: a JWKS document served by the identity provider, or a file holding one.
     jwks_url: str | None = None
     jwks_file: str | None = None

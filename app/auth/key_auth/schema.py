@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pydantic import field_validator
 
-from app.auth._model import Model, header_name
+from app.schema import StrictModel, header_name
 
 
-class ApiKeyLocation(Model):
+class ApiKeyLocation(StrictModel):
     # The header is looked at first, then the query parameter; None leaves that place out.
     header: str | None = "X-API-Key"
     query: str | None = None
