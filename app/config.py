@@ -12,7 +12,6 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import socket
@@ -184,8 +185,23 @@ class GatewayThread(ThreadServer):
             self.admin_server.should_exit = True
         try:
             self.task.result(timeout=15)
+        except TimeoutError:
+            raise TimeoutError(f"the gateway did not stop within 15 s; its tasks:\n{self._task_stacks()}") from None
         finally:
             super().stop()
+
+    def _task_stacks(self) -> str:
+        """Where each of the loop's tasks waits: what a shutdown that hangs is waiting for."""
+        async def stacks() -> str:
+            out = io.StringIO()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.print_stack(file=out)
+            return out.getvalue()
+        try:
+            return asyncio.run_coroutine_threadsafe(stacks(), self.loop).result(timeout=5)
+        except Exception as error:  # the loop itself is stuck: say so rather than hide the timeout
+            return f"(no stacks: {error!r})"
 
     def __enter__(self) -> GatewayThread:
         return self.start()

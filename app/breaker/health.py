@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from app.background import stop_tasks
 from app.breaker.health_protocol import (claim_call, decode_verdict, encode_verdict, health_keys, report_call,
                                          report_reply, verdicts_of)
 from app.observability.metrics import HEALTH_CHECKS
@@ -56,12 +57,7 @@ class HealthChecker:
             self._task = asyncio.create_task(self._loop(), name="apigw-health-checks")
 
     async def close(self) -> None:
-        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks([self._task, *self._running.values()])
         self._task = None
         self._running.clear()
 

@@ -8,11 +8,11 @@ stream was broken, and every few seconds as a safety net, the hashes are re-read
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from typing import Any
 
+from app.background import stop_tasks
 from app.breaker.breaker import ApiCircuitBreaker, default_is_failure
 from app.breaker.fallback import ApiFallbackService
 from app.breaker.model import Snapshot
@@ -69,11 +69,8 @@ class CircuitBreakerManager:
             self._task = asyncio.create_task(self._sync_loop(), name="apigw-breaker-sync")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks([self._task])
+        self._task = None
 
     def _read_soon(self, breaker: ApiCircuitBreaker) -> None:
         """A breaker made after start-up learns the fleet's state without waiting for a failure."""

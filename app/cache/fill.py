@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from app.background import stop_tasks
 from app.cache.manager import ApiCacheManager
 from app.cache.pending import Pending
 from app.cache.policy import StoreDecision
@@ -42,10 +43,7 @@ class Filler:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks))
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` off the request's path; it is cancelled by ``close``."""

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.background import stop_tasks
 from app.cache.entry import inflate, read_answer
 from app.cache.fill import Filler
 from app.cache.manager import ApiCacheManager, new_token
@@ -69,9 +70,7 @@ class CacheStage(Stage):
             self._warming = asyncio.create_task(self.warmer.run(), name="apigw-cache-warm")
 
     async def close(self) -> None:
-        if self._warming is not None:
-            self._warming.cancel()
-            await asyncio.gather(self._warming, return_exceptions=True)
+        await stop_tasks([self._warming])
         await self.filler.close()
 
     @property

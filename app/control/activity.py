@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections import Counter
 
+from app.background import stop_tasks
 from app.control.activity_protocol import ClientRequests, activity_keys, add_call, top_call, top_reply
 from app.pipeline.exchange import Exchange
 from app.pipeline.stage import Stage
@@ -99,9 +100,7 @@ class ClientActivity(Stage):
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task], timeout=3)
-            self._task = None
+        await stop_tasks([self._task])
+        self._task = None
         with contextlib.suppress(Exception):
             await self.flush()

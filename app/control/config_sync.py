@@ -20,6 +20,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import ValidationError
 
+from app.background import stop_tasks
 from app.config import GatewayConfig, RouteSpec
 from app.control.config_protocol import (DELETED, RESET, REVERT, SET, change_call, config_keys, decode_override,
                                          read_call, read_reply)
@@ -77,10 +78,8 @@ class ConfigSync:
             self._watcher = asyncio.create_task(self._watch(), name="apigw-config-sync")
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-            self._watcher = None
+        await stop_tasks([self._watcher])
+        self._watcher = None
 
     def _on_message(self, message: bytes) -> None:
         try:

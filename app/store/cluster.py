@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from app.background import stop_tasks
 from app.store.base import ScriptCall, StoreError, StoreUnavailable
 from app.store.node import NodeLink
 from app.store.pipe import ReplyError, encode
@@ -47,18 +48,20 @@ _UNAVAILABLE = frozenset({"CLUSTERDOWN", "LOADING", "MASTERDOWN", "READONLY", "B
 
 class ClusterRouting:
     def __init__(self, seeds: Sequence[str], scripts: ScriptSet, link: Callable[[str], NodeLink],
-                 on_new_owner: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_new_owner: Callable[[], Awaitable[None]] | None = None,
+                 on_round: Callable[[], None] | None = None) -> None:
         """``seeds``: node addresses (host:port) to learn the slot map from; ``link(address)``
         makes the connection to one node; ``on_new_owner`` runs after a refresh that changed a
-        slot's owner (a failover: events on that shard may have been missed)."""
+        slot's owner (a failover: events on that shard may have been missed); ``on_round`` is
+        called once per round trip of latency a batch takes (each may reach several nodes at once)."""
         self.seeds = list(seeds)
         self.scripts = scripts
         self._make_link = link
         self._on_new_owner = on_new_owner
+        self._on_round = on_round or (lambda: None)
         self.links: dict[str, NodeLink] = {}
         self.owners: list[str | None] = [None] * SLOTS
         self.slot_of = SlotCache()
-        self.rounds = 0  # round trips of latency (each may reach several nodes at once)
         self._refresh: asyncio.Task[bool] | None = None
         self._refreshed_at = 0.0
 
@@ -142,7 +145,7 @@ class ClusterRouting:
                     results[i] = StoreUnavailable("redis cluster: no node serves this slot now")
             if not groups:
                 return results
-            self.rounds += 1
+            self._on_round()
             sends = [self._send(address, indices, commands, asking) for address, indices in groups.items()]
             outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
             pending = []
@@ -260,7 +263,6 @@ class ClusterRouting:
             await self.link(address).load_scripts()
 
     async def close(self) -> None:
-        if self._refresh is not None:
-            self._refresh.cancel()
+        await stop_tasks([self._refresh])
         for link in self.links.values():
             await link.close()

@@ -28,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.background import stop_tasks
 from app.config import SentinelSection
 from app.store.base import ScriptCall, Store, StoreError, StoreUnavailable
 from app.store.cluster import ClusterRouting
@@ -141,7 +142,7 @@ class RedisStore(Store):
         self.url = seeds[0]  # a cluster node's URL: a RedisStore made from it finds the cluster too
         self.cluster = ClusterRouting([urlsplit(s).netloc.rpartition("@")[2] for s in seeds], self.scripts,
                                       lambda address: self._link(_node_url(address, self._template)),
-                                      on_new_owner=self._after_failover)
+                                      on_new_owner=self._after_failover, on_round=self._count_round)
         options = aioredis.connection.parse_url(seeds[0])
         for name in ("connection_class", "db", "host", "port"):
             options.pop(name, None)
@@ -216,11 +217,7 @@ class RedisStore(Store):
 
     async def close(self) -> None:
         self._closing = True
-        if self._listener is not None:
-            self._listener.cancel()
-            # A cancel that lands inside redis-py's read timeout can be swallowed (the read just
-            # times out); the listener then sees _closing at its next turn, at most ~1 s later.
-            await asyncio.wait([self._listener], timeout=3)
+        await stop_tasks([self._listener])
         if self.sentinel is not None:
             await self.sentinel.close()
         if self.cluster is not None:
@@ -272,10 +269,11 @@ class RedisStore(Store):
     async def _run_on_cluster(self, calls: Sequence[ScriptCall]) -> list[Any]:
         cluster = self.cluster
         assert cluster is not None
-        before = cluster.rounds
-        replies = await cluster.run_each(calls)
-        self.round_trips += cluster.rounds - before
-        return replies
+        return await cluster.run_each(calls)
+
+    def _count_round(self) -> None:
+        # Counted as each round is sent, not as a difference around the batch: batches overlap.
+        self.round_trips += 1
 
     async def _send(self, node: NodeLink, commands: list[bytes]) -> list[Any]:
         self.round_trips += 1

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
+from app.background import stop_tasks
 from app.config import SentinelSection
 
 log = logging.getLogger("apigw.store")
@@ -137,7 +138,4 @@ class SentinelWatch:
                     pass
 
     async def close(self) -> None:
-        for task in (self._watch, self._rediscover):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task], timeout=3)
+        await stop_tasks([self._watch, self._rediscover])
