@@ -245,6 +245,16 @@ class FallbackSpec(_Section):
     body: Any = None
 
 
+class RouteWebSocketSpec(_Section):
+    """Whether an Upgrade: websocket request on the route is proxied as a WebSocket (off unless
+    asked for, as in nginx, Envoy and APISIX: a long-lived connection escapes the per-request
+    limits after its handshake, and not every backend expects one)."""
+
+    enabled: bool = False
+    # Seconds without a message either way (pings do not count) before both sides are closed, 1001.
+    idle_timeout: float = Field(default=300.0, gt=0)
+
+
 class RouteSpec(_Section):
     """One route. The seed's shape (path, method, target, weight) plus additive extensions."""
 
@@ -272,6 +282,8 @@ class RouteSpec(_Section):
     auth: AuthSpec | None = None
     # Browser calls from other origins; the gateway answers their preflights itself.
     cors: CorsSpec | None = None
+    # Upgrade: websocket requests (app/edge/websocket.py).
+    websocket: RouteWebSocketSpec = RouteWebSocketSpec()
     # Conditions besides path and method: the request's host ("api.example.com", or
     # "*.example.com" for any name below it), and header fields that must have a value (a string)
     # or merely be there (true). The router's docstring gives the precedence.
@@ -458,6 +470,14 @@ class LimitsSection(_Section):
     max_client_connections: int = Field(default=10_000, gt=0)
 
 
+class ServerWebSocketSection(_Section):
+    """What every proxied WebSocket shares (a route turns them on: its ``websocket.enabled``)."""
+
+    # The largest message, either way, after reassembly and decompression; a bigger one closes the
+    # connection with 1009 (message too big).
+    max_message_size: int = Field(default=1024 * 1024, gt=0)
+
+
 class ServerSection(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -471,6 +491,7 @@ class ServerSection(_Section):
     access_log: bool = True
     paths: PathsSection = PathsSection()
     limits: LimitsSection = LimitsSection()
+    websocket: ServerWebSocketSection = ServerWebSocketSection()
 
 
 class AdminTokenSpec(_Section):

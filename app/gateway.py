@@ -14,6 +14,7 @@ from app.control.config_sync import ConfigSync
 from app.control.plane import ControlPlane
 from app.edge.proxy import ProxyApp
 from app.edge.server import EdgeApp
+from app.edge.websocket import WebSocketProxy
 from app.observability.access_log import AccessLog
 from app.observability.tracing import Tracing
 from app.pipeline.orchestrator import ApiGatewayOrchestrator
@@ -34,7 +35,8 @@ class Gateway(EdgeApp):
             config=config, router=orchestrator.router, config_sync=self.config_sync, store=orchestrator.store,
             rate_limiter=orchestrator.rate_limiter, breakers=orchestrator.circuit_breaker_stage,
             cache=orchestrator.cache_manager, activity=orchestrator.client_activity)
-        super().__init__(config, proxy, build_control_app(self.control_plane))
+        websocket = WebSocketProxy(orchestrator, config.server.websocket.max_message_size, self.proxy_app.observe)
+        super().__init__(config, proxy, build_control_app(self.control_plane), websocket)
 
     async def start(self) -> None:
         if self.access_log is not None:

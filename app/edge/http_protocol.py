@@ -16,7 +16,9 @@ number of fields and the target are counted as they arrive, so a 2 MB header cos
 more than the limit before it is refused. The target's path is normalised (app/edge/paths.py) so
 that the router, the control plane and the backend all read the same path. A refused request is
 answered with the gateway's JSON error and the connection closed: after a malformed head, nothing
-later on the connection can be trusted to be framed as the client meant it.
+later on the connection can be trusted to be framed as the client meant it. A WebSocket handshake
+is checked and normalised the same way, then the connection is handed to the WebSocket protocol
+(app/edge/websocket_protocol.py).
 
 Time, as nginx bounds it: a head must be whole within ``header_timeout`` of the connection's start
 or of its first byte (a slowloris trickle does not reset that clock), a body may stall at most
@@ -123,7 +125,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
-                self.handle_websocket_upgrade()
+                self._upgrade_to_websocket(data[upgrade.args[0]:])
             else:
                 # An upgrade the gateway does not make (h2c): the request was an HTTP/1.1 one
                 # without a body (on_headers_complete refused any other), and so is what follows.
@@ -224,13 +226,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         scope["method"] = parser.get_method().decode("ascii")
         if http_version != "1.1":
             scope["http_version"] = http_version
+        websocket = False
         if parser.should_upgrade():
-            if self._should_upgrade():
-                return
             if declares_body(self.headers):
                 # llhttp would not read the body of a request it takes as upgraded: it could
-                # then be read as a request of its own.
+                # then be read as a request of its own (and a WebSocket's frames come after the
+                # handshake, never in a body).
                 raise Refused(400, "an upgrade request with a body is not supported")
+            # Any other upgrade (h2c) is not made: the request is answered as an ordinary one.
+            websocket = self._should_upgrade()
         if url[0] != 47:  # not origin-form ("/..."): absolute-form for this very host, or nothing
             check_absolute_form(url, host)
         try:
@@ -254,6 +258,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         scope["path"] = path
         scope["raw_path"] = raw_path
         scope["query_string"] = target.query or b""
+        if websocket:  # checked like any request; data_received hands it to the WebSocket protocol
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                # The connection cannot change protocols under an answer still being written.
+                raise Refused(400, "a WebSocket handshake pipelined behind another request")
+            return
 
         existing_cycle = self.cycle
         self.cycle = RequestResponseCycle(
@@ -284,6 +294,27 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._close_unread()
             return
         super().on_response_complete()
+
+    def _upgrade_to_websocket(self, rest: bytes) -> None:
+        """Hand the connection to the WebSocket protocol (uvicorn's handle_websocket_upgrade, except
+        that the handshake it reads names the path as normalised here, the scope keeps both forms of
+        it, and bytes the client sent after the head are kept rather than dropped)."""
+        self.connections.discard(self)
+        scope = self.scope
+        target = scope["raw_path"]
+        if scope["query_string"]:
+            target += b"?" + scope["query_string"]
+        output = [scope["method"].encode(), b" ", target, b" HTTP/1.1\r\n"]
+        for name, value in scope["headers"]:
+            output += [name, b": ", value, b"\r\n"]
+        output.append(b"\r\n")
+        output.append(rest)
+        protocol = self.ws_protocol_class(  # type: ignore[call-arg, misc]
+            config=self.config, server_state=self.server_state, app_state=self.app_state)
+        protocol.http_scope = scope  # type: ignore[union-attr]
+        protocol.connection_made(self.transport)
+        self.transport.set_protocol(protocol)
+        protocol.data_received(b"".join(output))
 
     def _close_unread(self) -> None:
         """Close a connection whose request body was left unread, the answer first: our side is

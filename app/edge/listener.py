@@ -13,6 +13,7 @@ import uvicorn
 
 from app.edge.http_protocol import edge_protocol
 from app.edge.server import EdgeApp
+from app.edge.websocket_protocol import GatewayWebSocketProtocol
 
 
 def uvicorn_config(gateway: EdgeApp, host: str, port: int, *, loop: str = "uvloop",
@@ -23,7 +24,8 @@ def uvicorn_config(gateway: EdgeApp, host: str, port: int, *, loop: str = "uvloo
         access_log=False, log_level=log_level, server_header=False, date_header=False,
         # Client identity and X-Forwarded-For trust are the gateway's own decisions (trusted_proxies).
         proxy_headers=False,
-        timeout_keep_alive=server.limits.client_keepalive_timeout)
+        timeout_keep_alive=server.limits.client_keepalive_timeout,
+        ws=GatewayWebSocketProtocol, ws_max_size=server.websocket.max_message_size)
 
 
 def admin_config(gateway: EdgeApp, *, loop: str = "uvloop", log_level: str = "info") -> uvicorn.Config | None:

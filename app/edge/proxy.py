@@ -61,7 +61,7 @@ class ProxyApp:
         try:
             reply = await self.orchestrator.process(ex)
         except ClientGone:
-            self._observe(ex, _CLIENT_GONE, perf_counter() - started)
+            self.observe(ex, _CLIENT_GONE, perf_counter() - started)
             return
         except Exception:  # the last net: a bug answers JSON and is logged, never a stack trace
             log.exception("pipeline failed for %s %s (request %s)", ex.method, ex.path, ex.request_id)
@@ -72,9 +72,10 @@ class ProxyApp:
             await send_reply(send, reply, ex)
         finally:
             # After the answer went out, so the client never waits for the bookkeeping.
-            self._observe(ex, reply.status, seconds)
+            self.observe(ex, reply.status, seconds)
 
-    def _observe(self, ex: Exchange, status: int, seconds: float) -> None:
+    def observe(self, ex: Exchange, status: int, seconds: float) -> None:
+        """The request in its route's metrics and the access log (the WebSocket proxy's handshakes too)."""
         route = ex.route
         if route is None:
             metrics = NO_ROUTE

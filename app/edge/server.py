@@ -30,10 +30,13 @@ AsgiApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 class EdgeApp:
-    def __init__(self, config: GatewayConfig, proxy: AsgiApp, control: AsgiApp) -> None:
+    def __init__(self, config: GatewayConfig, proxy: AsgiApp, control: AsgiApp,
+                 websocket: AsgiApp | None = None) -> None:
         self.config = config
         self.proxy = proxy
         self.control = control
+        # WebSocket handshakes outside /_gateway/ (None: every one is refused).
+        self.websocket = websocket
         # None: the data port serves the whole control plane (no admin listener).
         self.data_port_control: frozenset[str] | None = None
         if config.admin.listen is not None:
@@ -59,8 +62,12 @@ class EdgeApp:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-        else:  # websockets are not proxied (yet): refuse the handshake cleanly
-            await send({"type": "websocket.close", "code": 1003})
+        elif kind == "websocket":
+            path = scope["path"]
+            if self.websocket is None or path.startswith(CONTROL_PREFIX + "/") or path == CONTROL_PREFIX:
+                await _refuse_websocket(receive, send)  # the control plane has no WebSockets
+            else:
+                await self.websocket(scope, receive, send)
 
     async def admin(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The admin listener's app: the control plane and nothing else. Its server runs without a
@@ -68,7 +75,7 @@ class EdgeApp:
         if scope["type"] == "http":
             await self.control(scope, receive, send)
         elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1003})
+            await _refuse_websocket(receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -103,3 +110,10 @@ async def _not_found(send: Any) -> None:
     await send({"type": "http.response.start", "status": 404, "headers": [
         (b"content-type", b"application/json"), (b"content-length", b"%d" % len(_NOT_HERE))]})
     await send({"type": "http.response.body", "body": _NOT_HERE})
+
+
+async def _refuse_websocket(receive: Any, send: Any) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.http.response.start", "status": 404, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(_NOT_HERE))]})
+    await send({"type": "websocket.http.response.body", "body": _NOT_HERE})

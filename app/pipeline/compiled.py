@@ -28,6 +28,9 @@ class CompiledRoute:
     # The stages that apply to the route, sorted by hook. Filled by the orchestrator
     # (_compile_route, and again by insert_stage); read by the orchestrator on every request.
     stages: StagePlan
+    # The same for a WebSocket handshake on the route (no cache). Filled by the orchestrator with
+    # ``stages``; read by its admit_upgrade and upgrade_finished.
+    upgrade_stages: StagePlan
     # The backend call's connect and read timeouts. Filled by the orchestrator; read by its
     # _attempt (UpstreamClient.send).
     timeout: aiohttp.ClientTimeout

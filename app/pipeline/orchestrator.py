@@ -122,6 +122,7 @@ class ApiGatewayOrchestrator:
         spec = route.spec
         return CompiledRoute(
             stages=self._plan_for(route),
+            upgrade_stages=self._upgrade_plan_for(route),
             timeout=client_timeout(spec.timeout.connect, spec.timeout.read),
             max_body=spec.max_body_size or self.config.server.max_body_size,
             retry=RetryPolicy.for_route(spec.retry, route.key),
@@ -134,9 +135,15 @@ class ApiGatewayOrchestrator:
         self.unrouted_plan = self._plan_for(None)
         for route in self.router.routes:
             route.compiled.stages = self._plan_for(route)
+            route.compiled.upgrade_stages = self._upgrade_plan_for(route)
 
     def _plan_for(self, route: Route[CompiledRoute] | None) -> StagePlan:
         return StagePlan.of(stage for stage in self.stages if stage.applies_to(route))
+
+    def _upgrade_plan_for(self, route: Route[CompiledRoute]) -> StagePlan:
+        # A WebSocket handshake is no cacheable GET: every stage but the cache's.
+        return StagePlan.of(stage for stage in self.stages
+                            if stage is not self.cache_stage and stage.applies_to(route))
 
     def _match_route(self, path: str, method: str) -> Route[CompiledRoute] | None:
         found = self.router.match(path, method)
@@ -170,7 +177,7 @@ class ApiGatewayOrchestrator:
         if found is None and ex.method == "OPTIONS":
             found = self._preflight_match(ex)
         route = ex.route = found.route if found is not None else None
-        early = await self._admit(ex, route)
+        early = await self._admit(ex, route, route.compiled.stages if route is not None else self.unrouted_plan)
         if early is not None:
             return early
         if route is None:
@@ -184,8 +191,9 @@ class ApiGatewayOrchestrator:
         reply = await self._forward(ex, route)
         if transform is not None and reply.from_backend:
             reply = await transform_reply(ex, route, transform, reply)
-        if route.compiled.stages.completing:
-            await self._complete(ex, route, reply)
+        completing = route.compiled.stages.completing
+        if completing:
+            await self._complete(ex, route, reply, completing)
         if reply.status in _FAILURE_STATUSES:
             stale = self._stale_instead(ex, route)
             if stale is not None:
@@ -204,9 +212,8 @@ class ApiGatewayOrchestrator:
     def _stages_for(self, route: Route[CompiledRoute] | None) -> StagePlan:
         return route.compiled.stages if route is not None else self.unrouted_plan
 
-    async def _admit(self, ex: Exchange, route: Route[CompiledRoute] | None) -> Reply | None:
+    async def _admit(self, ex: Exchange, route: Route[CompiledRoute] | None, plan: StagePlan) -> Reply | None:
         """Rate limit, cache lookup, circuit check: every store read in one round trip."""
-        plan = self._stages_for(route)
         for stage in plan.preparing:
             early = await stage.prepare(ex, route)
             if early is not None:
@@ -218,13 +225,13 @@ class ApiGatewayOrchestrator:
             if early is not None:
                 if early.status >= 500 and route is not None:
                     early = self._stale_instead(ex, route) or early
-                self._ended_early(ex, route, early, stage, replies)
+                self._ended_early(ex, route, early, stage, replies, plan)
                 return early
         return None
 
-    async def _complete(self, ex: Exchange, route: Route[CompiledRoute], reply: Reply) -> None:
+    async def _complete(self, ex: Exchange, route: Route[CompiledRoute], reply: Reply,
+                        stages: tuple[Stage, ...]) -> None:
         """Cache store and breaker outcome: every store write in one round trip (or none)."""
-        stages = route.compiled.stages.completing
         calls = [stage.completion_call(ex, route, reply) for stage in stages]
         if not any(calls):
             return
@@ -252,8 +259,9 @@ class ApiGatewayOrchestrator:
         return [next(replies) if call is not None else None for call in calls]
 
     def _ended_early(self, ex: Exchange, route: Route[CompiledRoute] | None, reply: Reply,
-                     answered_by: Stage | None = None, replies: list[Any] | None = None) -> None:
-        plan = self._stages_for(route)
+                     answered_by: Stage | None = None, replies: list[Any] | None = None,
+                     plan: StagePlan | None = None) -> None:
+        plan = plan or self._stages_for(route)
         for stage, index in plan.ending:
             if stage is not answered_by:
                 stage.ended_early(ex, route, reply, plan.reply_of(replies, index))
@@ -330,6 +338,49 @@ class ApiGatewayOrchestrator:
             return Reply(response.status, headers, body, from_backend=True)
         return Reply(response.status, headers, stream=response, from_backend=True)
 
+    # -- WebSocket handshakes (app/edge/websocket.py proxies the connection) -----------------------
+
+    async def admit_upgrade(self, ex: Exchange) -> Reply | None:
+        """The pipeline's first half for a WebSocket handshake: the route, then the same admission
+        as any request's (rate limit, authentication, circuit; not the cache). None: go ahead, to
+        ``ex.target`` when the circuit check chose one, and call ``upgrade_finished`` after."""
+        if not ex.request_id:
+            ex.request_id = new_request_id()
+        found = self.router.match(ex.path, ex.method, ex)
+        route = ex.route = found.route if found is not None else None
+        plan = route.compiled.upgrade_stages if route is not None else self.unrouted_plan
+        early = await self._admit(ex, route, plan)
+        if early is not None:
+            return early
+        refused = None
+        if route is None:
+            refused = error_reply(404, "no route", method=ex.method, path=ex.path)
+        elif not route.spec.websocket.enabled:
+            # Envoy's answer to an upgrade its route does not allow.
+            refused = error_reply(403, "websocket not enabled on this route", route=route.key)
+        if refused is not None:
+            self._ended_early(ex, route, refused, replies=None, plan=plan)
+        return refused
+
+    def upgrade_path(self, ex: Exchange) -> str:
+        assert ex.route is not None
+        return self._upstream_path(ex, ex.route)
+
+    def upgrade_headers(self, ex: Exchange, dropped: frozenset[bytes]) -> list[tuple[str, str]]:
+        """The handshake's headers for the backend: the client's minus ``dropped`` and the hop's own."""
+        return self._request_headers(ex, _NOT_FORWARDED | dropped)
+
+    async def upgrade_finished(self, ex: Exchange, reply: Reply, backend: BackendCall) -> None:
+        """The second half: how the backend took the handshake (101, its refusal, or no answer)
+        goes to the stages that record outcomes (the circuit), in one round trip."""
+        route = ex.route
+        assert route is not None
+        ex.backend = backend
+        ex.backend_seconds += backend.seconds
+        completing = route.compiled.upgrade_stages.completing
+        if completing:
+            await self._complete(ex, route, reply, completing)
+
     # -- request pieces -------------------------------------------------------------------------
 
     @staticmethod
@@ -341,9 +392,9 @@ class ApiGatewayOrchestrator:
         return path
 
     @staticmethod
-    def _request_headers(ex: Exchange) -> list[tuple[str, str]]:
+    def _request_headers(ex: Exchange, dropped: frozenset[bytes] = _NOT_FORWARDED) -> list[tuple[str, str]]:
         # Replace what the client claimed about hops with what this hop knows (one filtering pass).
-        headers = forwardable_request_headers(ex.headers, _NOT_FORWARDED, ex.header(b"connection") is not None)
+        headers = forwardable_request_headers(ex.headers, dropped, ex.header(b"connection") is not None)
         prior = ex.header(b"x-forwarded-for")
         forwarded_for = f"{prior.decode('latin-1')}, {ex.client_addr}" if prior else ex.client_addr
         host = ex.header(b"host")

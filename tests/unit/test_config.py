@@ -166,3 +166,22 @@ def test_the_readmes_configuration_reference_loads_as_written() -> None:
     start = reference.index("```yaml\n") + len("```yaml\n")
     config = parse_config(yaml.safe_load(reference[start:reference.index("```", start)]), {})
     assert config.admin.tokens == [] and config.router.routes[-1].cors is not None
+
+
+@pytest.mark.parametrize(("section", "field"), [
+    ({"router": {"routes": [{"path": "/a", "target": "http://b", "websocket": {"idle_timeout": 0}}]}},
+     "router.routes.0.websocket.idle_timeout"),
+    ({"router": {"routes": [{"path": "/a", "target": "http://b", "websocket": {"enable": True}}]}},
+     "router.routes.0.websocket.enable"),
+    ({"server": {"websocket": {"max_message_size": 0}}}, "server.websocket.max_message_size"),
+])
+def test_bad_websocket_settings_are_named(section: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(section, {}, "gateway.yaml")
+    assert field in str(error.value)
+
+
+def test_websockets_are_off_unless_a_route_turns_them_on() -> None:
+    config = parse_config({"router": {"routes": [{"path": "/a", "target": "http://b"}]}}, {})
+    assert config.router.routes[0].websocket.enabled is False
+    assert config.server.websocket.max_message_size == 1024 * 1024

@@ -27,7 +27,9 @@ from tests.support import free_port
 ROOT = Path(__file__).resolve().parents[2]
 # package -> (the private API, our module that uses it)
 PINNED = {
-    "uvicorn": ("uvicorn.protocols.http.httptools_impl.HttpToolsProtocol", "app/edge/http_protocol.py"),
+    "uvicorn": ("uvicorn.protocols.http.httptools_impl.HttpToolsProtocol and "
+                "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol",
+                "app/edge/http_protocol.py, app/edge/websocket_protocol.py"),
     "aiohttp": ("aiohttp.ClientRequest.update_headers/update_auto_headers/_skip_auto_headers, "
                 "aiohttp.client_proto.ResponseHandler and TCPConnector._factory",
                 "app/edge/upstream.py, app/edge/upstream_protocol.py"),
@@ -101,6 +103,27 @@ async def test_uvicorn_httptools_protocol_writes_through_the_transport_given_to_
     finally:
         server.should_exit = True
         await serving
+
+
+def test_uvicorn_websocket_protocol_is_made_and_fed_as_the_edge_hands_over() -> None:
+    """GatewayHttpProtocol._upgrade_to_websocket does what uvicorn's handle_websocket_upgrade does
+    (a protocol made from the HTTP protocol's config, server_state and app_state, given the transport,
+    fed the head again), and GatewayWebSocketProtocol completes the scope that handle_connect makes
+    before the app's task has run."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    upgrade = inspect.getsource(HttpToolsProtocol.handle_websocket_upgrade)
+    for piece in ("self.ws_protocol_class(", "config=self.config", "server_state=self.server_state",
+                  "app_state=self.app_state", "protocol.connection_made(self.transport)",
+                  "self.transport.set_protocol(protocol)", "protocol.data_received("):
+        assert piece in upgrade, f"HttpToolsProtocol.handle_websocket_upgrade no longer has {piece!r}"
+    assert list(inspect.signature(WebSocketsSansIOProtocol).parameters)[:3] == ["config", "server_state", "app_state"]
+    connect = inspect.getsource(WebSocketsSansIOProtocol.handle_connect)
+    assert connect.index("self.scope") < connect.index("create_task(self.run_asgi())"), (
+        "WebSocketsSansIOProtocol.handle_connect no longer makes self.scope before starting the app")
+    assert '"extensions": {"websocket.http.response": {}}' in connect, (
+        "uvicorn's WebSocket protocol no longer offers the denial response the gateway refuses handshakes with")
 
 
 # -- aiohttp: app/edge/upstream.py ------------------------------------------------------------
