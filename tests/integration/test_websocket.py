@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Request, Response
 
 from app.config import parse_config
-from tests.support import GatewayThread, ThreadServer, free_port
+from tests.support import GatewayProcess, GatewayThread, ThreadServer, free_port
 
 API_KEY = "k-0123456789abcdef-ws"
 BIG = 4096  # the gateway's max_message_size in these tests
@@ -97,7 +97,7 @@ def ws_backend() -> Iterator[WsBackend]:
     backend.stop()
 
 
-def _config(backend_url: str, redis_url: str | None = None, **extra: Any) -> Any:
+def _settings(backend_url: str, redis_url: str | None = None) -> dict[str, Any]:
     routes = [
         {"path": "/ws/*", "target": backend_url, "websocket": {"enabled": True}},
         {"path": "/idle/*", "target": backend_url, "strip_prefix": True,
@@ -115,11 +115,14 @@ def _config(backend_url: str, redis_url: str | None = None, **extra: Any) -> Any
         "server": {"websocket": {"max_message_size": BIG}, "access_log": False},
         "rate_limiter": {"default": {"requests_per_minute": 1000},
                          "api_keys": [{"key": API_KEY, "client_id": "ws-client"}]},
-        **extra,
     }
     if redis_url is not None:
         config["redis"] = {"url": redis_url, "prefix": f"t{uuid.uuid4().hex[:8]}"}
-    return parse_config(config, {})
+    return config
+
+
+def _config(backend_url: str, redis_url: str | None = None) -> Any:
+    return parse_config(_settings(backend_url, redis_url), {})
 
 
 @pytest.fixture
@@ -128,7 +131,7 @@ def gateway(ws_backend: WsBackend) -> Iterator[GatewayThread]:
         yield server
 
 
-def _ws(gateway: GatewayThread, path: str) -> str:
+def _ws(gateway: GatewayThread | GatewayProcess, path: str) -> str:
     return f"ws://127.0.0.1:{gateway.port}{path}"
 
 
@@ -250,6 +253,45 @@ def test_a_backend_message_over_the_limit_closes_with_1009(gateway: GatewayThrea
     assert talk(too_big()) == 1009
     _wait_for_closes(ws_backend, 1)
     assert ws_backend.closes[0][0] == 1009
+
+
+@pytest.mark.e2e
+def test_a_gateway_process_proxies_websockets(ws_backend: WsBackend) -> None:
+    # As `python -m app serve` runs it: uvloop, the CLI's listener settings.
+    with GatewayProcess(_settings(ws_backend.url)) as gateway:
+        async def session() -> tuple[Any, Any, int | None]:
+            async with connect(_ws(gateway, "/ws/echo")) as ws:
+                await ws.send("over uvloop")
+                first = await ws.recv()
+                await ws.send(b"\x01\x02")
+                second = await ws.recv()
+                await ws.send("close-4001")
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+                return first, second, ws.close_code
+
+        assert talk(session()) == ("over uvloop", b"\x01\x02", 4001)
+
+
+def test_stopping_the_gateway_closes_its_websockets_with_1012(ws_backend: WsBackend) -> None:
+    gateway = GatewayThread(_config(ws_backend.url)).start()
+
+    async def held_open() -> tuple[int | None, float]:
+        async with connect(_ws(gateway, "/ws/echo")) as ws:
+            await ws.send("a")
+            assert await ws.recv() == "a"
+            stopping = asyncio.get_running_loop().run_in_executor(None, gateway.stop)
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            await stopping  # the open connection does not hold the shutdown up
+            return ws.close_code, time.monotonic() - started
+
+    code, waited = talk(held_open())
+    assert code == 1012  # service restart: the client may come back
+    assert waited < 10  # closed by the shutdown, not by a timeout
+    _wait_for_closes(ws_backend, 1)
+    assert [code for code, _ in ws_backend.closes] == [1012]
 
 
 # -- handshakes the gateway or the backend refuses ----------------------------------------------------
