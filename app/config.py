@@ -25,7 +25,13 @@ from app.transform.route_config import RouteTransform
 
 
 class ConfigError(Exception):
-    """A configuration that cannot be used; the message names each bad field and why."""
+    """A configuration that cannot be used; the message names each bad field and why, and
+    ``problems`` holds them as (dotted path, reason) pairs (empty when no field is to blame: a
+    missing file, broken YAML)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
 class _Section(BaseModel):
@@ -606,8 +612,9 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _format_errors(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: {error.error_count()} invalid field(s)"]
+def _problems(error: ValidationError) -> list[tuple[str, str]]:
+    """Each bad field's dotted path and what is wrong with it."""
+    problems = []
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "(top level)"
         reason = item["msg"].removeprefix("Value error, ")
@@ -615,7 +622,13 @@ def _format_errors(error: ValidationError, source: str) -> str:
             reason += f" (got {item['input']!r})"
         if item["type"] == "extra_forbidden":  # a typo, most likely
             reason += _did_you_mean(item["loc"])
-        lines.append(f"  {path}: {reason}")
+        problems.append((path, reason))
+    return problems
+
+
+def _format_errors(problems: list[tuple[str, str]], source: str) -> str:
+    lines = [f"{source}: {len(problems)} invalid field(s)"]
+    lines.extend(f"  {path}: {reason}" for path, reason in problems)
     return "\n".join(lines)
 
 
@@ -632,7 +645,8 @@ def parse_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = 
     try:
         return GatewayConfig.model_validate(tree)
     except ValidationError as error:
-        raise ConfigError(_format_errors(error, source)) from None
+        problems = _problems(error)
+        raise ConfigError(_format_errors(problems, source), problems) from None
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

@@ -75,6 +75,8 @@ class AuthStage(Stage):
             await source.start()
 
     async def close(self) -> None:
+        if self.cooling is not None:
+            self.cooling.close()
         for source in self._sources.values():
             await source.close()
 

@@ -57,6 +57,8 @@ class HealthChecker:
             self._task = asyncio.create_task(self._loop(), name="apigw-health-checks")
 
     async def close(self) -> None:
+        self.store.unsubscribe(self.channel, self._on_event)
+        self.store.forget_reconnect(self.refresh_all)
         await stop_tasks([self._task, *self._running.values()])
         self._task = None
         self._running.clear()

@@ -69,6 +69,8 @@ class CircuitBreakerManager:
             self._task = asyncio.create_task(self._sync_loop(), name="apigw-breaker-sync")
 
     async def close(self) -> None:
+        self.store.unsubscribe(self.channel, self._on_event)
+        self.store.forget_reconnect(self.reconcile)
         await stop_tasks([self._task])
         self._task = None
 

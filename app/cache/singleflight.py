@@ -26,6 +26,9 @@ class FillWaiters:
     def start(self) -> None:
         self.store.subscribe(self.channel, self._on_filled)
 
+    def close(self) -> None:
+        self.store.unsubscribe(self.channel, self._on_filled)
+
     def _on_filled(self, message: bytes) -> None:
         self.wake(message.decode("latin-1"))
 

@@ -72,6 +72,7 @@ class CacheStage(Stage):
     async def close(self) -> None:
         await stop_tasks([self._warming])
         await self.filler.close()
+        self.waiters.close()
 
     @property
     def strategy(self) -> CacheStrategy:

@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.control.admin import circuits, config_view, health, ratelimits, routes, targets
+from app.control.admin import circuits, config_reload, config_view, health, ratelimits, routes, targets
 from app.control.admin import cache as cache_admin
 from app.control.admin.auth import AdminToken, AdminTokens, admin_guard
 from app.control import status
@@ -74,7 +74,7 @@ def build_control_app(plane: ControlPlane) -> FastAPI:
                           *(AdminToken.hashed(t.sha256, t.name, t.role) for t in admin.tokens)])
     guard = [Depends(admin_guard(tokens))]
     for router in (routes.build_router(plane.router, plane.config_sync, plane.config.auth),
-                   config_view.build_router(plane.config_sync),
+                   config_view.build_router(plane.config_sync), config_reload.build_router(plane.reload),
                    ratelimits.build_router(plane.rate_limiter), circuits.build_router(plane.breakers, plane.router),
                    targets.build_router(plane.router), cache_admin.build_router(plane.cache),
                    status.build_router(plane)):

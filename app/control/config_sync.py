@@ -153,18 +153,31 @@ class ConfigSync:
         log.info("config version %d applied: %d route(s), %d changed through the API",
                  version, len(self.router.routes), len(overrides))
 
-    def effective_routes(self) -> list[RouteSpec]:
+    def rebase(self, baseline: GatewayConfig, router: ApiGatewayRouter) -> None:
+        """A reloaded config file is the new baseline and ``router`` (built from it) the one to keep
+        in step: the API's changes kept in the store apply on top of it at once."""
+        self.baseline_config = baseline
+        self.baseline = {spec.key: spec for spec in baseline.router.routes}
+        self.router = router
+        router.sync_routes(self.effective_routes())
+
+    def effective_routes_over(self, config: GatewayConfig) -> list[RouteSpec]:
+        """The routes ``config`` would give with the API's changes kept now in place."""
+        return self.effective_routes({spec.key: spec for spec in config.router.routes})
+
+    def effective_routes(self, baseline: dict[str, RouteSpec] | None = None) -> list[RouteSpec]:
         """The file's routes in their order with the API's changes in place, then the routes the API
         added, oldest first (the first route of a method and path wins a tie)."""
+        baseline = self.baseline if baseline is None else baseline
         routes = []
-        for key, spec in self.baseline.items():
+        for key, spec in baseline.items():
             override = self.overrides.get(key)
             if override is None:
                 routes.append(spec)
             elif override.spec is not None:
                 routes.append(override.spec)
         added = [(o.version, key, o.spec) for key, o in self.overrides.items()
-                 if key not in self.baseline and o.spec is not None]
+                 if key not in baseline and o.spec is not None]
         routes.extend(spec for _, _, spec in sorted(added, key=lambda item: item[:2]))
         return routes
 

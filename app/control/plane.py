@@ -6,6 +6,7 @@ control plane knows the components it reads and changes, not how the process is 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from app.config import GatewayConfig
 from app.control.activity import ClientActivity
 from app.control.config_sync import ConfigSync
 from app.ratelimit.limiter import ApiGatewayRateLimiter
+from app.reload import ReloadReport
 from app.routing.router import ApiGatewayRouter
 from app.store import Store
 
@@ -29,3 +31,5 @@ class ControlPlane:
     breakers: CircuitBreakerStage  # every route's breakers (its manager holds them): circuits admin, status
     cache: ApiCacheManager  # the cache admin (stats, invalidation); the status page's cache section
     activity: ClientActivity  # the status page's busiest clients
+    # Reads the config file again and applies it (the config reload admin); None: no reloading here.
+    reload: Callable[[str], Awaitable[ReloadReport]] | None = None

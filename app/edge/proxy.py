@@ -54,25 +54,32 @@ class ProxyApp:
     def __init__(self, orchestrator: ApiGatewayOrchestrator, access_log: AccessLog | None = None) -> None:
         self.orchestrator = orchestrator
         self.access_log = access_log
+        # Requests still being answered, body included: a replaced config's parts are closed once
+        # this is 0 (app/gateway.py).
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         started = perf_counter()
-        ex = exchange_from_scope(scope, receive)
+        self.in_flight += 1
         try:
-            reply = await self.orchestrator.process(ex)
-        except ClientGone:
-            self.observe(ex, _CLIENT_GONE, perf_counter() - started)
-            return
-        except Exception:  # the last net: a bug answers JSON and is logged, never a stack trace
-            log.exception("pipeline failed for %s %s (request %s)", ex.method, ex.path, ex.request_id)
-            reply = error_reply(500, "internal gateway error", request_id=ex.request_id)
-        # Measured when the answer is ready: streaming its body is the client's and backend's time.
-        seconds = perf_counter() - started
-        try:
-            await send_reply(send, reply, ex)
+            ex = exchange_from_scope(scope, receive)
+            try:
+                reply = await self.orchestrator.process(ex)
+            except ClientGone:
+                self.observe(ex, _CLIENT_GONE, perf_counter() - started)
+                return
+            except Exception:  # the last net: a bug answers JSON and is logged, never a stack trace
+                log.exception("pipeline failed for %s %s (request %s)", ex.method, ex.path, ex.request_id)
+                reply = error_reply(500, "internal gateway error", request_id=ex.request_id)
+            # Measured when the answer is ready: streaming its body is the client's and backend's time.
+            seconds = perf_counter() - started
+            try:
+                await send_reply(send, reply, ex)
+            finally:
+                # After the answer went out, so the client never waits for the bookkeeping.
+                self.observe(ex, reply.status, seconds)
         finally:
-            # After the answer went out, so the client never waits for the bookkeeping.
-            self.observe(ex, reply.status, seconds)
+            self.in_flight -= 1
 
     def observe(self, ex: Exchange, status: int, seconds: float) -> None:
         """The request in its route's metrics and the access log (the WebSocket proxy's handshakes too)."""

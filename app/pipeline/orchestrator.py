@@ -151,22 +151,31 @@ class ApiGatewayOrchestrator:
 
     async def start(self) -> None:
         await self.store.start()
+        await self.upstream.start()
+        await self.start_components()
+
+    async def close(self) -> None:
+        await self.close_components()
+        await self.upstream.close()
+        await self.store.close()
+
+    async def start_components(self) -> None:
+        """What this config's components start; the store and the upstream client may outlive them
+        (a reloaded config's components share them)."""
         await self.rate_limiter.start()
         await self.auth_stage.start(self.router.routes)  # reads the JWKS key sets
-        await self.upstream.start()
         await self.cache_stage.start()  # subscribes to fills; warms cache.warm paths
         await self.client_activity.start()
         await self.circuit_breaker_manager.start()
         await self.health_checker.start()
 
-    async def close(self) -> None:
+    async def close_components(self) -> None:
         await self.health_checker.close()
         await self.circuit_breaker_manager.close()
         await self.client_activity.close()
         await self.cache_stage.close()
         await self.auth_stage.close()
-        await self.upstream.close()
-        await self.store.close()
+        await self.rate_limiter.close()
 
     # -- the pipeline ---------------------------------------------------------------------------
 

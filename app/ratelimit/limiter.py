@@ -129,6 +129,10 @@ class ApiGatewayManager:
         finally:
             self._started = True
 
+    def close(self) -> None:
+        self.store.unsubscribe(self.channel, self._on_message)
+        self.store.forget_reconnect(self.reload)
+
     async def reload(self) -> None:
         """Re-read every runtime client config and API key (at start, and after pub/sub broke)."""
         clients = await self.store.hgetall(self.clients_key)
@@ -270,6 +274,9 @@ class ApiGatewayRateLimiter:
 
     async def start(self) -> None:
         await self.manager.start()
+
+    async def close(self) -> None:
+        self.manager.close()
 
     # -- plans: what the request path reuses -----------------------------------------------------
 

@@ -125,6 +125,16 @@ class Store(abc.ABC):
         missed, so the caller re-reads what it caches."""
         self._reconnect_handlers.append(handler)
 
+    def unsubscribe(self, channel: str, handler: MessageHandler) -> None:
+        """Stop calling ``handler`` for ``channel`` (a component closed while the process goes on:
+        a reloaded config's replaced parts). The channel itself stays listened to."""
+        # New lists, not removals in place: a dispatch may be walking the old one.
+        if channel in self._handlers:
+            self._handlers[channel] = [h for h in self._handlers[channel] if h != handler]
+
+    def forget_reconnect(self, handler: ReconnectHandler) -> None:
+        self._reconnect_handlers = [h for h in self._reconnect_handlers if h != handler]
+
     def _on_subscribe(self, channel: str) -> None:
         """Back ends that listen on a connection start listening to ``channel`` here."""
 

@@ -18,6 +18,7 @@ from app.config import ConfigError, GatewayConfig, load_config, parse_config
 from app.edge.listener import listeners, uvicorn_config
 from app.edge.listener import run as run_listeners
 from app.gateway import Gateway
+from app.reload import ConfigFile
 from app.store.script_sources import ScriptsMissing
 
 EXIT_BAD_CONFIG = 2
@@ -69,7 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"serve: {given or 'no config file'}: starting with 0 routes, so every request answers 404. "
               "Routes come from a config file (--config FILE or API_GATEWAY_CONFIG) or the admin API; "
               "`python -m app demo` runs a gateway with routes.", file=sys.stderr, flush=True)
-    servers = listeners(Gateway(config), host, port, log_level=args.log_level)
+    # SIGHUP (and POST /_gateway/config/reload) read the same file again (app/reload.py).
+    gateway = Gateway(config, ConfigFile(args.config))
+    servers = listeners(gateway, host, port, log_level=args.log_level)
     try:
         run_listeners(servers)  # the gateway's start-up ends with gc.freeze() (app/edge/server.py, EdgeApp)
     except KeyboardInterrupt:  # uvicorn stopped cleanly, then raises Ctrl-C again: no traceback

@@ -31,6 +31,9 @@ class Cooling:
     def start(self) -> None:
         self.store.subscribe(self.ledger.channel, self._on_message)
 
+    def close(self) -> None:
+        self.store.unsubscribe(self.ledger.channel, self._on_message)
+
     def _on_message(self, message: bytes) -> None:
         parsed = self.ledger.parse_message(message)
         if parsed is not None:
