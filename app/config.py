@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.auth.cors.schema import CorsSpec
 from app.auth.schema import AuthSection, AuthSpec, route_auth
+from app.edge.tls_files import check_backend_files, check_server_files
 from app.schema import header_name
 from app.transform.route_config import RouteTransform
 
@@ -200,6 +201,18 @@ def _http_url(url: str | None) -> str | None:
     return url.rstrip("/")
 
 
+def _readable_file(path: str | None) -> str | None:
+    """A certificate or key file's path: it must be there to be read (when the config is loaded,
+    so that check-config and a reload name the field, not the first handshake)."""
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {path!r}")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"cannot read {path!r}")
+    return path
+
+
 class TargetSpec(_Section):
     url: str
     weight: int = Field(default=100, ge=0)
@@ -295,8 +308,25 @@ class RouteSpec(_Section):
     # or merely be there (true). The router's docstring gives the precedence.
     host: str | None = None
     headers: dict[str, str | Literal[True]] = {}
+    # https:// targets: the CA file (PEM) that signs their certificates, instead of the system's
+    # CAs; and a client certificate and key to present to them (both or neither).
+    ca: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
 
     _check_target = field_validator("target")(_http_url)
+    _check_tls_files = field_validator("ca", "client_cert", "client_key")(_readable_file)
+
+    @model_validator(mode="after")
+    def _client_cert_with_key(self) -> RouteSpec:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together: give both or neither")
+        if self.ca is not None or self.client_cert is not None:
+            urls = [t.url for t in self.targets] + ([self.target] if self.target else [])
+            if not any(url.startswith("https://") for url in urls):
+                raise ValueError("ca, client_cert and client_key are for https:// targets; this route has none")
+            check_backend_files(self.ca, self.client_cert, self.client_key)
+        return self
 
     @field_validator("host")
     @classmethod
@@ -484,6 +514,24 @@ class ServerWebSocketSection(_Section):
     max_message_size: int = Field(default=1024 * 1024, gt=0)
 
 
+class TlsSection(_Section):
+    """HTTPS on the data listener. The certificate and key are read again on every reload."""
+
+    cert: str  # PEM: the certificate, then its chain
+    key: str
+    # PEM file of the CAs whose client certificates are accepted: mutual TLS, a client without one
+    # is refused in the handshake.
+    client_ca: str | None = None
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+
+    _check_files = field_validator("cert", "key", "client_ca")(_readable_file)
+
+    @model_validator(mode="after")
+    def _loadable(self) -> TlsSection:
+        check_server_files(self.cert, self.key, self.client_ca)
+        return self
+
+
 class ServerSection(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -498,6 +546,7 @@ class ServerSection(_Section):
     paths: PathsSection = PathsSection()
     limits: LimitsSection = LimitsSection()
     websocket: ServerWebSocketSection = ServerWebSocketSection()
+    tls: TlsSection | None = None
 
 
 class AdminTokenSpec(_Section):

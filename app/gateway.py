@@ -27,6 +27,7 @@ from app.control.config_sync import ConfigSync
 from app.control.plane import ControlPlane
 from app.edge.proxy import ProxyApp
 from app.edge.server import AsgiApp, EdgeApp
+from app.edge.tls import ServerTls
 from app.edge.upstream import UpstreamClient
 from app.edge.websocket import WebSocketProxy
 from app.observability.access_log import AccessLog
@@ -74,6 +75,9 @@ class Gateway(EdgeApp):
         self.config_sync = ConfigSync(config, orchestrator.router, self.store)
         self.generation = self._generation(config, orchestrator)
         super().__init__(config, self.generation.proxy, self.generation.control, self.generation.websocket)
+        # HTTPS on the data listener; a reload reads its certificate and key again.
+        self.tls = ServerTls(config.server.tls) if config.server.tls is not None else None
+        self.tls_context = self.tls.context if self.tls is not None else None
 
     def _orchestrator(self, config: GatewayConfig) -> ApiGatewayOrchestrator:
         return ApiGatewayOrchestrator(config, self.store, self.upstream)
@@ -144,6 +148,8 @@ class Gateway(EdgeApp):
         orchestrator.router.sync_routes(self.config_sync.effective_routes_over(config))
         try:
             await orchestrator.start_components()
+            if self.tls is not None and config.server.tls is not None:
+                self.tls.load(config.server.tls)  # renewed certificates, at the same paths or new ones
         except BaseException:
             await orchestrator.close_components()
             raise

@@ -26,7 +26,8 @@ log = logging.getLogger("apigw.reload")
 # and the connection pools, the access log's writer.
 RESTART_ONLY: tuple[str, ...] = (
     "server.host", "server.port", "server.limits", "server.paths", "server.upstream_max_connections",
-    "server.upstream_keepalive", "server.access_log", "redis", "admin.listen", "admin.metrics_on_data_port",
+    "server.upstream_keepalive", "server.access_log", "server.websocket", "redis", "admin.listen",
+    "admin.metrics_on_data_port",
 )
 
 
@@ -68,6 +69,17 @@ def keep_restart_only(running: GatewayConfig, loaded: GatewayConfig) -> tuple[Ga
         if _at(loaded, dotted) != _at(running, dotted):
             changed.append(dotted)
             loaded = _with(loaded, dotted, _at(running, dotted))
+    # TLS: the certificate and key are read again; HTTPS on or off, the client CA and the minimum
+    # version are the listener's own (its context is made once).
+    now, new = running.server.tls, loaded.server.tls
+    if (now is None) != (new is None):
+        changed.append("server.tls")
+        loaded = _with(loaded, "server.tls", now)
+    elif now is not None and new is not None:
+        for name in ("client_ca", "min_version"):
+            if getattr(new, name) != getattr(now, name):
+                changed.append(f"server.tls.{name}")
+                loaded = _with(loaded, f"server.tls.{name}", getattr(now, name))
     return loaded, changed
 
 
@@ -110,6 +122,9 @@ class Reloader:
             config, not_applied = keep_restart_only(self.running, loaded)
             try:
                 await self.apply(config)
+            except ConfigError as error:  # a certificate that no longer loads
+                log.error("config reload (%s) refused, the running config stays: %s", trigger, error)
+                return ReloadReport(False, source, self.version, problems=error.problems, error=str(error))
             except Exception as error:  # e.g. a cache strategy that cannot be imported
                 log.exception("config reload (%s) failed while building the new config; the running config stays",
                               trigger)

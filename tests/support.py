@@ -214,7 +214,10 @@ class GatewayProcess:
     """A gateway replica as a real process: ``python -m app serve --config FILE``."""
 
     def __init__(self, config: dict[str, Any], env: dict[str, str] | None = None, port: int | None = None,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, tls: Any = None) -> None:
+        """``tls``: with server.tls in ``config``, what the client verifies the gateway with (an
+        ssl.SSLContext, as httpx's ``verify``): the URL is https:// then."""
+        self.tls = tls
         self.port = port or free_port()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="apigw-replica-"))
         self.config_path = self.workdir / f"gateway-{self.port}.yaml"
@@ -226,7 +229,7 @@ class GatewayProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://localhost:{self.port}" if self.tls is not None else f"http://127.0.0.1:{self.port}"
 
     def start(self, wait: bool = True) -> GatewayProcess:
         log = open(self.log_path, "ab")
@@ -242,7 +245,7 @@ class GatewayProcess:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"replica exited with {self.proc.returncode}: {self.log()}")
-        return httpx.get(f"{self.url}/_gateway/health", timeout=1).status_code == 200
+        return httpx.get(f"{self.url}/_gateway/health", timeout=1, verify=self.tls or True).status_code == 200
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

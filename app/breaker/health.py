@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -36,10 +37,13 @@ log = logging.getLogger("apigw.health")
 
 class HealthChecker:
     def __init__(self, router: ApiGatewayRouter, store: Store,
-                 session: Callable[[], aiohttp.ClientSession]) -> None:
+                 session: Callable[[], aiohttp.ClientSession],
+                 tls: Callable[[Route], ssl.SSLContext | bool] = lambda route: True) -> None:
         self.router = router
         self.store = store
         self.session = session
+        # How a route's https:// targets are verified: as its requests are (the route's ca, client_cert).
+        self.tls = tls
         self.owner = uuid.uuid4().hex[:12]
         self.channel = store.channel("health")
         self._due: dict[str, float] = {}
@@ -125,7 +129,7 @@ class HealthChecker:
         spec = route.spec.health_check
         assert spec is not None
         try:
-            async with self.session().get(url + spec.path, allow_redirects=False,
+            async with self.session().get(url + spec.path, allow_redirects=False, ssl=self.tls(route),
                                           timeout=aiohttp.ClientTimeout(total=spec.timeout)) as answer:
                 ok = 200 <= answer.status < 400
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):

@@ -19,13 +19,17 @@ from app.edge.websocket_protocol import GatewayWebSocketProtocol
 def uvicorn_config(gateway: EdgeApp, host: str, port: int, *, loop: str = "uvloop",
                    log_level: str = "info") -> uvicorn.Config:
     server = gateway.config.server
+    context = gateway.tls_context
     return uvicorn.Config(
         gateway, host=host, port=port, loop=loop, http=edge_protocol(server), lifespan="on",
         access_log=False, log_level=log_level, server_header=False, date_header=False,
         # Client identity and X-Forwarded-For trust are the gateway's own decisions (trusted_proxies).
         proxy_headers=False,
         timeout_keep_alive=server.limits.client_keepalive_timeout,
-        ws=GatewayWebSocketProtocol, ws_max_size=server.websocket.max_message_size)
+        ws=GatewayWebSocketProtocol, ws_max_size=server.websocket.max_message_size,
+        # The gateway's own context (app/edge/tls.py), so that a reload's new certificate reaches
+        # the listener: uvicorn would make a context of its own from file names.
+        ssl_context_factory=None if context is None else lambda _config, _default: context)
 
 
 def admin_config(gateway: EdgeApp, *, loop: str = "uvloop", log_level: str = "info") -> uvicorn.Config | None:

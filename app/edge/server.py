@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +38,8 @@ class EdgeApp:
         self.control = control
         # WebSocket handshakes outside /_gateway/ (None: every one is refused).
         self.websocket = websocket
+        # The data listener's TLS (server.tls), None for plain HTTP; app/edge/listener.py serves it.
+        self.tls_context: ssl.SSLContext | None = None
         # None: the data port serves the whole control plane (no admin listener).
         self.data_port_control: frozenset[str] | None = None
         if config.admin.listen is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import ssl
 from collections.abc import AsyncIterable, Iterable
 from operator import itemgetter
 from typing import Any
@@ -43,6 +44,13 @@ class UpstreamError(Exception):
 class UpstreamTimeout(UpstreamError):
     status = 504
     reason = "backend timed out"
+
+
+class UpstreamTlsError(UpstreamError):
+    """The backend's TLS handshake failed: its certificate not trusted, not for its name, or the
+    handshake refused. The message says which."""
+
+    reason = "backend TLS handshake failed"
 
 
 def connection_listed(value: bytes) -> frozenset[bytes]:
@@ -162,6 +170,15 @@ def _resendable(method: str, headers: list[tuple[str, str]], body: object, error
             and any(name.lower() == "idempotency-key" for name, _ in headers))
 
 
+def _tls_failure(error: aiohttp.ClientSSLError) -> str:
+    """The handshake's own reason ("certificate verify failed: unable to get local issuer
+    certificate"), without aiohttp's wrapping."""
+    cause = getattr(error, "certificate_error", None) or getattr(error, "os_error", None) or error
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {cause.verify_message}"
+    return str(getattr(cause, "reason", None) or cause)
+
+
 class UpstreamClient:
     def __init__(self, max_connections: int = 512, keepalive: float = 4.0) -> None:
         self.max_connections = max_connections
@@ -194,22 +211,25 @@ class UpstreamClient:
 
     async def send(self, method: str, url: URL, headers: list[tuple[str, str]],
                    body: bytes | AsyncIterable[bytes] | None,
-                   timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+                   timeout: aiohttp.ClientTimeout, tls: ssl.SSLContext | bool = True) -> aiohttp.ClientResponse:
         """Send the request; the response's body is left unread for the caller to stream. A request
         that a dropped connection cut off before its answer began is sent again, once, on another
-        connection when that is safe (see _RESENT_BY_AIOHTTP)."""
+        connection when that is safe (see _RESENT_BY_AIOHTTP). ``tls``: how an https:// backend is
+        verified (app/edge/tls.py backend_context)."""
         try:
             try:
                 return await self.session.request(
-                    method, url, headers=headers, data=body, timeout=timeout,
+                    method, url, headers=headers, data=body, timeout=timeout, ssl=tls,
                     allow_redirects=False, compress=None, chunked=None)
             except _DROPPED as error:
                 if not _resendable(method, headers, body, error):
                     raise
                 return await self.session.request(
-                    method, url, headers=headers, data=body, timeout=timeout,
+                    method, url, headers=headers, data=body, timeout=timeout, ssl=tls,
                     allow_redirects=False, compress=None, chunked=None)
         except (aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError, asyncio.TimeoutError) as error:
             raise UpstreamTimeout(str(error) or "timeout") from error
+        except aiohttp.ClientSSLError as error:
+            raise UpstreamTlsError(_tls_failure(error)) from error
         except (aiohttp.ClientError, OSError) as error:
             raise UpstreamError(str(error) or type(error).__name__) from error

@@ -8,6 +8,7 @@ attribute lookup.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +44,9 @@ class CompiledRoute:
     # (request and answer), and by the cache (app/cache/pending.py: the client's version is part of
     # the key; stage.py and warming.py: no background fetch skips it).
     transform: CompiledTransform | None = None
+    # How https:// targets are verified (True: the system's CAs). Filled by the orchestrator from
+    # the route's ca, client_cert and client_key; read by its _attempt (UpstreamClient.send).
+    tls: ssl.SSLContext | bool = True
     # The route's circuit breakers. Filled on first use by the breaker stage (breakers_for), which
     # reads it per request; the admin API's circuit list fills it for routes no request used yet.
     breakers: RouteBreakers | None = None

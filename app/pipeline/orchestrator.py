@@ -34,6 +34,7 @@ from app.auth.stage import AuthStage
 from app.control.activity import ClientActivity
 from app.edge.bodies import SMALL_BODY, BodyTooLarge, request_body
 from app.edge.paths import strip_segments
+from app.edge.tls import backend_context
 from app.breaker.manager import CircuitBreakerManager
 from app.breaker.stage import CircuitBreakerStage
 from app.cache_manager import ApiCacheManager, CacheStage
@@ -55,6 +56,7 @@ from app.edge.upstream import (
     UpstreamClient,
     UpstreamError,
     UpstreamTimeout,
+    UpstreamTlsError,
     backend_url,
     client_timeout,
     forwardable_request_headers,
@@ -116,7 +118,8 @@ class ApiGatewayOrchestrator:
             self.config.router.routes, enabled=self.config.enabled, compile=self._compile_route)
         self.router.status_reporters["circuits"] = self.circuit_breaker_manager.get_all_stats
         # Active health checks of the targets of routes with health_check (a background task).
-        self.health_checker = HealthChecker(self.router, self.store, lambda: self.upstream.session)
+        self.health_checker = HealthChecker(self.router, self.store, lambda: self.upstream.session,
+                                            lambda route: route.compiled.tls)
 
     def _compile_route(self, route: Route[CompiledRoute]) -> CompiledRoute:
         spec = route.spec
@@ -126,7 +129,8 @@ class ApiGatewayOrchestrator:
             timeout=client_timeout(spec.timeout.connect, spec.timeout.read),
             max_body=spec.max_body_size or self.config.server.max_body_size,
             retry=RetryPolicy.for_route(spec.retry, route.key),
-            transform=CompiledTransform(spec.transform) if spec.transform is not None else None)
+            transform=CompiledTransform(spec.transform) if spec.transform is not None else None,
+            tls=backend_context(spec.ca, spec.client_cert, spec.client_key))
 
     def insert_stage(self, index: int, stage: Stage) -> None:
         """Add a stage after construction (a test's stand-in, a plugin): every route's plan is
@@ -312,13 +316,16 @@ class ApiGatewayOrchestrator:
         """One try; the BackendCall is None when the request never reached the backend."""
         sent = perf_counter()
         try:
-            response = await self.upstream.send(ex.method, url, headers, body, route.compiled.timeout)
+            response = await self.upstream.send(ex.method, url, headers, body, route.compiled.timeout,
+                                                route.compiled.tls)
         except UpstreamError as error:
             ex.backend_seconds += perf_counter() - sent
             if ex.body_too_large:
                 return error_reply(413, "request body too large", limit=limit), None
             log.info("upstream %s for %s: %s", error.reason, route.key, error)
-            return error_reply(error.status, error.reason, route=route.key), \
+            # A TLS failure says which (an untrusted certificate, a wrong name): the operator's clue.
+            details = {"tls": str(error)} if isinstance(error, UpstreamTlsError) else {}
+            return error_reply(error.status, error.reason, route=route.key, **details), \
                 BackendCall(None, perf_counter() - sent)
         # A stage may want larger bodies whole (the cache, to keep what it may store).
         reply = await self._reply_from(response, route, max(SMALL_BODY, ex.read_body_up_to))

@@ -32,6 +32,39 @@ def test_restart_only_settings_keep_their_running_values() -> None:
             node = getattr(node, part)
 
 
+def test_tls_is_reread_but_its_listener_settings_wait_for_a_restart(tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    files = {}
+    for name in ("a", "b"):
+        leaf = ca.issue_cert("localhost")
+        files[name] = (tmp_path / f"{name}.crt", tmp_path / f"{name}.key")
+        leaf.cert_chain_pems[0].write_to_path(str(files[name][0]))
+        leaf.private_key_pem.write_to_path(str(files[name][1]))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    def tls(name: str, **more: str) -> dict[str, str]:
+        return {"cert": str(files[name][0]), "key": str(files[name][1]), **more}
+
+    running = parse_config({"server": {"tls": tls("a")}})
+    # New files: applied (read again by the reload), nothing to report.
+    config, changed = keep_restart_only(running, parse_config({"server": {"tls": tls("b")}}))
+    assert changed == [] and config.server.tls is not None and config.server.tls.cert == str(files["b"][0])
+    # Mutual TLS and the minimum version: the listener's context keeps its own.
+    loaded = parse_config({"server": {"tls": tls("b", client_ca=str(ca_file), min_version="TLSv1.3")}})
+    config, changed = keep_restart_only(running, loaded)
+    assert changed == ["server.tls.client_ca", "server.tls.min_version"]
+    assert config.server.tls is not None and config.server.tls.client_ca is None
+    assert config.server.tls.min_version == "TLSv1.2" and config.server.tls.cert == str(files["b"][0])
+    # HTTPS off, or on: the listener as it is.
+    config, changed = keep_restart_only(running, parse_config({}))
+    assert changed == ["server.tls"] and config.server.tls == running.server.tls
+    config, changed = keep_restart_only(parse_config({}), running)
+    assert changed == ["server.tls"] and config.server.tls is None
+
+
 async def test_a_replaced_config_leaves_no_component_running(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     raw = {"server": {"access_log": False},
