@@ -178,9 +178,14 @@ def test_a_request_in_flight_finishes_on_the_config_it_started_with(alpha: Backe
         assert beta.hits.get("/slow", 0) == 1
 
 
-def test_routes_changed_through_the_admin_api_apply_over_the_reloaded_file(alpha: BackendServer,
-                                                                           beta: BackendServer) -> None:
-    with GatewayProcess(_config(_route("/a/*", alpha.url), _route("/gone/*", alpha.url))) as gateway, \
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_routes_changed_through_the_admin_api_apply_over_the_reloaded_file(
+        store: str, alpha: BackendServer, beta: BackendServer, request: pytest.FixtureRequest) -> None:
+    redis = {}
+    if store == "redis":
+        redis = {"redis": {"url": request.getfixturevalue("redis_url"),
+                           "prefix": request.getfixturevalue("key_prefix")}}
+    with GatewayProcess(_config(_route("/a/*", alpha.url), _route("/gone/*", alpha.url), **redis)) as gateway, \
             httpx.Client(base_url=gateway.url, timeout=10) as client:
         added = client.post("/_gateway/routes", headers=AUTH, json=_route("/api/*", beta.url))
         assert added.status_code == 201, added.text
@@ -190,12 +195,19 @@ def test_routes_changed_through_the_admin_api_apply_over_the_reloaded_file(alpha
                           json=_route("/a/*", beta.url)).status_code == 200
         assert client.get("/a/x").json()["service"] == "beta"
 
-        _rewrite(gateway, _config(_route("/a/*", alpha.url, timeout={"read": 3}), _route("/b/*", alpha.url)))
-        assert client.post("/_gateway/config/reload", headers=AUTH).json()["applied"] is True
+        _rewrite(gateway, _config(_route("/a/*", alpha.url, timeout={"read": 3}), _route("/b/*", alpha.url),
+                                  _route("/limited/*", alpha.url, rate_limit={"requests_per_minute": 1}), **redis))
+        report = client.post("/_gateway/config/reload", headers=AUTH).json()
+        assert report["applied"] is True and report["not_applied"] == []
 
         assert client.get("/b/x").json()["service"] == "alpha"  # the file's new route
         assert client.get("/gone/x").status_code == 404  # the file's removed route
         assert client.get("/api/x").json()["service"] == "beta"  # added through the API: kept
         assert client.get("/a/x").json()["service"] == "beta"  # changed through the API: still wins
+        assert _statuses(client, "/limited/x", "erin", 2) == [200, 429]  # the new file's limit, in the store
         listed = {r["key"]: r["source"] for r in client.get("/_gateway/routes", headers=AUTH).json()["routes"]}
-        assert listed == {"* /a/*": "api", "* /b/*": "config", "* /api/*": "api"}
+        assert listed == {"* /a/*": "api", "* /b/*": "config", "* /limited/*": "config", "* /api/*": "api"}
+
+        # A change through the API after the reload reaches the new routes (the sync follows them).
+        assert client.delete("/_gateway/routes/*%20/b/*", headers=AUTH).status_code == 200
+        assert client.get("/b/x").status_code == 404
