@@ -102,6 +102,9 @@ class ApiCircuitBreaker:
         self.pending_successes = 0
         # Set while the store is unreachable: the scripts' twins run here instead.
         self._local: MemoryDB | None = None
+        # Whether this breaker has learned the fleet's state (a read, a script's reply, an event):
+        # until then its CLOSED is a default, not knowledge, and it must not admit on it.
+        self.known = False
         # The ticket of every call admitted while CLOSED in the current generation (immutable, so
         # one serves them all), and admits_locally bound once (the pipeline hands it to retries).
         self._closed_ticket = Ticket(0)
@@ -175,7 +178,11 @@ class ApiCircuitBreaker:
 
     async def admit(self, lease: float = 30.0) -> Ticket:
         """Admit a call or raise CircuitBreakerOpenError. CLOSED answers from memory; otherwise one
-        script call reserves a probe (``lease``: seconds the slot is held if never reported)."""
+        script call reserves a probe (``lease``: seconds the slot is held if never reported). A
+        breaker that has not learned the fleet's state yet reads it first (the pipeline reads it in
+        its admission batch instead)."""
+        if not self.known:
+            await self.read_state()
         ticket = self.admit_closed()
         if ticket is not None:
             return ticket
@@ -286,6 +293,7 @@ class ApiCircuitBreaker:
             await self.announce(self, snap)
 
     def _adopt(self, snap: Snapshot, force: bool = False) -> None:
+        self.known = True
         before = self.view.state
         if self.view.adopt(snap, force=force):
             self._changed(before)
@@ -312,6 +320,15 @@ class ApiCircuitBreaker:
     def learn_state(self, reply: Any, force: bool) -> None:
         """A re-read of the shared state (``force``: after a reconnect, Redis may have restarted)."""
         self._adopt(snapshot_reply(reply), force=force)
+
+    async def read_state(self) -> None:
+        """Learn the fleet's state now (one round trip); an unreachable store leaves it unknown."""
+        try:
+            reply = (await self.store.run(self.state_call()))[0]
+        except StoreUnavailable:
+            return
+        if self._local is None:
+            self.learn_state(reply, force=False)
 
     async def force(self, to: str, seconds: float | None = None) -> Snapshot:
         """Move the circuit by hand for the whole fleet: "open" (for ``seconds``, default the

@@ -3,6 +3,8 @@
 A transition is announced on the ``breaker`` channel by the replica whose script made it; the others
 adopt it from the message (generations order messages that arrive out of order). After the event
 stream was broken, and every few seconds as a safety net, the hashes are re-read in one round trip.
+A breaker made after start-up learns the fleet's state before its first admission: in the request's
+admission batch (the pipeline's stage), or by one read of its own (``ApiCircuitBreaker.admit``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ class CircuitBreakerManager:
         self.resync_every = resync_every
         self._breakers: dict[str, ApiCircuitBreaker] = {}
         self._task: asyncio.Task[None] | None = None
-        self._reads: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
         self.channel = self.store.channel("breaker")
         self.store.subscribe(self.channel, self._on_event)
         self.store.on_reconnect(self.reconcile)
@@ -49,7 +50,6 @@ class CircuitBreakerManager:
             breaker = ApiCircuitBreaker(endpoint, config or self.default_config, self.store, self.announce,
                                         default_is_failure)
             self._breakers[endpoint] = breaker
-            self._read_soon(breaker)
         elif config is not None and config != breaker.config:
             breaker.config = config
         return breaker
@@ -73,14 +73,6 @@ class CircuitBreakerManager:
         self.store.forget_reconnect(self.reconcile)
         await stop_tasks([self._task])
         self._task = None
-
-    def _read_soon(self, breaker: ApiCircuitBreaker) -> None:
-        """A breaker made after start-up learns the fleet's state without waiting for a failure."""
-        if self._task is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._read([breaker], force=False))
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
 
     # -- events ---------------------------------------------------------------------------------
 

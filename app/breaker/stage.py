@@ -4,6 +4,12 @@ A route has one breaker, named by its key; a route with several targets has one 
 (``<route key> @ <url>``), and the load balancer skips targets whose circuit refuses. The check
 reads replica memory; only a circuit due for a probe costs a store call. The outcome (a failure, or
 a success that changes something) joins the cache store's write in the pipeline's second round trip.
+
+A breaker made by a request (the route's first, or its first since its targets changed) has not
+heard the fleet yet: another replica may have opened it. Its state read travels in that request's
+admission batch (``admission_call``), so it is known before its first admission at no extra round
+trip; once every breaker of the route has learned it, the route's plan drops the stage's
+``admission_call`` (``StagePlan.settled``) and its requests pay nothing for it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from app.breaker.manager import CircuitBreakerManager
 from app.breaker.model import Outcome
 from app.config import CircuitBreakerSection
 from app.pipeline.exchange import Exchange, Reply
-from app.pipeline.stage import Stage
+from app.pipeline.stage import CallGroup, Stage
 from app.routing.router import Route
 from app.store import ScriptCall
 
@@ -27,6 +33,9 @@ from app.store import ScriptCall
 class RouteBreakers:
     single: ApiCircuitBreaker | None
     by_url: dict[str, ApiCircuitBreaker]
+    # The state reads of every breaker of the route (the single one's, else a CallGroup of the
+    # targets' in by_url's order) while one of them has not learned the fleet's state; then None.
+    first_read: ScriptCall | CallGroup | None = None
 
 
 def target_breaker_name(route_key: str, url: str) -> str:
@@ -50,8 +59,28 @@ class CircuitBreakerStage(Stage):
             else:
                 found = RouteBreakers(None, {t.url: self.manager.get_circuit_breaker(
                     target_breaker_name(route.key, t.url), config) for t in targets})
+            if found.single is not None:
+                found.first_read = None if found.single.known else found.single.state_call()
+            elif not all(b.known for b in found.by_url.values()):
+                found.first_read = CallGroup(b.state_call() for b in found.by_url.values())
             route.compiled.breakers = found
         return found
+
+    @staticmethod
+    def _learn_first(breakers: RouteBreakers, store_reply: Any) -> None:
+        """The replies to ``first_read``; a StoreError leaves that breaker unknown (asked again by
+        the next request, deciding on its memory meanwhile)."""
+        if breakers.single is not None:
+            pairs = [(breakers.single, store_reply)]
+        elif len(store_reply) == len(breakers.by_url):
+            pairs = list(zip(breakers.by_url.values(), store_reply, strict=True))
+        else:
+            return  # the route's targets changed since the call was made: the next request asks
+        for breaker, reply in pairs:
+            if not isinstance(reply, BaseException) and not breaker.local_only:
+                breaker.learn_state(reply, force=False)
+        if all(breaker.known for breaker, _ in pairs):
+            breakers.first_read = None
 
     def every_breaker(self, routes: Iterable[Route]) -> dict[str, ApiCircuitBreaker]:
         """Every breaker by name, those of ``routes`` made now if no request has used them yet."""
@@ -62,10 +91,22 @@ class CircuitBreakerStage(Stage):
     def applies_to(self, route: Route | None) -> bool:
         return route is not None and self.section.enabled
 
+    def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | CallGroup | None:
+        if route is None:
+            return None
+        compiled = route.compiled
+        breakers: RouteBreakers = compiled.breakers or self.breakers_for(route)
+        if breakers.first_read is None:
+            # Every breaker of the route knows the fleet's state: its later requests ask nothing.
+            compiled.stages = compiled.stages.settled(self)
+        return breakers.first_read
+
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
         if route is None or not self.section.enabled:
             return None
         breakers: RouteBreakers = route.compiled.breakers or self.breakers_for(route)
+        if store_reply is not None:
+            self._learn_first(breakers, store_reply)
         single = breakers.single
         if single is not None:
             # A CLOSED circuit admits from memory, without a coroutine.

@@ -43,7 +43,7 @@ from app.pipeline.compiled import CompiledRoute
 from app.pipeline.exchange import JSON_CONTENT, BackendCall, Exchange, Reply, error_reply, new_request_id
 from app.breaker.health import HealthChecker
 from app.observability.metrics import STORE_ERRORS, STORE_ROUND_TRIPS
-from app.pipeline.stage import Stage, StagePlan
+from app.pipeline.stage import CallGroup, Stage, StagePlan
 from app.ratelimit.stage import RateLimitStage
 from app.ratelimit.limiter import ApiGatewayRateLimiter
 from app.pipeline.retry import RetryPolicy, send_with_retries
@@ -253,12 +253,14 @@ class ApiGatewayOrchestrator:
             if call is not None:
                 await stage.completed(ex, route, reply, store_reply)
 
-    async def _run_calls(self, calls: list[ScriptCall | None]) -> list[Any]:
+    async def _run_calls(self, calls: list[ScriptCall | CallGroup | None]) -> list[Any]:
         """The non-None calls in one round trip; each stage gets its reply, None when it asked
         nothing, or the StoreError (usually StoreUnavailable) when the store could not answer."""
         wanted = [call for call in calls if call is not None]
         if not wanted:
             return [None] * len(calls)
+        if CallGroup in map(type, wanted):
+            return await self._run_grouped(calls)
         # Each call's reply, or its StoreError (unreachable, or a script error): the stage degrades,
         # never a 500. On a Redis Cluster a lost shard fails only the calls of its slots.
         answers = await self.store.run_each(*wanted)
@@ -271,9 +273,28 @@ class ApiGatewayOrchestrator:
         replies = iter(answers)
         return [next(replies) if call is not None else None for call in calls]
 
+    async def _run_grouped(self, calls: list[ScriptCall | CallGroup | None]) -> list[Any]:
+        """``_run_calls`` when a stage sent a CallGroup: its calls go in the same round trip, and
+        it gets the list of their replies."""
+        flat: list[ScriptCall] = []
+        for call in calls:
+            if type(call) is CallGroup:
+                flat.extend(call)
+            elif call is not None:
+                flat.append(call)
+        answers = iter(await self._run_calls(flat))  # type: ignore[arg-type]
+        replies: list[Any] = []
+        for call in calls:
+            if type(call) is CallGroup:
+                replies.append([next(answers) for _ in call])
+            else:
+                replies.append(next(answers) if call is not None else None)
+        return replies
+
     def _ended_early(self, ex: Exchange, route: Route[CompiledRoute] | None, reply: Reply,
                      answered_by: Stage | None = None, replies: list[Any] | None = None,
                      plan: StagePlan | None = None) -> None:
+        # The plan whose calls made ``replies``: a stage may have settled the route's since.
         plan = plan or self._stages_for(route)
         for stage, index in plan.ending:
             if stage is not answered_by:

@@ -7,6 +7,10 @@ answering a ``Reply`` (429, a cache HIT, 503 for an open circuit). After the bac
 every ``completion_call`` (cache store, breaker outcome) into a second round trip. A stage that has
 nothing to ask of the store returns None and costs nothing.
 
+A stage that needs several calls in the same round trip (a route's circuit breakers, one per
+target, each on its own Redis Cluster slot, reading the fleet's state before their first admission)
+answers a ``CallGroup`` and receives the list of their replies.
+
 A stage learns that the store is unreachable by receiving the ``StoreUnavailable`` as its reply,
 and degrades by its own policy (fail open, bypass the cache, use local breaker state).
 """
@@ -20,6 +24,13 @@ from typing import Any
 from app.pipeline.exchange import Exchange, Reply
 from app.routing.router import Route
 from app.store import ScriptCall
+
+
+class CallGroup(tuple[ScriptCall, ...]):
+    """Several calls that one stage sends in the batch; its reply is the list of theirs, each a
+    reply or a ``StoreError``."""
+
+    __slots__ = ()
 
 
 class Stage:
@@ -39,7 +50,7 @@ class Stage:
         ``ex.refusal`` for its ``admit`` to answer after the round trip has charged the rate limit."""
         return None
 
-    def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | None:
+    def admission_call(self, ex: Exchange, route: Route | None) -> ScriptCall | CallGroup | None:
         """What the stage needs from the store before the backend (``route`` is None when no route
         matched: the rate limit still counts the request)."""
         return None
@@ -98,6 +109,20 @@ class StagePlan:
                    asking=asking, deciding=with_reply("admit"), ending=with_reply("ended_early"),
                    completing=tuple(stage for stage in stages if _overrides(stage, "completion_call")),
                    stale=tuple(stage for stage in stages if _overrides(stage, "stale_reply")))
+
+    def settled(self, stage: Stage) -> StagePlan:
+        """This plan without ``stage``'s ``admission_call``: for a stage that asks the store only
+        until it has learned something once per route (its breakers' first state read), so that the
+        route's later requests pay nothing for it."""
+        if stage not in self.asking:
+            return self
+        asking = tuple(s for s in self.asking if s is not stage)
+
+        def reindexed(pairs: tuple[tuple[Stage, int], ...]) -> tuple[tuple[Stage, int], ...]:
+            return tuple((s, asking.index(s) if s in asking else -1) for s, _ in pairs)
+
+        return StagePlan(preparing=self.preparing, asking=asking, deciding=reindexed(self.deciding),
+                         ending=reindexed(self.ending), completing=self.completing, stale=self.stale)
 
     @staticmethod
     def reply_of(replies: Sequence[Any] | None, index: int) -> Any:

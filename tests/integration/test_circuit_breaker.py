@@ -138,6 +138,9 @@ async def test_successes_on_a_clean_circuit_are_not_written(store: Store) -> Non
         return await original(*calls)
 
     store.run = counting  # type: ignore[method-assign]
+    await breaker.call(lambda: "ok")
+    assert ran == ["breaker_state"]  # a new breaker learns the fleet's state before its first call
+    ran.clear()
     for _ in range(20):
         await breaker.call(lambda: "ok")
     assert ran == []
@@ -224,10 +227,23 @@ def _failing_backend() -> Backend:
 
 
 @pytest.mark.redis
+async def test_a_breaker_made_after_another_replica_opened_it_refuses_its_first_call(
+        fleet: list[CircuitBreakerManager]) -> None:
+    config = CircuitBreakerConfig(failure_threshold=1, recovery_timeout=30)
+    with pytest.raises(ConnectionError):
+        await fleet[0].get_circuit_breaker("late", config).call(Backend.__call__, _failing_backend(), {})
+    assert "late" not in fleet[1].breakers  # it heard no event: the breaker did not exist there
+    late = fleet[1].get_circuit_breaker("late", config)
+    calls: list[str] = []
+    with pytest.raises(CircuitBreakerOpenError):
+        await late.call(lambda: calls.append("reached"))
+    assert calls == [] and late.state is CircuitState.OPEN
+
+
+@pytest.mark.redis
 async def test_a_transition_reaches_the_other_replicas(fleet: list[CircuitBreakerManager], redis_client) -> None:  # type: ignore[no-untyped-def]
     config = CircuitBreakerConfig(failure_threshold=1, recovery_timeout=30)
     breakers = [m.get_circuit_breaker("news", config) for m in fleet]
-    await asyncio.sleep(0.1)  # each has read the (closed) state once
     with pytest.raises(ConnectionError):
         await breakers[0].call(Backend.__call__, _failing_backend(), {})
     # When the script ran, by Redis's clock (this machine's too).
