@@ -26,6 +26,11 @@ or of its first byte (a slowloris trickle does not reset that clock), a body may
 ``client_keepalive_timeout`` (uvicorn's keep-alive timer), and a process takes at most
 ``max_client_connections``: the next is answered 503 and closed at once.
 
+A header whose name holds an underscore is dropped, as nginx drops it (``underscores_in_headers
+off``): CGI and WSGI frameworks read ``X-Consumer_ID`` and ``X-Consumer-ID`` both as
+``HTTP_X_CONSUMER_ID``, so a backend could take the underscore spelling for an identity header the
+gateway strips or sets. It still counts towards the head's limits.
+
 The scope this protocol makes differs from uvicorn's in two ways: ``raw_path`` is the normalised
 path, percent-encoded (what the backend receives), and ``apigw.received_path`` holds the path as the
 client sent it when that differs (for the access log). ``root_path`` and ``limit_concurrency`` are
@@ -37,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from operator import itemgetter
 from typing import Any
 from urllib.parse import unquote
 
@@ -64,6 +70,7 @@ CONTROL_PREFIX_BYTES = (CONTROL_PREFIX + "/").encode()
 LINGER_SECONDS = 5.0
 # Header names on_header looks at (one set lookup per field for all of them).
 _WATCHED = frozenset((b"host", b"expect", b"transfer-encoding"))
+_name = itemgetter(0)
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -214,8 +221,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._check_head_size()
         if carried:
             self.head_carried = 0
-        if len(self.headers) > self.max_fields:
+        headers = self.headers
+        if len(headers) > self.max_fields:
             raise Refused(431, "too many request header fields", limit=self.max_fields)
+        if b"_" in b"".join(map(_name, headers)):  # one scan in C for the whole head
+            # In place: the scope holds this very list.
+            headers[:] = [field for field in headers if b"_" not in field[0]]
         parser = self.parser
         http_version = parser.get_http_version()
         if http_version != "1.1" and http_version != "1.0":

@@ -1,5 +1,6 @@
 """What the gateway forwards: hop-by-hop abuse (a Connection header naming the headers the gateway
-sets or reads) and CRLF in any value that reaches the backend's head."""
+sets or reads), CRLF in any value that reaches the backend's head, and header names with underscores
+(which a CGI or WSGI backend reads as the dashed name)."""
 
 from __future__ import annotations
 
@@ -86,4 +87,39 @@ def test_encoded_crlf_stays_encoded_in_what_is_forwarded(gateway: GatewayThread,
 def test_raw_or_decoded_crlf_in_the_head_is_refused(gateway: GatewayThread, raw_backend: RawBackend,
                                                     head: bytes, status: int) -> None:
     assert ask(gateway.port, head).status == status
+    assert raw_backend.raw == b""
+
+
+# -- header names with underscores ------------------------------------------------------------
+
+_UNDERSCORED = (b"X-Consumer_ID: admin\r\nX_Client_ID: enterprise_tier\r\nX-Forwarded_For: 6.6.6.6\r\n"
+                b"X-Request_ID: forged\r\n_: x\r\nx-api_key: stolen\r\n")
+
+
+def _fields_but_request_id(received: bytes) -> bytes:
+    """The head's field lines as received, but the request id (one per request)."""
+    lines = received.split(b"\r\n")[1:]
+    return b"\r\n".join(line for line in lines if not line.lower().startswith(b"x-request-id:"))
+
+
+def test_header_names_with_underscores_never_reach_the_backend(gateway: GatewayThread,
+                                                               raw_backend: RawBackend) -> None:
+    # WSGI and CGI read X-Consumer_ID as X-Consumer-ID (HTTP_X_CONSUMER_ID): the gateway drops it,
+    # as nginx does, and the backend receives exactly what the same request without them makes.
+    tail = b" HTTP/1.1\r\nHost: gw\r\nX-Kept: 1\r\n"
+    assert ask(gateway.port, b"GET /public/a" + tail + _UNDERSCORED + b"X-Also-Kept: 2\r\n\r\n").status == 200
+    assert ask(gateway.port, b"GET /public/b" + tail + b"X-Also-Kept: 2\r\n\r\n").status == 200
+    with_them, without = raw_backend.received
+    assert _fields_but_request_id(with_them.head) == _fields_but_request_id(without.head)
+    assert with_them.header(b"x-kept") == [b"1"] and with_them.header(b"x-also-kept") == [b"2"]
+    assert all(b"_" not in name for name, _ in with_them.headers())
+    assert b"6.6.6.6" not in with_them.head and b"forged" not in with_them.head
+
+
+def test_a_dropped_header_still_counts_towards_the_head_limits(gateway: GatewayThread,
+                                                               raw_backend: RawBackend) -> None:
+    too_many = b"".join(b"X-F_%d: v\r\n" % i for i in range(101))
+    assert ask(gateway.port, b"GET /public/x HTTP/1.1\r\nHost: gw\r\n" + too_many + b"\r\n").status == 431
+    too_long = b"X-Big_One: " + b"a" * 9000 + b"\r\n"
+    assert ask(gateway.port, b"GET /public/x HTTP/1.1\r\nHost: gw\r\n" + too_long + b"\r\n").status == 431
     assert raw_backend.raw == b""
