@@ -25,6 +25,7 @@ from app.config import GatewayConfig, load_config
 from app.control.app import build_control_app
 from app.control.config_sync import ConfigSync
 from app.control.plane import ControlPlane
+from app.edge.head import EdgeRefusal
 from app.edge.proxy import ProxyApp
 from app.edge.server import AsgiApp, EdgeApp
 from app.edge.tls import ServerTls
@@ -107,6 +108,9 @@ class Gateway(EdgeApp):
         return self.generation.control_plane
 
     # -- life cycle -----------------------------------------------------------------------------
+
+    def refused(self, refusal: EdgeRefusal) -> None:
+        self.proxy_app.refused(refusal)
 
     async def start(self) -> None:
         if self.access_log is not None:

@@ -11,7 +11,7 @@ HTTP/1.0 or 1.1 only, and the size limits (``server.limits``; RFC 6585 section 5
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
@@ -19,6 +19,23 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 # RFC 3986 section 3.2.2 and 3.2.3: an IP literal or a registered name (IPv4 included), an optional port.
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?")
 _ABSOLUTE = re.compile(rb"https?://([^/?#]*)", re.IGNORECASE)
+
+
+# The scope key under which the protocol tells a running app that it refused the request's body
+# (status, reason): the app's access line then says so rather than "the client went away".
+REFUSED_BODY = "apigw.refused"
+# How much of a refused target the access log keeps (a 414's is over 8 KiB).
+LOGGED_TARGET = 2048
+
+
+class EdgeRefusal(NamedTuple):
+    """A request the protocol answered itself before any app saw it: its access line and count."""
+
+    status: int
+    reason: str
+    client_addr: str
+    method: str  # "-" when the request line did not get that far
+    target: bytes  # as received, cut to LOGGED_TARGET bytes
 
 
 class Refused(Exception):

@@ -43,6 +43,7 @@ import asyncio
 import functools
 import logging
 from operator import itemgetter
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -52,6 +53,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from app.config import ServerSection
 from app.edge.coalescing import CoalescingTransport
 from app.edge.head import (
+    LOGGED_TARGET,
+    REFUSED_BODY,
+    EdgeRefusal,
     Refused,
     check_absolute_form,
     check_host,
@@ -77,9 +81,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the gateway's edge rules; uvicorn's ``http`` takes
     ``functools.partial(GatewayHttpProtocol, server=config.server)`` (see ``edge_protocol``)."""
 
-    def __init__(self, *args: Any, server: ServerSection | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, server: ServerSection | None = None,
+                 on_refused: Callable[[EdgeRefusal], None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         server = server or ServerSection()
+        # Told of every answer this protocol makes itself (the access log and the request metrics).
+        self.on_refused = on_refused
         self.path_rules = PathRules(merge_slashes=server.paths.merge_slashes,
                                     pass_encoded_slash=server.paths.encoded_slash == "pass")
         self.control_path_rules = PathRules(merge_slashes=server.paths.merge_slashes, pass_encoded_slash=True)
@@ -112,6 +119,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # Refused at once: a queued connection would hold a socket and the client's hopes.
             transport.write(refusal_bytes(503, "too many client connections", limit=self.max_client_connections))
             transport.close()
+            if self.on_refused is not None:
+                peer = transport.get_extra_info("peername")
+                self.on_refused(EdgeRefusal(503, "too many client connections",
+                                            str(peer[0]) if peer else "unknown", "-", b""))
             return
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self.head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
@@ -173,7 +184,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.flow.pause_reading()
                 return
             # The fault is in this request's body: the app reading it is told the client is
-            # gone, and its answer, if it makes one, is not sent.
+            # gone, and its answer, if it makes one, is not sent; it logs this refusal.
+            cycle.scope[REFUSED_BODY] = (status, message)  # type: ignore[typeddict-unknown-key]
             cycle.disconnected = True
             cycle.message_event.set()
             if cycle.response_started:
@@ -182,6 +194,21 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.write(refusal_bytes(status, message, **details))
             self.transport.close()
+            if self.on_refused is not None and (cycle is None or cycle.response_complete):
+                self._report(status, message)
+
+    def _report(self, status: int, message: str) -> None:
+        """An answer no app made: one access line and one count, as the app's answers have."""
+        url = self.url  # empty until the request line's target began (then the method is known)
+        method = "-"
+        if url:
+            try:
+                method = self.parser.get_method().decode("latin-1")
+            except Exception:  # a parser that failed before the method: "-" says so
+                pass
+        client = self.client
+        self.on_refused(EdgeRefusal(status, message, str(client[0]) if client else "unknown", method,  # type: ignore[misc]
+                                    url[:LOGGED_TARGET]))
 
     # -- parser callbacks -----------------------------------------------------------------------
 
@@ -419,6 +446,8 @@ class _Lingering(asyncio.Protocol):
         self.timer.cancel()
 
 
-def edge_protocol(server: ServerSection) -> functools.partial[GatewayHttpProtocol]:
-    """What uvicorn's ``http`` setting takes: the protocol class with this config's rules."""
-    return functools.partial(GatewayHttpProtocol, server=server)
+def edge_protocol(server: ServerSection,
+                  on_refused: Callable[[EdgeRefusal], None] | None = None) -> functools.partial[GatewayHttpProtocol]:
+    """What uvicorn's ``http`` setting takes: the protocol class with this config's rules, telling
+    ``on_refused`` of each answer it makes itself."""
+    return functools.partial(GatewayHttpProtocol, server=server, on_refused=on_refused)

@@ -21,7 +21,7 @@ def uvicorn_config(gateway: EdgeApp, host: str, port: int, *, loop: str = "uvloo
     server = gateway.config.server
     context = gateway.tls_context
     return uvicorn.Config(
-        gateway, host=host, port=port, loop=loop, http=edge_protocol(server), lifespan="on",
+        gateway, host=host, port=port, loop=loop, http=edge_protocol(server, gateway.refused), lifespan="on",
         access_log=False, log_level=log_level, server_header=False, date_header=False,
         # Client identity and X-Forwarded-For trust are the gateway's own decisions (trusted_proxies).
         proxy_headers=False,

@@ -14,9 +14,10 @@ from typing import Any
 import aiohttp
 
 from app.observability.access_log import AccessLog
-from app.pipeline.exchange import Exchange, Reply, error_reply
-from app.observability.metrics import NO_ROUTE, RouteMetrics
+from app.pipeline.exchange import Exchange, Reply, error_reply, new_request_id
+from app.observability.metrics import EDGE_REFUSED, NO_ROUTE, RouteMetrics
 from app.edge.bodies import ClientGone
+from app.edge.head import REFUSED_BODY, EdgeRefusal
 from app.edge.paths import RECEIVED_PATH
 from app.pipeline.orchestrator import ApiGatewayOrchestrator
 
@@ -66,7 +67,10 @@ class ProxyApp:
             try:
                 reply = await self.orchestrator.process(ex)
             except ClientGone:
-                self.observe(ex, _CLIENT_GONE, perf_counter() - started)
+                refused = scope.get(REFUSED_BODY)  # the edge answered (408 for a stalled body)
+                if refused is not None:
+                    ex.log_fields = {"reason": refused[1]}
+                self.observe(ex, refused[0] if refused is not None else _CLIENT_GONE, perf_counter() - started)
                 return
             except Exception:  # the last net: a bug answers JSON and is logged, never a stack trace
                 log.exception("pipeline failed for %s %s (request %s)", ex.method, ex.path, ex.request_id)
@@ -80,6 +84,17 @@ class ProxyApp:
                 self.observe(ex, reply.status, seconds)
         finally:
             self.in_flight -= 1
+
+    def refused(self, refusal: EdgeRefusal) -> None:
+        """A request the client-side protocol answered itself: logged and counted as the others
+        are, under the route "(edge)", with the reason."""
+        target = refusal.target.decode("latin-1")
+        ex = Exchange(method=refusal.method, path=target, raw_path=refusal.target, query_string=b"", headers=[],
+                      client_addr=refusal.client_addr, request_id=new_request_id(),
+                      log_fields={"reason": refusal.reason})
+        EDGE_REFUSED.observe(refusal.status, 0.0, 0.0)
+        if self.access_log is not None:
+            self.access_log.record(ex, refusal.status, 0.0)
 
     def observe(self, ex: Exchange, status: int, seconds: float) -> None:
         """The request in its route's metrics and the access log (the WebSocket proxy's handshakes too)."""

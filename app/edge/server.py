@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.config import GatewayConfig
+from app.edge.head import EdgeRefusal
 
 log = logging.getLogger("apigw.server")
 
@@ -48,6 +49,9 @@ class EdgeApp:
 
     async def start(self) -> None:
         """What lifespan start-up starts (the composition root's components)."""
+
+    def refused(self, refusal: EdgeRefusal) -> None:
+        """A request the client-side protocol answered itself, before this app saw it."""
 
     async def close(self) -> None:
         """What lifespan shutdown stops."""

@@ -156,6 +156,8 @@ class RouteMetrics:
 
 # Requests that matched no route (404s, and what a stage refused before routing mattered).
 NO_ROUTE = RouteMetrics("(none)")
+# Requests the client-side protocol answered itself before routing (400, 408, 414, 431, 501, 503, 505).
+EDGE_REFUSED = RouteMetrics("(edge)")
 
 
 class _StoreRoundTrips(Collector):
