@@ -58,6 +58,7 @@ async def stream_body(ex: Exchange, limit: int) -> AsyncIterator[bytes]:
     while True:
         message = await ex.receive()
         if message["type"] == "http.disconnect":
+            ex.client_gone = True  # for the attempt, which sees only the transport's error
             raise ClientGone
         chunk: bytes = message.get("body", b"")
         seen += len(chunk)

@@ -95,7 +95,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.max_head_size = limits.max_head_size
         self.max_fields = limits.max_fields
         self.max_target = limits.max_target
-        # The head being read, open from the request line's target to the end of the fields, and
+        # The head being read, open from the request's first byte to the end of its fields, and
         # the bytes it has cost: the current read's size; then, for a head spanning reads, the
         # earlier reads' bytes counting all of its first read (at least the head's size, so a head
         # whose bound is under max_field_size needs no count of its own) and not counting it (at
@@ -212,11 +212,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     # -- parser callbacks -----------------------------------------------------------------------
 
-    def on_url(self, url: bytes) -> None:
-        self.url += url
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # From a request's first byte its head is open: counted, and on the clock (a request that
+        # stalls inside its method gets its 408 too, on a kept-alive connection as on a new one).
         self.head_open = True
         if self.head_timer is None:
             self.head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
         if len(self.url) > self.max_target:
             raise Refused(414, "request target too long", limit=self.max_target)
 

@@ -122,6 +122,9 @@ class Exchange:
     # by app.edge.bodies.stream_body; read by the orchestrator's _attempt, which sees only the
     # transport's error when the stream stops.
     body_too_large: bool = False
+    # The client went away (or the edge refused its stalled body) while the body was streamed to
+    # the backend: no backend failure. Written by app.edge.bodies.stream_body; read by _attempt.
+    client_gone: bool = False
     # How the backend call went (its last attempt); None: the request never reached a backend.
     # Written by the orchestrator's _forward; read by the breaker stage's completion_call.
     backend: BackendCall | None = None

@@ -32,7 +32,7 @@ from app.auth.cors.stage import CorsStage
 from app.auth.ip_restriction.stage import IpRestrictionStage
 from app.auth.stage import AuthStage
 from app.control.activity import ClientActivity
-from app.edge.bodies import SMALL_BODY, BodyTooLarge, request_body
+from app.edge.bodies import SMALL_BODY, BodyTooLarge, ClientGone, request_body
 from app.edge.paths import strip_segments
 from app.edge.tls import backend_context
 from app.breaker.manager import CircuitBreakerManager
@@ -343,6 +343,8 @@ class ApiGatewayOrchestrator:
             ex.backend_seconds += perf_counter() - sent
             if ex.body_too_large:
                 return error_reply(413, "request body too large", limit=limit), None
+            if ex.client_gone:  # the client's fault, not the backend's: no answer, no failure
+                raise ClientGone from error
             log.info("upstream %s for %s: %s", error.reason, route.key, error)
             # A TLS failure says which (an untrusted certificate, a wrong name): the operator's clue.
             details = {"tls": str(error)} if isinstance(error, UpstreamTlsError) else {}

@@ -99,3 +99,19 @@ def test_a_body_that_stalls_is_logged_as_408(logged: Logged, raw_backend: RawBac
     [line] = logged.lines(1)
     assert (line["status"], line["route"], line["reason"]) == (408, "* /public/*", "request body not received in time")
     assert raw_backend.raw == b""
+
+
+def test_a_streamed_body_that_stalls_is_logged_as_408(logged: Logged) -> None:
+    with RawClient(logged.gateway.port) as client:
+        # Larger than the gateway reads whole: streamed to the backend as it comes.
+        client.send(b"POST /public/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 200_000)
+        assert client.answer().status == 408
+    [line] = logged.lines(1)
+    assert (line["status"], line["reason"]) == (408, "request body not received in time")
+
+
+def test_a_request_line_that_stalls_is_logged_with_what_was_known(logged: Logged) -> None:
+    with RawClient(logged.gateway.port) as client:
+        assert client.send(b"GE").answer().status == 408
+    [line] = logged.lines(1)
+    assert (line["status"], line["method"], line["path"]) == (408, "-", "")

@@ -146,3 +146,45 @@ def test_1000_slowloris_connections_leave_a_normal_client_served(raw_backend: Ra
             for sock in attackers:
                 sock.close()
     assert [r.target for r in raw_backend.received] == [b"/public/normal"]
+
+
+@pytest.mark.parametrize("partial", [b"G", b"GET", b"GET /pub"])
+def test_a_request_line_that_stalls_gets_408(quick: GatewayThread, raw_backend: RawBackend, partial: bytes) -> None:
+    with RawClient(quick.port) as client:
+        client.send(partial)
+        answer = client.answer()
+        assert (answer.status, answer.json()["error"]) == (408, "request head not received in time")
+        assert client.closed(within=2)
+    assert raw_backend.raw == b""
+
+
+def test_a_request_line_that_stalls_on_a_kept_alive_connection_gets_408(quick: GatewayThread,
+                                                                        raw_backend: RawBackend) -> None:
+    with RawClient(quick.port) as client:
+        assert client.send(b"GET /public/a HTTP/1.1\r\nHost: gw\r\n\r\n").answer().status == 200
+        started = time.monotonic()
+        client.send(b"GE")  # cancels the keep-alive timer: the head's clock must take over
+        assert client.answer().status == 408
+        assert client.closed(within=2)
+        assert time.monotonic() - started < 3.5  # the head's 1 s, not the keep-alive's or never
+    assert [r.target for r in raw_backend.received] == [b"/public/a"]
+
+
+def test_a_streamed_body_that_stalls_gets_408_and_is_no_backend_failure(raw_backend: RawBackend) -> None:
+    from app.config import parse_config
+
+    route = {"path": "/public/*", "target": raw_backend.url,
+             "circuit_breaker": {"failure_threshold": 1, "recovery_timeout": 30}}
+    config = parse_config({"server": {"access_log": False, "limits": {"body_timeout": 1}},
+                           "router": {"routes": [route]}}, {})
+    with GatewayThread(config) as gateway:
+        with RawClient(gateway.port) as client:
+            # Larger than the gateway reads whole: streamed to the backend as it comes.
+            client.send(b"POST /public/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 200_000)
+            answer = client.answer()
+            assert (answer.status, answer.json()["error"]) == (408, "request body not received in time")
+        # The client's stall did not open the backend's circuit.
+        with RawClient(gateway.port) as client:
+            assert client.send(b"GET /public/after HTTP/1.1\r\nHost: gw\r\n\r\n").answer().status == 200
+        circuit = gateway.gateway.orchestrator.circuit_breaker_manager.get_all_stats()["* /public/*"]
+        assert circuit["state"] == "closed" and circuit["failure_count"] == 0
