@@ -42,8 +42,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from operator import itemgetter
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 from urllib.parse import unquote
 
@@ -185,7 +185,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 return
             # The fault is in this request's body: the app reading it is told the client is
             # gone, and its answer, if it makes one, is not sent; it logs this refusal.
-            cycle.scope[REFUSED_BODY] = (status, message)  # type: ignore[typeddict-unknown-key]
+            cycle.scope[REFUSED_BODY] = (status, message)  # type: ignore[literal-required]
             cycle.disconnected = True
             cycle.message_event.set()
             if cycle.response_started:
@@ -200,12 +200,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def _report(self, status: int, message: str) -> None:
         """An answer no app made: one access line and one count, as the app's answers have."""
         url = self.url  # empty until the request line's target began (then the method is known)
-        method = "-"
-        if url:
-            try:
-                method = self.parser.get_method().decode("latin-1")
-            except Exception:  # a parser that failed before the method: "-" says so
-                pass
+        method = self.parser.get_method().decode("latin-1") if url else "-"
         client = self.client
         self.on_refused(EdgeRefusal(status, message, str(client[0]) if client else "unknown", method,  # type: ignore[misc]
                                     url[:LOGGED_TARGET]))

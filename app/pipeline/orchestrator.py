@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -253,7 +253,7 @@ class ApiGatewayOrchestrator:
             if call is not None:
                 await stage.completed(ex, route, reply, store_reply)
 
-    async def _run_calls(self, calls: list[ScriptCall | CallGroup | None]) -> list[Any]:
+    async def _run_calls(self, calls: Sequence[ScriptCall | CallGroup | None]) -> list[Any]:
         """The non-None calls in one round trip; each stage gets its reply, None when it asked
         nothing, or the StoreError (usually StoreUnavailable) when the store could not answer."""
         wanted = [call for call in calls if call is not None]
@@ -263,7 +263,7 @@ class ApiGatewayOrchestrator:
             return await self._run_grouped(calls)
         # Each call's reply, or its StoreError (unreachable, or a script error): the stage degrades,
         # never a 500. On a Redis Cluster a lost shard fails only the calls of its slots.
-        answers = await self.store.run_each(*wanted)
+        answers = await self.store.run_each(*wanted)  # type: ignore[arg-type]  # no CallGroup left
         for answer in answers:
             if isinstance(answer, StoreError):
                 STORE_ERRORS_PIPELINE.inc()
@@ -273,19 +273,19 @@ class ApiGatewayOrchestrator:
         replies = iter(answers)
         return [next(replies) if call is not None else None for call in calls]
 
-    async def _run_grouped(self, calls: list[ScriptCall | CallGroup | None]) -> list[Any]:
+    async def _run_grouped(self, calls: Sequence[ScriptCall | CallGroup | None]) -> list[Any]:
         """``_run_calls`` when a stage sent a CallGroup: its calls go in the same round trip, and
         it gets the list of their replies."""
         flat: list[ScriptCall] = []
         for call in calls:
-            if type(call) is CallGroup:
+            if isinstance(call, CallGroup):
                 flat.extend(call)
             elif call is not None:
                 flat.append(call)
-        answers = iter(await self._run_calls(flat))  # type: ignore[arg-type]
+        answers = iter(await self._run_calls(flat))
         replies: list[Any] = []
         for call in calls:
-            if type(call) is CallGroup:
+            if isinstance(call, CallGroup):
                 replies.append([next(answers) for _ in call])
             else:
                 replies.append(next(answers) if call is not None else None)
