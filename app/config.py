@@ -572,6 +572,8 @@ class AdminSection(_Section):
     listen: AdminListen | None = None
     # With ``listen``: /_gateway/metrics on the data port too (for scrapers that only reach that).
     metrics_on_data_port: bool = False
+    # The audit log of admin API changes keeps this many records (the newest), fleet-wide.
+    audit_max_records: int = Field(default=1000, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _names_once(self) -> AdminSection:

@@ -17,9 +17,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.control.admin import audit as audit_admin
 from app.control.admin import circuits, config_reload, config_view, health, ratelimits, routes, targets
 from app.control.admin import cache as cache_admin
 from app.control.admin.auth import AdminToken, AdminTokens, admin_guard
+from app.control.audit import AdminAudit, AuditRecorder
 from app.control import status
 from app.control.plane import ControlPlane
 from app.store import StoreError, StoreUnavailable
@@ -73,11 +75,13 @@ def build_control_app(plane: ControlPlane) -> FastAPI:
     tokens = AdminTokens([AdminToken(admin.token),
                           *(AdminToken.hashed(t.sha256, t.name, t.role) for t in admin.tokens)])
     guard = [Depends(admin_guard(tokens))]
+    audit = AdminAudit(plane.store, admin.audit_max_records, config_view.REPLICA)
+    api.add_middleware(AuditRecorder, audit=audit)  # every change the guard let through is recorded
     for router in (routes.build_router(plane.router, plane.config_sync, plane.config.auth),
                    config_view.build_router(plane.config_sync), config_reload.build_router(plane.reload),
                    ratelimits.build_router(plane.rate_limiter), circuits.build_router(plane.breakers, plane.router),
                    targets.build_router(plane.router), cache_admin.build_router(plane.cache),
-                   status.build_router(plane)):
+                   audit_admin.build_router(audit), status.build_router(plane, audit)):
         api.include_router(router, dependencies=guard)
 
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]

@@ -25,11 +25,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from app.control.admin.config_view import REPLICA
+from app.control.audit import AdminAudit
 from app.control.plane import ControlPlane
 from app.ratelimit.limits import RateLimitState
 from app.ratelimit.protocol import usage_reply
 
 BUSIEST = 10
+LATEST_CHANGES = 5
 PAGE = files(__package__).joinpath("status.html").read_text(encoding="utf-8")
 STARTED = time.time()
 
@@ -122,9 +124,14 @@ async def _replica(plane: ControlPlane) -> dict[str, Any]:
             "config_version": plane.config_sync.version}
 
 
-async def gather_status(plane: ControlPlane) -> dict[str, Any]:
-    replica, circuits, cache, clients = await asyncio.gather(
-        _part(_replica(plane)), _part(_circuits(plane)), _part(_cache(plane)), _part(_clients(plane)))
+async def _audit(audit: AdminAudit) -> dict[str, Any]:
+    return {"available": True, "items": [r.model_dump(mode="json") for r in await audit.latest(LATEST_CHANGES)]}
+
+
+async def gather_status(plane: ControlPlane, audit: AdminAudit) -> dict[str, Any]:
+    replica, circuits, cache, clients, changes = await asyncio.gather(
+        _part(_replica(plane)), _part(_circuits(plane)), _part(_cache(plane)), _part(_clients(plane)),
+        _part(_audit(audit)))
     try:
         routes: Any = _routes(plane)
         health: Any = plane.router.get_health_status()
@@ -132,7 +139,7 @@ async def gather_status(plane: ControlPlane) -> dict[str, Any]:
         routes = health = {"available": False, "error": f"{type(error).__name__}: {error}"}
     return jsonable_encoder({
         "generated_at": time.time(), "replica": replica, "health": health, "routes": routes,
-        "circuits": circuits, "cache": cache, "clients": clients,
+        "circuits": circuits, "cache": cache, "clients": clients, "audit": changes,
     })
 
 
@@ -176,14 +183,15 @@ def build_page_router() -> APIRouter:
     return router
 
 
-def build_router(plane: ControlPlane) -> APIRouter:
+def build_router(plane: ControlPlane, audit: AdminAudit) -> APIRouter:
     """``/_gateway/status``, mounted behind the admin guard (app/control/app.py)."""
     router = APIRouter(prefix="/_gateway", tags=["status"])
 
     @router.get("/status")
     async def status() -> JSONResponse:
-        """What the status page shows: routes and target health, circuits, cache, busiest clients."""
-        return JSONResponse(await gather_status(plane), headers={"Cache-Control": "no-store"})
+        """What the status page shows: routes and target health, circuits, cache, busiest clients,
+        the latest changes through the admin API."""
+        return JSONResponse(await gather_status(plane, audit), headers={"Cache-Control": "no-store"})
 
     return router
 

@@ -111,6 +111,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def hdel(self, key: str, *fields: str) -> int: ...
 
+    # A capped stream (the admin API's audit log): ids are the store's time in ms and a sequence.
+    @abc.abstractmethod
+    async def xadd(self, key: str, fields: Mapping[str, bytes | str], maxlen: int) -> bytes:
+        """Append an entry and keep only the newest ``maxlen`` (an exact cap: XADD MAXLEN =); its id."""
+
+    @abc.abstractmethod
+    async def xrevrange(self, key: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The newest ``count`` entries, newest first, each as (id, fields)."""
+
     # Events: a replica's change reaches the others through these.
     @abc.abstractmethod
     async def publish(self, channel: str, message: bytes) -> None: ...

@@ -146,9 +146,37 @@ class MemoryStore(Store):
             return 0
         return sum(value.pop(f.encode(), None) is not None for f in fields)
 
+    async def xadd(self, key: str, fields: Mapping[str, bytes | str], maxlen: int) -> bytes:
+        stream = self.db.get(key)
+        if not isinstance(stream, _Stream):
+            stream = _Stream()
+            self.db.set(key, stream)
+        return stream.add(int(self.db.clock() * 1000), {k.encode(): _as_bytes(v) for k, v in fields.items()}, maxlen)
+
+    async def xrevrange(self, key: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        stream = self.db.get(key)
+        if not isinstance(stream, _Stream):
+            return []
+        return [(entry_id, dict(fields)) for entry_id, fields in reversed(stream.entries[-count:])] if count > 0 else []
+
     async def publish(self, channel: str, message: bytes) -> None:
         # Delivered on the next loop iteration, as a message from Redis would be.
         asyncio.get_running_loop().call_soon(self._dispatch, channel, message)
+
+
+class _Stream:
+    """A Redis stream's entries and ids: ``<ms>-<seq>``, always growing even when the clock does not."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        self.last = (0, 0)
+
+    def add(self, now_ms: int, fields: dict[bytes, bytes], maxlen: int) -> bytes:
+        self.last = (now_ms, 0) if now_ms > self.last[0] else (self.last[0], self.last[1] + 1)
+        entry_id = f"{self.last[0]}-{self.last[1]}".encode()
+        self.entries.append((entry_id, fields))
+        del self.entries[:max(0, len(self.entries) - maxlen)]
+        return entry_id
 
 
 def _as_bytes(value: bytes | str | int | float) -> bytes:

@@ -355,6 +355,13 @@ class RedisStore(Store):
     async def hdel(self, key: str, *fields: str) -> int:
         return int(await self._guarded(lambda: self.redis.hdel(key, *fields)))
 
+    async def xadd(self, key: str, fields: Mapping[str, bytes | str], maxlen: int) -> bytes:
+        return await self._guarded(lambda: self.redis.xadd(key, dict(fields), maxlen=maxlen, approximate=False))
+
+    async def xrevrange(self, key: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        entries = await self._guarded(lambda: self.redis.xrevrange(key, count=count))
+        return [(entry_id, dict(fields)) for entry_id, fields in entries]
+
     # -- events ---------------------------------------------------------------------------------
 
     # On a Redis Cluster, events use the cluster-wide (not sharded) pub/sub: the scripts PUBLISH

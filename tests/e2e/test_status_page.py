@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -79,7 +80,7 @@ class Dom(HTMLParser):
             self.by_id.setdefault(ident, [])
             self.styles[ident] = a.get("style") or ""
         self._open.append((tag, ident))
-        kind = next((k for k in ("data-route", "data-client", "data-circuit") if k in a), None)
+        kind = next((k for k in ("data-route", "data-client", "data-circuit", "data-audit") if k in a), None)
         if tag == "tr" and kind:
             self._row, self._row_kind = [], kind
         if tag == "td" and self._row is not None:
@@ -150,6 +151,10 @@ def test_status_page_in_headless_chromium_shows_the_fleet(fleet: list[GatewayPro
         status = httpx.get(f"{one.url}/_gateway/status", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         return sum(c["requests"] for c in status["clients"]["items"]) == 15
     wait_for(counted, timeout=15, what="both replicas' counts to reach Redis")
+    # An admin change through the other replica, its target a name the caller chose.
+    changed = httpx.put(f"{two.url}/_gateway/clients/{quote(HOSTILE, safe='')}/limits",
+                        headers={"Authorization": f"Bearer {TOKEN}"}, json={"requests_per_minute": 5})
+    assert changed.status_code == 200, changed.text
 
     page = f"{one.url}/_gateway/#token={TOKEN}"
     dom = Dom(run_chromium(tmp_path / "profile", "--dump-dom", "--window-size=1280,1000", page))
@@ -177,6 +182,9 @@ def test_status_page_in_headless_chromium_shows_the_fleet(fleet: list[GatewayPro
     # The circuit that two replicas' failures opened, on the route and in the circuits table.
     assert routes["fragile"][4] == "open" and routes["cached"][4] == "closed"
     assert dom.rows["data-circuit"] and {row[0]: row[1] for row in dom.rows["data-circuit"]}["fragile"] == "open"
+    # The latest admin changes, fleet-wide, the hostile target shown as plain text.
+    [change] = dom.rows["data-audit"]
+    assert change[1:] == ["admin (write)", "client.limits.set", HOSTILE, "ok"]
     assert not any(tag == "img" for tag, _ in dom.tags), "a client id was run as HTML"
 
     OUTPUT.mkdir(exist_ok=True)

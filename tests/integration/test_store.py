@@ -125,3 +125,15 @@ async def test_event_stream_reconnects_and_says_so(tmp_path: Path, key_prefix: s
 
 def test_memory_store_is_not_shared() -> None:
     assert MemoryStore().shared is False
+
+
+async def test_capped_streams(store: Store) -> None:
+    key = store.key("test", "t1", "stream")
+    assert await store.xrevrange(key, 10) == []
+    ids = [await store.xadd(key, {"n": str(n), "raw": b"\x00\xff"}, maxlen=3) for n in range(5)]
+    assert ids == sorted(ids, key=lambda i: tuple(int(p) for p in i.split(b"-")))
+    assert len(set(ids)) == 5
+    newest = await store.xrevrange(key, 10)
+    assert newest == [(ids[n], {b"n": str(n).encode(), b"raw": b"\x00\xff"}) for n in (4, 3, 2)]
+    assert await store.xrevrange(key, 1) == newest[:1]
+    assert await store.delete(key) == 1

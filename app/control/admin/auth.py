@@ -84,8 +84,8 @@ def admin_guard(tokens: AdminTokens) -> Callable[..., Awaitable[None]]:
         if holder is None:
             raise HTTPException(401, "missing or wrong admin token",
                                 headers={"WWW-Authenticate": 'Bearer realm="apigw-admin"'})
+        request.state.admin = holder  # also for a refusal: the audit log says who tried
         if holder.role == "read" and request.method not in _READING:
             raise HTTPException(403, f"the admin token {holder.name!r} may only read")
-        request.state.admin = holder
 
     return require_admin

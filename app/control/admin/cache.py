@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.cache.manager import ApiCacheManager
+from app.control.audit import Audited
 
 
 class CacheStats(BaseModel):
@@ -38,8 +39,11 @@ def build_router(cache: ApiCacheManager) -> APIRouter:
         return await cache.get_stats()
 
     @router.post("/invalidate", response_model=Invalidated)
-    async def invalidate(body: Invalidation) -> Invalidated:
+    async def invalidate(body: Invalidation, change: Audited) -> Invalidated:
         """Remove the matching entries; the next request for them misses on every replica."""
-        return Invalidated(pattern=body.pattern, removed=await cache.invalidate(body.pattern))
+        change.describe("cache.invalidate", body.pattern)
+        done = Invalidated(pattern=body.pattern, removed=await cache.invalidate(body.pattern))
+        change.after = {"removed": done.removed}
+        return done
 
     return router

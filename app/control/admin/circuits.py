@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from app.breaker.breaker import ApiCircuitBreaker
 from app.breaker.stage import CircuitBreakerStage
+from app.control.audit import Audited, Change
 from app.routing.router import ApiGatewayRouter
 
 
@@ -40,6 +41,16 @@ def build_router(breakers: CircuitBreakerStage, routes: ApiGatewayRouter[Any]) -
             raise HTTPException(404, f"no circuit named {name!r}")
         return breaker
 
+    async def forced(name: str, change: Change, state: Literal["open", "closed", "reset"],
+                     seconds: float | None = None) -> CircuitView:
+        change.describe({"open": "circuit.open", "closed": "circuit.close", "reset": "circuit.reset"}[state], name)
+        breaker = find(name)
+        change.before = view(breaker).model_dump(mode="json")
+        await breaker.force(state, seconds)
+        after = view(breaker)
+        change.after = after.model_dump(mode="json")
+        return after
+
     @router.get("", response_model=list[CircuitView])
     async def list_circuits() -> list[CircuitView]:
         """Every circuit and its state as this replica knows it (kept fresh by the fleet's events)."""
@@ -50,26 +61,20 @@ def build_router(breakers: CircuitBreakerStage, routes: ApiGatewayRouter[Any]) -
         return view(find(name))
 
     @router.post("/{name:path}/open", response_model=CircuitView, responses={404: {"description": "no such circuit"}})
-    async def open_circuit(name: str, opening: Opening | None = None) -> CircuitView:
+    async def open_circuit(name: str, change: Audited, opening: Opening | None = None) -> CircuitView:
         """Open it for the fleet: requests get the fallback or 503 until it goes HALF_OPEN."""
-        breaker = find(name)
-        await breaker.force("open", opening.seconds if opening is not None else None)
-        return view(breaker)
+        return await forced(name, change, "open", opening.seconds if opening is not None else None)
 
     @router.post("/{name:path}/close", response_model=CircuitView,
                  responses={404: {"description": "no such circuit"}})
-    async def close_circuit(name: str) -> CircuitView:
+    async def close_circuit(name: str, change: Audited) -> CircuitView:
         """Close it for the fleet: requests go to the backend again."""
-        breaker = find(name)
-        await breaker.force("closed")
-        return view(breaker)
+        return await forced(name, change, "closed")
 
     @router.post("/{name:path}/reset", response_model=CircuitView,
                  responses={404: {"description": "no such circuit"}})
-    async def reset_circuit(name: str) -> CircuitView:
+    async def reset_circuit(name: str, change: Audited) -> CircuitView:
         """Close it and clear its shared failure counts and rate window."""
-        breaker = find(name)
-        await breaker.force("reset")
-        return view(breaker)
+        return await forced(name, change, "reset")
 
     return router

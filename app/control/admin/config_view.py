@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.config import GatewayConfig, RouterSection
+from app.control.audit import Audited
 from app.control.config_sync import ConfigSync, route_document
 
 REDACTED = "<redacted>"
@@ -54,8 +55,13 @@ def build_router(sync: ConfigSync) -> APIRouter:
                                config=redacted(effective))
 
     @router.delete("/overrides", response_model=ConfigReset)
-    async def reset_overrides() -> ConfigReset:
+    async def reset_overrides(change: Audited) -> ConfigReset:
         """Forget every route change made through the API, on every replica: the file's routes alone."""
-        return ConfigReset(version=await sync.reset())
+        change.describe("config.reset_overrides", "routes")
+        change.before = {key: None if override.spec is None else route_document(override.spec)
+                         for key, override in sorted(sync.overrides.items())}
+        version = ConfigReset(version=await sync.reset())
+        change.after = {}
+        return version
 
     return router

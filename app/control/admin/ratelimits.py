@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from app.control.admin.validation import check_numbers
+from app.control.audit import Audited
 from app.ratelimit.identity import hash_api_key
 from app.config import ClientSpec, RateLimitSpec
 from app.ratelimit.limiter import ApiGatewayRateLimiter
@@ -101,6 +102,10 @@ def build_router(limiter: ApiGatewayRateLimiter) -> APIRouter:
                           limits=_limits(manager.spec_for(client_id)),
                           stats=ClientStats(**stats) if stats is not None else None)
 
+    def settings(client_id: str) -> dict[str, Any]:
+        """A client's limits as the audit log keeps them, before and after a change."""
+        return view(client_id).model_dump(mode="json", include={"source", "config", "limits"})
+
     @router.get("/ratelimits/tiers", response_model=TierList)
     async def list_tiers() -> TierList:
         """The default limits and each tier's (from the config file; a tier inherits what it leaves unset)."""
@@ -119,21 +124,27 @@ def build_router(limiter: ApiGatewayRateLimiter) -> APIRouter:
         return view(client_id, await limiter.get_client_stats(client_id))
 
     @router.put("/clients/{client_id}/limits", response_model=ClientView)
-    async def set_client_limits(client_id: str, config: ClientSpec) -> ClientView:
+    async def set_client_limits(client_id: str, config: ClientSpec, change: Audited) -> ClientView:
         """Set a client's limits (a tier and/or limits; unset ones are inherited) for the whole fleet."""
+        change.describe("client.limits.set", client_id)
+        change.before = settings(client_id)
         if config.tier is not None and config.tier not in manager.tiers:
             raise _unknown_tier(config.tier, ("body", "tier"))
         check_numbers(config.model_dump())
         await limiter.set_client_config(client_id, config)
+        change.after = settings(client_id)
         return view(client_id)
 
     @router.delete("/clients/{client_id}/limits", response_model=ClientView,
                    responses={404: {"description": "no limits were set through the API for this client"}})
-    async def remove_client_limits(client_id: str) -> ClientView:
+    async def remove_client_limits(client_id: str, change: Audited) -> ClientView:
         """Forget the limits set through the API: the config file's (or the default) apply again."""
+        change.describe("client.limits.remove", client_id)
+        change.before = settings(client_id)
         if client_id not in manager.runtime_clients:
             raise HTTPException(404, f"no limits set through the API for client {client_id!r}")
         await limiter.set_client_config(client_id, None)
+        change.after = settings(client_id)
         return view(client_id)
 
     @router.get("/clients/{client_id}/stats", response_model=ClientStats)
@@ -142,9 +153,12 @@ def build_router(limiter: ApiGatewayRateLimiter) -> APIRouter:
         return ClientStats(**await limiter.get_client_stats(client_id))
 
     @router.post("/clients/{client_id}/reset", response_model=Reset)
-    async def reset_client(client_id: str) -> Reset:
+    async def reset_client(client_id: str, change: Audited) -> Reset:
         """Forget the client's counters, fleet-wide: its next request starts a fresh quota."""
-        return Reset(client_id=client_id, removed=await limiter.reset_client(client_id))
+        change.describe("client.reset", client_id)
+        done = Reset(client_id=client_id, removed=await limiter.reset_client(client_id))
+        change.after = {"removed": done.removed}
+        return done
 
     @router.get("/api-keys", response_model=list[ApiKeyView])
     async def list_api_keys() -> list[ApiKeyView]:
@@ -154,18 +168,25 @@ def build_router(limiter: ApiGatewayRateLimiter) -> APIRouter:
                 for digest, (owner, source) in sorted(manager.api_key_entries().items())]
 
     @router.post("/api-keys", status_code=201, response_model=CreatedApiKey)
-    async def create_api_key(new: NewApiKey) -> CreatedApiKey:
+    async def create_api_key(new: NewApiKey, change: Audited) -> CreatedApiKey:
         """A new random key for a client (and tier). The answer is the only time the key is shown."""
+        change.describe("api_key.create", new.client_id)
         if new.tier is not None and new.tier not in manager.tiers:
             raise _unknown_tier(new.tier, ("body", "tier"))
         key = await limiter.manager.create_api_key(new.client_id, new.tier, new.roles)
-        return CreatedApiKey(key=key, hash=hash_api_key(key), client_id=new.client_id, tier=new.tier,
-                             roles=sorted(set(new.roles)))
+        created = CreatedApiKey(key=key, hash=hash_api_key(key), client_id=new.client_id, tier=new.tier,
+                                roles=sorted(set(new.roles)))
+        change.target = created.hash
+        change.after = created.model_dump(mode="json", exclude={"key"})  # never the key itself
+        return created
 
     @router.delete("/api-keys/{digest}", status_code=204, responses={404: {"description": "no such key"}})
-    async def revoke_api_key(digest: str) -> None:
+    async def revoke_api_key(digest: str, change: Audited) -> None:
         """Revoke a key created through the API (by its sha256), on every replica."""
         entry = manager.api_key_entries().get(digest)
+        change.describe("api_key.revoke", digest)
+        change.before = None if entry is None else {
+            "hash": digest, "client_id": entry[0].client_id, "tier": entry[0].tier, "roles": sorted(entry[0].roles)}
         if entry is None or entry[1] != "api":
             raise HTTPException(404, "no API key with this hash was created through the API")
         await limiter.manager.revoke_api_key(digest=digest)

@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from app.control.admin.validation import check_numbers
 from app.auth.schema import AuthSection, route_auth
 from app.config import RouteSpec
+from app.control.audit import Audited, Change
 from app.control.config_sync import ConfigSync, route_document
 from app.routing.router import ApiGatewayRouter
 
@@ -78,7 +79,7 @@ def build_router(routes: ApiGatewayRouter[Any], sync: ConfigSync, auth: AuthSect
             raise HTTPException(404, f"no route with key {key!r}")
         return route.spec
 
-    async def changed(spec: RouteSpec, replaces: str | None = None) -> RouteChanged:
+    async def changed(spec: RouteSpec, change: Change, replaces: str | None = None) -> RouteChanged:
         check_numbers(route_document(spec))
         if spec.auth is not None:
             try:  # what only the route merged with the top level's auth: can tell
@@ -87,6 +88,7 @@ def build_router(routes: ApiGatewayRouter[Any], sync: ConfigSync, auth: AuthSect
                 raise RequestValidationError([{"loc": ("body", "auth"), "msg": str(error), "type": "value_error"}]) \
                     from None
         version = await sync.put(spec, replaces)
+        change.after = route_document(current(spec.key))
         return RouteChanged(version=version, key=spec.key, route=view(current(spec.key)))
 
     @router.get("", response_model=RouteList)
@@ -96,29 +98,33 @@ def build_router(routes: ApiGatewayRouter[Any], sync: ConfigSync, auth: AuthSect
 
     @router.post("", status_code=201, response_model=RouteChanged,
                  responses={409: {"description": "a route with this key exists"}})
-    async def add_route(spec: NewRoute) -> RouteChanged:
+    async def add_route(spec: NewRoute, change: Audited) -> RouteChanged:
         """Add a route (same shape as in the config file). 409 when its key is taken."""
+        change.describe("route.create", spec.key)
         if routes.route_manager.get(spec.key) is not None:
             raise HTTPException(409, f"a route with key {spec.key!r} exists; change it with PUT or PATCH")
-        return await changed(spec)
+        return await changed(spec, change)
 
     @router.get("/{key:path}", response_model=RouteView, responses={404: {"description": "no such route"}})
     async def get_route(key: str) -> RouteView:
         return view(current(key))
 
     @router.put("/{key:path}", response_model=RouteChanged, responses={404: {"description": "no such route"}})
-    async def replace_route(key: str, spec: NewRoute) -> RouteChanged:
+    async def replace_route(key: str, spec: NewRoute, change: Audited) -> RouteChanged:
         """Replace a route with a whole new spec (its key may change with it)."""
-        current(key)
+        change.describe("route.replace", key)
+        change.before = route_document(current(key))
         if spec.key != key and routes.route_manager.get(spec.key) is not None:
             raise HTTPException(409, f"a route with key {spec.key!r} exists")
-        return await changed(spec, replaces=key)
+        return await changed(spec, change, replaces=key)
 
     @router.patch("/{key:path}", response_model=RouteChanged, responses={404: {"description": "no such route"}})
-    async def change_route(key: str, patch: RoutePatch) -> RouteChanged:  # type: ignore[valid-type]
+    async def change_route(key: str, patch: RoutePatch, change: Audited) -> RouteChanged:  # type: ignore[valid-type]
         """Change some fields of a route; the others keep their values. Nested sections are replaced
         whole (``{"timeout": {"read": 5}}`` resets ``timeout.connect`` to its default)."""
+        change.describe("route.update", key)
         old = current(key)
+        change.before = route_document(old)
         fields = patch.model_dump(mode="json", exclude_unset=True)  # type: ignore[attr-defined]
         document = route_document(old)
         if "target" in fields:  # the one-target form replaces the list, as in the file
@@ -130,27 +136,31 @@ def build_router(routes: ApiGatewayRouter[Any], sync: ConfigSync, auth: AuthSect
             raise invalid(error) from None
         if spec.key != key and routes.route_manager.get(spec.key) is not None:
             raise HTTPException(409, f"a route with key {spec.key!r} exists")
-        return await changed(spec, replaces=key)
+        return await changed(spec, change, replaces=key)
 
-    async def set_enabled(key: str, enabled: bool) -> RouteChanged:
+    async def set_enabled(key: str, enabled: bool, change: Change) -> RouteChanged:
+        change.describe("route.enable" if enabled else "route.disable", key)
         spec = current(key)
+        change.before = route_document(spec)
         if spec.enabled == enabled:
+            change.after = change.before
             return RouteChanged(version=sync.version, key=key, route=view(spec))
-        return await changed(spec.model_copy(update={"enabled": enabled}))
+        return await changed(spec.model_copy(update={"enabled": enabled}), change)
 
     @router.post("/{key:path}/enable", response_model=RouteChanged, responses={404: {"description": "no such route"}})
-    async def enable_route(key: str) -> RouteChanged:
-        return await set_enabled(key, True)
+    async def enable_route(key: str, change: Audited) -> RouteChanged:
+        return await set_enabled(key, True, change)
 
     @router.post("/{key:path}/disable", response_model=RouteChanged,
                  responses={404: {"description": "no such route"}})
-    async def disable_route(key: str) -> RouteChanged:
+    async def disable_route(key: str, change: Audited) -> RouteChanged:
         """A disabled route matches nothing; it stays listed and can be enabled again."""
-        return await set_enabled(key, False)
+        return await set_enabled(key, False, change)
 
     @router.delete("/{key:path}", response_model=RouteChanged, responses={404: {"description": "no such route"}})
-    async def delete_route(key: str) -> RouteChanged:
-        current(key)
+    async def delete_route(key: str, change: Audited) -> RouteChanged:
+        change.describe("route.delete", key)
+        change.before = route_document(current(key))
         return RouteChanged(version=await sync.delete(key), key=key)
 
     return router
