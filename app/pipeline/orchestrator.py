@@ -88,7 +88,8 @@ class ApiGatewayOrchestrator:
                                                    self.config.server.upstream_keepalive)
         # The seed's library transformer, for handle_request's data (routes compile their own).
         self.transformer = TransformationEngine()
-        self.rate_limiter = ApiGatewayRateLimiter(self.store, self.config.rate_limiter)
+        self.rate_limiter = ApiGatewayRateLimiter(self.store, self.config.rate_limiter,
+                                                  self.config.auth.api_key.header)
         # In the seed's order; each component issue adds its stage here.
         self.stages: list[Stage] = []
         # Before the rate limit, as their prepare answers what no backend needs to see: a CORS

@@ -1,6 +1,6 @@
 """Who a request comes from, for rate limiting (docs/design.md, "Client identity").
 
-In order: an API key in ``X-API-Key`` (its sha256 looked up among the known keys gives the client
+In order: an API key in ``X-API-Key``, or the header ``auth.api_key.header`` names (its sha256 looked up among the known keys gives the client
 id and tier; an unknown key identifies nobody and the next rule applies), else the ``X-Client-ID``
 header, else the peer address as ``ip:<addr>``. The peer is the TCP peer unless that peer is a
 trusted proxy (``rate_limiter.trusted_proxies``): then it is the rightmost address of
@@ -104,9 +104,11 @@ class ProxyTrust:
 
 class ClientIdentifier:
     def __init__(self, trust: ProxyTrust, api_key_lookup: Callable[[str], KeyOwner | None],
-                 client_id_trust: ProxyTrust | None = None) -> None:
+                 client_id_trust: ProxyTrust | None = None, api_key_header: str | None = None) -> None:
         self.trust = trust
         self.lookup = api_key_lookup
+        # Where clients put their key: the one place authentication reads it too (no header there: the default).
+        self.api_key_header = api_key_header.lower().encode("latin-1") if api_key_header else API_KEY_HEADER
         # The peers whose X-Client-ID is believed on its own (the same CIDR matching as proxies).
         self.client_id_trust = client_id_trust or ProxyTrust(())
         # API key (as sent) -> its sha256: a client sends the same key with every request.
@@ -118,7 +120,7 @@ class ClientIdentifier:
         # dict() keeps the last of repeated names, as a scan would; only X-Forwarded-For joins its
         # repeats, and it matters only from a trusted peer.
         found = dict(headers)
-        api_key = found.get(API_KEY_HEADER)
+        api_key = found.get(self.api_key_header)
         if api_key:
             digest = self._digests.get(api_key)
             if digest is None:

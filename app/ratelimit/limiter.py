@@ -258,12 +258,15 @@ class ApiGatewayManager:
 class ApiGatewayRateLimiter:
     """The seed's limiter. Without a store it runs on the memory store (one process)."""
 
-    def __init__(self, store: Store | None = None, config: RateLimiterSection | None = None) -> None:
+    def __init__(self, store: Store | None = None, config: RateLimiterSection | None = None,
+                 api_key_header: str | None = None) -> None:
+        """``api_key_header``: where clients send their API key (``auth.api_key.header``), read to
+        identify them on every route; None: ``X-API-Key``."""
         self.config = config or RateLimiterSection()
         self.store = store or MemoryStore()
         self.manager = ApiGatewayManager(self.store, self.config)
         self.identifier = ClientIdentifier(ProxyTrust(self.config.trusted_proxies), self.manager.api_key_owner,
-                                           ProxyTrust(self.config.client_id_trusted_from))
+                                           ProxyTrust(self.config.client_id_trusted_from), api_key_header)
         self._plans: dict[tuple[str, str | None, Route | None, str | None], Plan] = {}
         # (tier, route) -> what _template makes of the tier's limits (clients without limits of their own).
         self._templates: dict[tuple[str | None, Route | None], Template] = {}
