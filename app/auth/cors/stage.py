@@ -1,6 +1,9 @@
 """CORS in the request pipeline: a preflight is answered here, before the rate limit, the
 credentials and the backend (a browser sends it without credentials, and it changes nothing); any
-other request from a page gets the route's CORS headers on whatever answers it."""
+other request from a page gets the route's CORS headers on whatever answers it. On such a route the
+route's policy owns every ``Access-Control-*`` header of the answer: the backend's own are dropped
+(before the cache keeps the answer), else a browser would see two Allow-Origin values and refuse it,
+or a backend's ``*`` would let in an origin the route does not allow."""
 
 from __future__ import annotations
 
@@ -9,9 +12,13 @@ from typing import TYPE_CHECKING
 from app.auth.cors.handler import ORIGIN, REQUEST_METHOD, CorsPolicy
 from app.pipeline.exchange import Exchange, Reply
 from app.pipeline.stage import Stage
+from app.store import ScriptCall
 
 if TYPE_CHECKING:
     from app.routing.router import Route
+
+
+_CORS_PREFIX = b"access-control-"  # names as forwardable_response_headers gives them: lower case
 
 
 class CorsStage(Stage):
@@ -35,4 +42,14 @@ class CorsStage(Stage):
         if origin is not None and ex.method == "OPTIONS" and ex.header(REQUEST_METHOD) is not None:
             return policy.preflight(ex)
         ex.response_headers += policy.headers_for(origin)
+        return None
+
+    def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
+        """Nothing to write: the hook that sees the backend's answer before the cache stores it."""
+        if reply.from_backend:
+            headers = reply.headers
+            for name, _ in headers:
+                if name.startswith(_CORS_PREFIX):
+                    reply.headers = [h for h in headers if not h[0].startswith(_CORS_PREFIX)]
+                    break
         return None
