@@ -9,6 +9,11 @@ at once: it still goes through the admission round trip, charged to its address'
 its failure counted (app/auth/abuse), and ``admit`` then answers 401, or 429 when the address has
 failed too often. A consumer without the route's roles gets 403 the same way, charged to itself.
 An address that is cooling off gets 429 at once, valid credentials or not.
+
+Each authentication is counted in ``apigw_auth_total`` by route, method and outcome: ``ok``,
+``missing`` (no credential), ``invalid`` (a credential that admits no one) or ``forbidden`` (a
+consumer without the route's roles). An address turned away while cooling off was not authenticated
+and is not counted there (its 429 is in ``apigw_requests_total``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from app.auth.jwt_auth.keys import JwksSource
 from app.auth.key_auth.handler import KeyAuth
 from app.auth.rules import Authenticator, RouteAuth
 from app.auth.schema import AuthSection, AuthSpec, route_auth
+from app.observability.metrics import AUTH_OUTCOMES
 from app.pipeline.exchange import Exchange, Reply, error_reply
 from app.pipeline.stage import Stage
 from app.ratelimit.identity import ProxyTrust
@@ -35,6 +41,16 @@ if TYPE_CHECKING:
     from app.routing.router import Route
 
 log = logging.getLogger("apigw.auth")
+
+# The method label's values: any other method token (a route may take any) is "other", so a client
+# cannot make series without bound.
+_METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_count = AUTH_OUTCOMES.cell
+
+
+def _counted(route: Route, method: str, outcome: str) -> None:
+    _count(route.key, method if method in _METHOD_LABELS else "other", outcome)[0] += 1.0
+
 
 _KEY_SET_FIELDS = {"jwks_url", "jwks_file", "jwks_refetch_interval", "jwks_max_age", "jwks_timeout", "algorithms"}
 
@@ -58,6 +74,15 @@ class AuthStage(Stage):
         self._jwt_auths: dict[str, JwtAuth] = {}
         self._sources: dict[str, JwksSource] = {}
         keys.on_change(self._keys_changed)
+        # (route, method) -> its "ok" cell of apigw_auth_total: the admitted request's one dict lookup.
+        self._ok_cells: dict[tuple[Route, str], list[float]] = {}
+
+    def _ok_cell(self, route: Route, method: str) -> list[float]:
+        if len(self._ok_cells) >= 4096:  # routes replaced through the admin API leave theirs behind
+            self._ok_cells.clear()
+        cell = self._ok_cells[(route, method)] = _count(
+            route.key, method if method in _METHOD_LABELS else "other", "ok")
+        return cell
 
     def _keys_changed(self) -> None:
         for auth in self._key_auths.values():
@@ -142,6 +167,7 @@ class AuthStage(Stage):
             # Charged to the address it comes from, whatever client id it claims.
             ex.client_id = "ip:" + (address or self.trust.address_of(ex.headers, ex.client_addr))
             ex.refusal = RouteAuth.answer(rules.invalid if presented else rules.missing)
+            _counted(route, ex.method, "invalid" if presented else "missing")
             if presented and cooling is not None:
                 ex.auth_failed_from = address
             return None
@@ -150,7 +176,12 @@ class AuthStage(Stage):
         ex.client_tier = consumer.tier
         if rules.roles.restricts and not rules.roles.permits(consumer.roles):
             ex.refusal = RouteAuth.answer(rules.forbidden)
+            _counted(route, ex.method, "forbidden")
             return None
+        ok = self._ok_cells.get((route, ex.method))
+        if ok is None:
+            ok = self._ok_cell(route, ex.method)
+        ok[0] += 1.0
         rules.admit(ex, consumer)
         return None
 

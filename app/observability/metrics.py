@@ -124,6 +124,40 @@ HEALTH_CHECKS = Counter("apigw_health_checks_total", "Active health-check probes
                         ["target", "result"], registry=REGISTRY)
 
 
+class _PlainCounter(Collector):
+    """A labelled counter exposed as prometheus_client's Counter would be (``_total``, ``_created``),
+    counted in one-float cells the request path keeps: ``cell(...)[0] += 1`` with no lock (counted
+    and scraped on the event loop)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.cells: dict[tuple[str, ...], tuple[list[float], float]] = {}
+
+    def cell(self, *values: str) -> list[float]:
+        found = self.cells.get(values)
+        if found is None:
+            found = self.cells[values] = ([0.0], time.time())
+        return found[0]
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "counter")]
+
+    def collect(self) -> Iterable[Metric]:
+        created = _use_created()
+        (family,) = self.describe()
+        for values, (cell, since) in list(self.cells.items()):
+            labels = dict(zip(self.labelnames, values, strict=True))
+            family.add_sample(self.name + "_total", labels, cell[0])
+            if created:
+                family.add_sample(self.name + "_created", labels, since)
+        yield family
+
+
+AUTH_OUTCOMES = _PlainCounter("apigw_auth", "Authentications on routes with auth, by route, method and outcome "
+                              "(ok, missing, invalid, forbidden)", ("route", "method", "outcome"))
+REGISTRY.register(AUTH_OUTCOMES)
+
+
 class RouteMetrics:
     """One route's series, found once: the proxy keeps one in ``Route.compiled.metrics``."""
 

@@ -31,6 +31,8 @@ def _routes(backend: BackendServer) -> list[dict]:
         {"id": "dead", "path": "/dead", "target": f"http://127.0.0.1:{free_port()}",
          "retry": {"attempts": 1, "budget_ratio": 1.0}, "circuit_breaker": {"failure_threshold": 2}},
         {"id": "tight", "path": "/tight", "target": backend.url, "rate_limit": {"requests_per_minute": 1}},
+        {"id": "guarded", "path": "/guarded", "target": backend.url, "auth": {"methods": ["api_key"]},
+         "cache": {"enabled": False}},
     ]
 
 
@@ -53,6 +55,7 @@ def test_metrics_scrape_after_mixed_traffic_shows_every_family(backend: BackendS
             assert [client.get("/dead").status_code for _ in range(3)] == [502, 502, 503]  # then open
             assert client.get("/nowhere").status_code == 404
             assert [client.get("/tight").status_code for _ in range(2)] == [200, 429]
+            assert client.get("/guarded").status_code == 401
             if "apigw_health_checks" not in NOT_YET_WIRED:  # a probe every 0.2 s: wait for one
                 wait_for(lambda: "apigw_health_checks_total{" in client.get("/_gateway/metrics").text,
                          timeout=5, what="a health-check probe")
@@ -81,6 +84,7 @@ def test_metrics_scrape_after_mixed_traffic_shows_every_family(backend: BackendS
     assert value("apigw_requests", "apigw_requests_total", route="(none)", status="404") == 1
     assert value("apigw_requests", "apigw_requests_total", route="tight", status="429") == 1
     assert value("apigw_rate_limited", "apigw_rate_limited_total", route="tight") == 1
+    assert value("apigw_auth", "apigw_auth_total", route="guarded", method="GET", outcome="missing") == 1
     assert value("apigw_cache_lookups", "apigw_cache_lookups_total", route="ok", result="hit") == 2
     assert value("apigw_store_errors", "apigw_store_errors_total", component="pipeline") >= 1
     # The backend time is apart from the gateway's own: the 0.2 s timeout is the backend's (the

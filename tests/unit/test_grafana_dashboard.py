@@ -107,10 +107,10 @@ def test_every_expression_names_an_exported_metric() -> None:
 
 def test_dashboard_covers_what_an_operator_watches() -> None:
     used = set().union(*(metric_names(expression) for _, expression in dashboard_expressions(_dashboard())))
-    # Request rate, latency percentiles, 429s, cache hit rate, circuit states, store errors.
+    # Request rate, latency percentiles, 429s, cache hit rate, circuit states, store errors, authentications.
     assert {"apigw_requests_total", "apigw_gateway_overhead_seconds_bucket", "apigw_backend_duration_seconds_bucket",
             "apigw_rate_limited_total", "apigw_cache_lookups_total", "apigw_circuit_state",
-            "apigw_store_errors_total"} <= used
+            "apigw_store_errors_total", "apigw_auth_total"} <= used
 
 
 def test_panels_are_placed_once_and_read_the_chosen_datasource() -> None:
