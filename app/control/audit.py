@@ -29,6 +29,7 @@ from fastapi import Depends, Request
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.control.admin.auth import Admin
 from app.store import Store, StoreError
 
 log = logging.getLogger("apigw.audit")
@@ -179,7 +180,7 @@ class AuditRecorder:
     async def _record(self, scope: Scope, status: int) -> None:
         state = scope.get("state") or {}
         holder = state.get("admin")
-        if holder is None:
+        if not isinstance(holder, Admin):
             return
         change = state.get("change") or Change()
         method, path = scope["method"], scope["path"]

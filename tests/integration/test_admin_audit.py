@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.config import GatewayConfig, parse_config
-from app.control.admin.auth import AdminToken
+from app.control.admin.auth import Admin
 from app.control.audit import AdminAudit, Audited, AuditRecorder
 from app.store import MemoryStore, StoreUnavailable
 from tests.support import BackendServer, GatewayThread
@@ -236,7 +236,7 @@ class _DownStore(MemoryStore):
 def _failing_app(audit: AdminAudit) -> FastAPI:
     """A control app whose change handlers fail after accepting the change, behind the recorder."""
     async def holder(request: Request) -> None:
-        request.state.admin = AdminToken("t" * 20, "ops", "write")
+        request.state.admin = Admin("ops", "write")
 
     api = FastAPI(dependencies=[Depends(holder)])
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import HTTPException, Request, Security
@@ -30,6 +31,14 @@ def _digest(token: str) -> bytes:
 
 Role = Literal["read", "write"]
 _READING = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """Who presented a token: its name and role, never the token nor its digest (the audit log's who)."""
+
+    name: str
+    role: Role
 
 
 class AdminToken:
@@ -73,8 +82,8 @@ class AdminTokens:
 
 
 def admin_guard(tokens: AdminTokens) -> Callable[..., Awaitable[None]]:
-    """The FastAPI dependency every admin route carries; the holder's token is left in
-    ``request.state.admin`` (who made a change)."""
+    """The FastAPI dependency every admin route carries; who holds the token is left in
+    ``request.state.admin`` as an ``Admin`` (who made a change, for the audit log)."""
 
     async def require_admin(request: Request,
                             credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
@@ -84,7 +93,7 @@ def admin_guard(tokens: AdminTokens) -> Callable[..., Awaitable[None]]:
         if holder is None:
             raise HTTPException(401, "missing or wrong admin token",
                                 headers={"WWW-Authenticate": 'Bearer realm="apigw-admin"'})
-        request.state.admin = holder  # also for a refusal: the audit log says who tried
+        request.state.admin = Admin(holder.name, holder.role)  # also for a refusal: the audit log says who tried
         if holder.role == "read" and request.method not in _READING:
             raise HTTPException(403, f"the admin token {holder.name!r} may only read")
 
