@@ -114,6 +114,11 @@ def test_the_admin_api_reloads_and_reports_restart_only_settings(alpha: BackendS
         assert effective["server"]["limits"]["max_fields"] == 100
         assert effective["admin"]["listen"] is None
         assert [r["path"] for r in effective["router"]["routes"]] == ["/b/*"]
+        # In the audit log: who reloaded, and what it applied.
+        record = client.get("/_gateway/audit", headers=AUTH).json()["records"][0]
+        assert (record["action"], record["target"], record["before"], record["after"]["version"]) == \
+            ("config.reload", str(gateway.config_path), {"version": 1}, 2)
+        assert record["after"]["not_applied"] == report["not_applied"]
 
 
 def test_an_invalid_file_changes_nothing_and_names_the_field(alpha: BackendServer) -> None:
