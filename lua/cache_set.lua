@@ -43,6 +43,16 @@ else
   redis.call('DEL', KEYS[6], KEYS[7])
 end
 
+-- The entry under its URI, for a purge by an unsafe request (cache_purge.lua): the list lives as
+-- long as its longest-kept entry; past 64 members, those whose entry is gone leave it.
+redis.call('HSET', KEYS[9], member, 1)
+if redis.call('PTTL', KEYS[9]) < keep then redis.call('PEXPIRE', KEYS[9], keep) end
+if redis.call('HLEN', KEYS[9]) > 64 then
+  for _, m in ipairs(redis.call('HKEYS', KEYS[9])) do
+    if redis.call('EXISTS', entry_key(m)) == 0 then redis.call('HDEL', KEYS[9], m) end
+  end
+end
+
 -- Entries whose grace is over: their keys expired in Redis already; drop them from the indexes.
 local purged = 0
 for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 16)) do

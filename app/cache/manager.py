@@ -18,7 +18,7 @@ import orjson
 
 from app.cache import protocol
 from app.cache.entry import CacheEntry, decode_entry, encode_body, encode_head
-from app.cache.policy import CacheRequest, CacheStrategy, DefaultCacheStrategy, StoreDecision
+from app.cache.policy import CacheRequest, CacheStrategy, DefaultCacheStrategy, StoreDecision, uri_id
 from app.cache.protocol import FINAL, HIT, STALE, VARY, CacheKeys, lookup_reply, stats_reply
 from app.config import CacheSection
 from app.store import MemoryStore, ScriptCall, Store
@@ -148,4 +148,5 @@ class ApiCacheManager:
         stored, compressed = encode_body(body, self.settings.compress_min_size)
         head = encode_head(status, decision.headers, compressed, decision.age, decision.vary, metadata)
         return protocol.store_call(self.keys, request.path, entry_id, base_id, decision.ttl_ms, decision.swr_ms,
-                                   decision.grace_ms, head, stored, self.settings.max_size, token, decision.vary)
+                                   decision.grace_ms, head, stored, self.settings.max_size, token, decision.vary,
+                                   uri_id(request.host, request.path, request.query))

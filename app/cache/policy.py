@@ -122,6 +122,14 @@ def sorted_query(query: bytes) -> bytes:
     return b"&".join(sorted(part for part in query.split(b"&") if part))
 
 
+def uri_id(host: str, path: str, query: bytes) -> str:
+    """A short id naming a URI as the cache's invalidation sees it: the host of a route with a host
+    condition ("" on others), the path and the sorted query. Every entry stored for the URI, of
+    any route, schema version or Vary variant, is listed under it."""
+    key = b"\0".join((host.encode("latin-1"), path.encode(), sorted_query(query)))
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
 # The Vary name under which a private answer of a route with auth is kept per consumer. "@" is not
 # in a header name's alphabet, so no response's own Vary can name it.
 CONSUMER = "@consumer"

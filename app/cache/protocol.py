@@ -8,6 +8,9 @@ Keys (``CacheKeys``), all under one hash tag, ``{c}``:
                                           lookup waits on it (only then is the fill announced)
   pass     ``...:pass:<id>``              set: the answer was not kept; lookups skip the lock
   vary     ``...:vary:<base id>``         the resource's Vary names, comma-separated
+  uri      ``...:uri:<uri id>``           HASH index member -> "1": the entries stored for one URI
+                                          (``policy.uri_id``), every variant; what an unsafe
+                                          request purges. Kept as long as its longest-kept entry
   lru      ``...:lru``                    ZSET index member -> its last read or write (us, never a tie): the LRU order
   exp      ``...:exp``                    ZSET index member -> end of grace (ms): index cleanup
   paths    ``...:paths``                  ZSET index member, all scored 0: lexicographic, by path
@@ -26,7 +29,7 @@ cache_get (``lookup_call``; reply ``LookupReply``)
         now_ms, times], locked when this caller refreshes). A MISS, WAIT or DUE carries the expired
         entry, if one is kept, for stale-if-error.
 cache_set (``store_call``)
-  KEYS  entry, lru, exp, paths, lock, vary, pass, stats
+  KEYS  entry, lru, exp, paths, lock, vary, pass, stats, uri
   ARGV  index member, fresh ms, stale-while-revalidate ms, grace ms, head, body, most entries,
         lock token ("" none), Vary names ("" none), entry key prefix, channel, entry id
   reply [evicted, purged]
@@ -38,6 +41,10 @@ cache_release (``release_call``)
 cache_invalidate (``invalidate_call``)
   KEYS  lru, exp, paths
   ARGV  "prefix" or "glob", the path (prefix) or the glob's literal head, the glob, entry key prefix
+  reply how many entries were removed
+cache_purge (``purge_call``)
+  KEYS  lru, exp, paths, then one uri key per URI to purge
+  ARGV  entry key prefix
   reply how many entries were removed
 cache_stats (``stats_call``; reply ``CacheStats``)
   KEYS  stats, lru, exp, paths
@@ -71,8 +78,8 @@ _new = tuple.__new__  # builds the replies below from their fields without a Pyt
 
 
 class CacheKeys:
-    __slots__ = ("entry_prefix", "lock_prefix", "pass_prefix", "vary_prefix", "lru", "exp", "paths", "stats",
-                 "channel")
+    __slots__ = ("entry_prefix", "lock_prefix", "pass_prefix", "vary_prefix", "uri_prefix", "lru", "exp", "paths",
+                 "stats", "channel")
 
     def __init__(self, store: Store) -> None:
         base = store.key("cache", TAG)
@@ -83,6 +90,7 @@ class CacheKeys:
         self.lock_prefix = f"{base}:lock:"
         self.pass_prefix = f"{base}:pass:"
         self.vary_prefix = f"{base}:vary:"
+        self.uri_prefix = f"{base}:uri:"
         self.lru = f"{base}:lru"
         self.exp = f"{base}:exp"
         self.paths = f"{base}:paths"
@@ -180,11 +188,13 @@ def lookup_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, names: 
 
 
 def store_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, fresh_ms: int, swr_ms: int, grace_ms: int,
-               head: bytes, body: bytes, max_entries: int, token: str, names: tuple[str, ...]) -> ScriptCall:
+               head: bytes, body: bytes, max_entries: int, token: str, names: tuple[str, ...],
+               uri_id: str) -> ScriptCall:
+    """``uri_id``: the URI the entry answers (``policy.uri_id``), under which a purge finds it."""
     return ScriptCall(
         "cache_set",
         (keys.entry(entry_id), keys.lru, keys.exp, keys.paths, keys.lock(entry_id), keys.vary_prefix + base_id,
-         keys.pass_prefix + entry_id, keys.stats),
+         keys.pass_prefix + entry_id, keys.stats, keys.uri_prefix + uri_id),
         (index_member(path, entry_id), fresh_ms, swr_ms, grace_ms, head, body, max_entries, token, ",".join(names),
          keys.entry_prefix, keys.channel, entry_id))
 
@@ -209,6 +219,12 @@ def invalidate_call(keys: CacheKeys, pattern: str) -> ScriptCall:
     else:
         args = ("prefix", pattern.rstrip("/"), "", keys.entry_prefix)
     return ScriptCall("cache_invalidate", (keys.lru, keys.exp, keys.paths), args)
+
+
+def purge_call(keys: CacheKeys, uri_ids: tuple[str, ...]) -> ScriptCall:
+    """Remove every entry stored for these URIs (``policy.uri_id``), all their variants."""
+    return ScriptCall("cache_purge", (keys.lru, keys.exp, keys.paths, *(keys.uri_prefix + u for u in uri_ids)),
+                      (keys.entry_prefix,))
 
 
 def stats_call(keys: CacheKeys, most_purged: int) -> ScriptCall:

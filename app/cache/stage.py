@@ -1,7 +1,8 @@
 """The cache in the request pipeline: lookup before the backend, store after it.
 
 Round trips: the lookup script rides with the rate-limit call (one round trip on a hit); the store
-script rides with the breaker's outcome write (the second round trip of a miss). On a miss the
+script rides with the breaker's outcome write (the second round trip of a miss), and so does the
+purge after a successful unsafe request (``invalidation``). On a miss the
 lookup also takes the key's fill lock, so that across the fleet one request goes to the backend
 while the others wait (bounded) for the entry it stores (``singleflight``); an expired entry still
 in its grace period is kept at hand to answer instead of a backend failure (stale-if-error).
@@ -22,11 +23,12 @@ from typing import Any
 from app.background import stop_tasks
 from app.cache.entry import inflate, read_answer
 from app.cache.fill import Filler
+from app.cache.invalidation import UNSAFE_METHODS, invalidated_uris
 from app.cache.manager import ApiCacheManager, new_token
 from app.cache.pending import Pending, cache_request
 from app.cache.policy import CacheStrategy, Lookup
 from app.cache.protocol import (FINAL, HIT, MAY_LOCK, MISS, STALE, VARY, WAIT, LookupReply, as_miss, lookup_reply,
-                                took_fill_lock)
+                                purge_call, took_fill_lock)
 from app.cache.refresh import Refresher
 from app.cache.singleflight import FillWaiters
 from app.cache.vary_hints import VaryHints
@@ -201,6 +203,10 @@ class CacheStage(Stage):
     # -- after the backend ----------------------------------------------------------------------
 
     def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
+        if ex.method in UNSAFE_METHODS:
+            # Before the answer goes out, in this round trip: the entries its success made stale.
+            uris = invalidated_uris(ex, reply.status, reply.headers) if reply.from_backend else ()
+            return purge_call(self.manager.keys, uris) if uris else None
         pending: Pending | None = ex.cache
         if pending is None or pending.done:
             return None

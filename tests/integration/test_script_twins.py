@@ -296,9 +296,12 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
     entries = st.sampled_from([("/a", "1"), ("/a", "2"), ("/a/b", "3"), ("/c", "4")])
     tokens = st.sampled_from(["t1", "t2"])
 
+    # Entries 1 and 2 are two variants of one URI.
+    uris = {"1": f"{p}:uri:a", "2": f"{p}:uri:a", "3": f"{p}:uri:ab", "4": f"{p}:uri:c"}
+
     def keys_of(entry_id: str) -> dict[str, str]:
         return {"entry": prefix + entry_id, "lock": f"{p}:lock:{entry_id}", "pass": f"{p}:pass:{entry_id}",
-                "vary": f"{p}:vary:{entry_id}"}
+                "vary": f"{p}:vary:{entry_id}", "uri": uris[entry_id]}
 
     @st.composite
     def get(draw: st.DrawFn) -> Call:
@@ -312,7 +315,7 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
     def set_(draw: st.DrawFn) -> Call:
         path, entry_id = draw(entries)
         k = keys_of(entry_id)
-        return "cache_set", [k["entry"], lru, exp, paths, k["lock"], k["vary"], k["pass"], stats], [
+        return "cache_set", [k["entry"], lru, exp, paths, k["lock"], k["vary"], k["pass"], stats, k["uri"]], [
             f"{path}\0{entry_id}", draw(st.integers(1, 3000)), draw(st.integers(0, 3000)),
             draw(st.integers(0, 3000)), "head", "body", draw(st.integers(1, 4)),
             draw(st.sampled_from(["", "t1", "t2"])), draw(st.sampled_from(["", "accept"])), prefix,
@@ -335,7 +338,12 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
             args = ["glob", head, glob, prefix]
         return "cache_invalidate", [lru, exp, paths], args
 
-    return {"cache_get": get(), "cache_set": set_(), "cache_release": release(),
+    @st.composite
+    def purge(draw: st.DrawFn) -> Call:
+        chosen = draw(st.lists(st.sampled_from(sorted(set(uris.values()))), min_size=1, max_size=3, unique=True))
+        return "cache_purge", [lru, exp, paths, *chosen], [prefix]
+
+    return {"cache_get": get(), "cache_set": set_(), "cache_release": release(), "cache_purge": purge(),
             "cache_stats": st.tuples(st.just("cache_stats"), st.just([stats, lru, exp, paths]),
                                      st.tuples(st.integers(1, 16)).map(list)),
             "cache_invalidate": invalidate()}

@@ -10,7 +10,7 @@ from app.store.scripts._redis import arg, writable, zrem, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
-    entry, lru_key, exp_key, paths_key, lock_key, vary_key, pass_key, stats_key = keys
+    entry, lru_key, exp_key, paths_key, lock_key, vary_key, pass_key, stats_key, uri_key = keys
     member, token, vary = arg(args[0]), arg(args[7]), arg(args[8])
     fresh_ms, swr_ms, grace_ms, max_entries = int(args[1]), int(args[2]), int(args[3]), int(args[6])
     now_us = db.now_us()
@@ -30,6 +30,15 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
         db.delete(pass_key)
     else:
         db.delete(vary_key, pass_key)
+
+    entries = writable(db, uri_key)
+    entries[member] = b"1"
+    if db.pttl(uri_key) < keep:
+        db.pexpire(uri_key, keep)
+    if len(entries) > 64:
+        for listed in list(entries):
+            if not db.exists(entry_key(arg(args[9]), listed)):
+                del entries[listed]
 
     index_keys = (lru_key, exp_key, paths_key)
     purged = purge_expired(db, index_keys, now, 16)

@@ -1,0 +1,80 @@
+"""Which stored URIs an unsafe request invalidates (RFC 9111 section 4.4).
+
+A POST, PUT, PATCH or DELETE answered with a non-error status (2xx, 3xx) invalidates its target
+URI, and the URIs of the answer's ``Location`` and ``Content-Location`` when their host is the
+request's: a backend or a client never invalidates another origin's entries. The purge
+(``cache_purge``) rides in the request's completion round trip, so it costs none of its own, and it
+lands before the answer goes out. The store is shared, so it holds for the whole fleet at once; no
+replica keeps a copy of an entry of its own.
+
+A URI is named as the cache lists its entries (``policy.uri_id``): host, path and sorted query. Each
+URI is purged under two names, with the host (the entries of routes with a host condition) and
+without (those of routes that answer every host alike). ``Location`` and ``Content-Location`` are
+read as the client receives them, as URIs of the gateway; a relative reference is resolved against
+the request's URI, and the path normalised as the edge normalises request paths.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urljoin, urlsplit
+
+from app.cache.policy import uri_id
+from app.edge.paths import BadPath, PathRules, normalise
+from app.pipeline.exchange import Exchange, RawHeaders
+from app.routing.router import request_host
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_TARGET_FIELDS = (b"location", b"content-location")
+_PATH_RULES = PathRules()
+# No base URI names a real host: a reference that names one is compared with the request's host.
+_NO_HOST = "gateway.invalid"
+
+
+def invalidated_uris(ex: Exchange, status: int, headers: RawHeaders) -> tuple[str, ...]:
+    """The uri ids (``policy.uri_id``) that the answer to ``ex`` invalidates; () for a safe method
+    or an error status."""
+    if ex.method not in UNSAFE_METHODS or not 200 <= status < 400:
+        return ()
+    host = request_host(ex)
+    targets = {(ex.path, ex.query_string)}
+    for name, value in headers:
+        if name in _TARGET_FIELDS:
+            target = _same_origin(value, ex, host)
+            if target is not None:
+                targets.add(target)
+    ids = []
+    for path, query in sorted(targets):
+        ids.append(uri_id("", path, query))
+        if host:
+            ids.append(uri_id(host, path, query))
+    return tuple(ids)
+
+
+def _same_origin(value: bytes, ex: Exchange, host: str) -> tuple[str, bytes] | None:
+    """The path and query of a ``Location`` or ``Content-Location`` on the request's host, else None
+    (another host, another scheme, a value that is no URI reference)."""
+    try:
+        reference = value.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    # Where parsers disagree on the host (a backslash, credentials before it), it is another host.
+    if not reference or "\\" in reference or any(c <= " " or c == "\x7f" for c in reference):
+        return None
+    base_host = host or _NO_HOST
+    try:
+        resolved = urlsplit(urljoin(f"http://{base_host}{ex.raw_path.decode('latin-1')}", reference))
+        found_host = resolved.hostname
+        resolved.port  # noqa: B018 - read to refuse a port that is no port
+    except ValueError:  # an invalid port or IPv6 literal
+        return None
+    if resolved.scheme not in ("http", "https") or found_host is None or "@" in resolved.netloc:
+        return None
+    if ":" in found_host:  # an IPv6 literal: request_host keeps its brackets
+        found_host = f"[{found_host}]"
+    if found_host != base_host:
+        return None
+    try:
+        path = normalise((resolved.path or "/").encode("ascii"), _PATH_RULES).decoded
+    except (BadPath, UnicodeEncodeError):
+        return None
+    return path, resolved.query.encode("ascii")

@@ -1,0 +1,21 @@
+"""Twin of lua/cache_purge.lua."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.store.memory import MemoryDB
+from app.store.scripts._cache_common import entry_key, forget
+from app.store.scripts._redis import arg, hash_of
+
+
+def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
+    index_keys = (keys[0], keys[1], keys[2])
+    entry_prefix = arg(args[0])
+    removed = 0
+    for uri_key in keys[3:]:
+        for member in list(hash_of(db, uri_key) or ()):
+            forget(db, index_keys, member)
+            removed += db.delete(entry_key(entry_prefix, member))
+        db.delete(uri_key)
+    return removed
