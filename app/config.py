@@ -126,6 +126,20 @@ class CacheSection(_Section):
     lock_wait: float = Field(default=5.0, gt=0)
     # Paths fetched at start and refreshed before they expire.
     warm: list[str] = []
+    # The gateway's own targeted cache-control field (RFC 9213), e.g. Gateway-Cache-Control: read
+    # before CDN-Cache-Control, which is read before Cache-Control; removed from answers.
+    targeted_field: str | None = None
+
+    @field_validator("targeted_field")
+    @classmethod
+    def _targeted_field(cls, name: str | None) -> str | None:
+        if name is None:
+            return None
+        header_name(name)
+        if name.lower() in ("cache-control", "expires", "pragma"):
+            raise ValueError(f"{name} is not a targeted field: name one of the gateway's own, such as "
+                             "Gateway-Cache-Control")
+        return name
 
 
 class RouteCacheSpec(_Section):

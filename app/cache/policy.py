@@ -10,7 +10,9 @@ min(metadata cache_time, route ttl, s-maxage/max-age minus Age).
 Every miss is judged, so ``storable`` does not build hishel's objects per response: it applies the
 verdict they reduce to for a shared cache that stores GET only (see ``storable``), with hishel's
 Cache-Control parser (its results kept per header value). Lifetimes and ages are read strictly
-(freshness.py): what cannot be read makes the response stale, never long-lived. Header names are
+(freshness.py): what cannot be read makes the response stale, never long-lived. A valid targeted
+field (targeted.py: the gateway's own, then CDN-Cache-Control) takes the place of Cache-Control
+and Expires. Header names are
 lower-case, as ASGI and the proxy give them.
 """
 
@@ -26,6 +28,7 @@ from typing import Any
 from hishel._core._headers import CacheControl, parse_cache_control
 
 from app.cache.freshness import NO_DELTAS, age_seconds, delta_directives, expires_lifetime
+from app.cache.targeted import CDN_CACHE_CONTROL, TargetedPolicy, targeted_policy
 from app.config import CacheSection, RouteCacheSpec
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -148,6 +151,13 @@ class DefaultCacheStrategy(CacheStrategy):
 
     def __init__(self, settings: CacheSection | None = None) -> None:
         self.settings = settings or CacheSection()
+        # RFC 9213's target list: the gateway's own field first, then CDN-Cache-Control.
+        own = self.settings.targeted_field
+        self._targets = tuple(dict.fromkeys(
+            ((own.lower().encode("latin-1"),) if own else ()) + (CDN_CACHE_CONTROL,)))
+        self._watched = _WATCHED | frozenset(self._targets)
+        # The gateway's own field is addressed to it alone: never kept (nor forwarded: orchestrator).
+        self._never_kept = _NEVER_KEPT | frozenset(self._targets[:1] if own else ())
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -194,15 +204,21 @@ class DefaultCacheStrategy(CacheStrategy):
         if status not in (route.statuses if route is not None else _OK) or status == 206 or status == 304:
             return None
         found: dict[bytes, bytes] | None = None
+        watched = self._watched
         for name, value in headers:
-            if name in _WATCHED:
+            if name in watched:
                 if found is None:
                     found = {}
                 found[name] = found[name] + b", " + value if name in found else value
         if found is None:  # the usual answer: nothing that decides, nothing to leave out
             return self._plain_decision(request, route, list(headers), metadata)
+        targeted = self._targeted(found)
         raw_control = found.get(b"cache-control")
-        control = _NO_DIRECTIVES if raw_control is None else cache_control(raw_control)
+        if targeted is not None:  # RFC 9213: Cache-Control and Expires are then ignored
+            control, deltas = targeted.control, targeted.deltas
+        else:
+            control = _NO_DIRECTIVES if raw_control is None else cache_control(raw_control)
+            deltas = delta_directives(raw_control) if raw_control is not None else NO_DELTAS
         if control.no_cache is True or control.no_store or control.private is True:
             return None  # no-cache: must be revalidated before each use, and we do not revalidate
         raw_vary = found.get(b"vary")
@@ -213,7 +229,7 @@ class DefaultCacheStrategy(CacheStrategy):
             return None
         if not control.public and request.consumer is not None:
             vary = tuple(sorted((*vary, CONSUMER)))
-        never = _NEVER_KEPT
+        never = self._never_kept
         if isinstance(control.no_cache, list) or isinstance(control.private, list):
             listed = {name.lower().encode("latin-1")
                       for names in (control.no_cache, control.private) if isinstance(names, list) for name in names}
@@ -228,14 +244,13 @@ class DefaultCacheStrategy(CacheStrategy):
         age = age_seconds(raw_age) if raw_age is not None else 0
         if age is None:
             return None  # an Age that cannot be read: stale
-        deltas = delta_directives(raw_control) if raw_control is not None else NO_DELTAS
         if deltas.invalid:
             return None  # a max-age or s-maxage that cannot be read: stale
         ttl_ms = self._route_ttl(route) * 1000
         if metadata and metadata.get("cache_time") is not None:
             ttl_ms = min(ttl_ms, int(float(metadata["cache_time"]) * 1000))
         lifetime = deltas.s_maxage if deltas.s_maxage is not None else deltas.max_age
-        if lifetime is None and b"expires" in found:
+        if lifetime is None and b"expires" in found and targeted is None:
             lifetime = expires_lifetime(found[b"expires"], _field(headers, b"date"), time.time())
         if lifetime is not None:
             ttl_ms = min(ttl_ms, (lifetime - age) * 1000)
@@ -250,6 +265,16 @@ class DefaultCacheStrategy(CacheStrategy):
                                     else self.settings.stale_while_revalidate)
         return StoreDecision(ttl_ms=int(ttl_ms), grace_ms=grace * 1000, swr_ms=swr * 1000, vary=vary,
                              headers=kept, age=age)
+
+    def _targeted(self, found: dict[bytes, bytes]) -> TargetedPolicy | None:
+        """The first targeted field of the list with a valid, non-empty value (RFC 9213 2.1)."""
+        for name in self._targets:
+            value = found.get(name)
+            if value is not None:
+                policy = targeted_policy(value)
+                if policy is not None:
+                    return policy
+        return None
 
     def _plain_decision(self, request: CacheRequest, route: RouteCacheSpec | None, headers: RawHeaders,
                         metadata: dict[str, Any] | None) -> StoreDecision | None:

@@ -104,6 +104,10 @@ class ApiGatewayOrchestrator:
         self.auth_stage = AuthStage(self.config.auth, self.store, self.rate_limiter.manager, trust)
         self.stages.append(self.auth_stage)
         self.cache_manager = ApiCacheManager(store=self.store, settings=self.config.cache)
+        # The gateway's own targeted cache-control field (RFC 9213) is addressed to it alone: read by
+        # the cache, never forwarded to the client.
+        own = self.config.cache.targeted_field
+        self._own_cache_field = own.lower().encode("latin-1") if own else None
         self.cache_stage = CacheStage(self.cache_manager, forward=self._forward, match=self._match_route)
         self.stages.append(self.cache_stage)
         # After the rate limit stage: it counts the client that stage identified, and answers nothing.
@@ -208,6 +212,9 @@ class ApiGatewayOrchestrator:
         completing = route.compiled.stages.completing
         if completing:
             await self._complete(ex, route, reply, completing)
+        if self._own_cache_field is not None:
+            own = self._own_cache_field
+            reply.headers = [pair for pair in reply.headers if pair[0] != own]
         if reply.status in _FAILURE_STATUSES:
             stale = self._stale_instead(ex, route)
             if stale is not None:
