@@ -22,7 +22,9 @@ end
 local fresh = now + tonumber(ARGV[2])
 local swr = fresh + tonumber(ARGV[3])
 local stale = fresh + math.max(tonumber(ARGV[4]), tonumber(ARGV[3]))
-local keep = stale - now
+-- Kept past its grace, not served, when it may be revalidated (ARGV[13]): until "kept".
+local kept = math.max(stale, fresh + tonumber(ARGV[13]))
+local keep = kept - now
 
 -- The entry's own key; a member without a path (written by an older build) is the id.
 local function entry_key(m)
@@ -34,7 +36,7 @@ end
 redis.call('HSET', KEYS[1], 't', fresh .. ' ' .. swr .. ' ' .. stale .. ' ' .. now, 'h', ARGV[5], 'b', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('ZADD', KEYS[2], lru_score(KEYS[8]), member)
-redis.call('ZADD', KEYS[3], stale, member)
+redis.call('ZADD', KEYS[3], kept, member)
 redis.call('ZADD', KEYS[4], 0, member)
 if ARGV[9] ~= '' then
   redis.call('SET', KEYS[6], ARGV[9], 'PX', keep)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable
 from typing import Any
 
 from app.background import stop_tasks
+from app.cache.conditional import freshened_headers
+from app.cache.entry import read_answer
 from app.cache.manager import ApiCacheManager
 from app.cache.pending import Pending
 from app.cache.policy import StoreDecision
@@ -54,6 +57,8 @@ class Filler:
     def completion(self, pending: Pending, reply: Reply) -> ScriptCall | None:
         """The write this answer needs: a store, a release of the lock, or none (a stream is
         stored later, by its copy)."""
+        if pending.revalidating and reply.status == 304:
+            return self._freshen(pending, reply)
         decision = None
         if reply.stream is not None or len(reply.body) <= self.settings.max_body_size:
             decision = self.manager.strategy.storable(pending.request, reply.status, reply.headers)
@@ -63,10 +68,31 @@ class Filler:
         if decision is None:
             if not pending.holds_lock:
                 return None
-            # A failure may pass; anything else will not be kept next time either: skip the lock.
-            pass_ms = 0 if reply.status >= 500 else PASS_MS
+            # A failure may pass, and a 304 answers the client's own conditions; anything else will
+            # not be kept next time either: skip the lock.
+            pass_ms = 0 if reply.status >= 500 or reply.status == 304 else PASS_MS
             return release_call(self.keys, pending.entry_id, pending.token, pass_ms)
         return self._store_call(pending, decision, reply.status, reply.body)
+
+    def _freshen(self, pending: Pending, reply: Reply) -> ScriptCall | None:
+        """The backend's 304 to the kept entry's validators: the entry, its fields updated from the
+        304 (RFC 9111 section 4.3.4), becomes the answer, and is stored again for its new lifetime."""
+        stale = pending.stale
+        assert stale is not None and stale.head is not None
+        status, stored, compressed, _ = read_answer(stale.head, 0, 0)
+        body = stale.body or b""
+        if compressed:
+            body = zlib.decompress(body)
+        headers = freshened_headers(stored, reply.headers)
+        if reply.stream is not None:
+            reply.stream.release()
+            reply.stream = None
+        reply.status, reply.headers, reply.body = status, headers, body
+        pending.freshened = True
+        decision = self.manager.strategy.storable(pending.request, status, headers)
+        if decision is None:
+            return release_call(self.keys, pending.entry_id, pending.token, 0) if pending.holds_lock else None
+        return self._store_call(pending, decision, status, body)
 
     def _store_call(self, pending: Pending, decision: StoreDecision, status: int, body: bytes) -> ScriptCall:
         entry_id = pending.entry_id

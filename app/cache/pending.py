@@ -25,6 +25,10 @@ class Pending:
     done: bool = False
     # The lookup's reply when it carried an expired entry, kept to answer instead of a failure.
     stale: LookupReply | None = None
+    # This request asked the backend with the kept entry's validators (``stale`` is that entry).
+    revalidating: bool = False
+    # The backend answered 304: the kept entry, freshened, is the answer.
+    freshened: bool = False
     header_at: int = -1
 
 

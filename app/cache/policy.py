@@ -40,8 +40,8 @@ _CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"te", b"transfer
                                  b"proxy-connection", b"proxy-authenticate", b"proxy-authentication-info",
                                  b"proxy-authorization"})
 _NEVER_KEPT = _NOT_STORED_HEADERS | _CONNECTION_HEADERS
-# The response fields the storage decision reads.
-_DECIDING = frozenset({b"cache-control", b"vary", b"age", b"expires", b"set-cookie"})
+# The response fields the storage decision reads (a validator: how long an expired entry is kept).
+_DECIDING = frozenset({b"cache-control", b"vary", b"age", b"expires", b"set-cookie", b"etag", b"last-modified"})
 _WATCHED = _DECIDING | _NEVER_KEPT
 _OK = (200,)
 _NO_DIRECTIVES = CacheControl()
@@ -97,6 +97,9 @@ class StoreDecision:
     headers: RawHeaders
     # The Age the response arrived with (seconds): it keeps counting in the cache.
     age: int = 0
+    # How long the entry is kept past its freshness to be revalidated (it has a validator); it is
+    # never served stale for that, only asked about (app/cache/conditional.py).
+    revalidate_ms: int = 0
 
 
 class CacheStrategy(abc.ABC):
@@ -220,7 +223,7 @@ class DefaultCacheStrategy(CacheStrategy):
             control = _NO_DIRECTIVES if raw_control is None else cache_control(raw_control)
             deltas = delta_directives(raw_control) if raw_control is not None else NO_DELTAS
         if control.no_cache is True or control.no_store or control.private is True:
-            return None  # no-cache: must be revalidated before each use, and we do not revalidate
+            return None  # no-cache: to be revalidated before every use, which the cache does not do (only once stale)
         raw_vary = found.get(b"vary")
         vary = vary_names(raw_vary.decode("latin-1")) if raw_vary is not None else ()
         if "*" in vary:
@@ -263,8 +266,9 @@ class DefaultCacheStrategy(CacheStrategy):
         swr = 0 if revalidate else (control.stale_while_revalidate
                                     if control.stale_while_revalidate is not None
                                     else self.settings.stale_while_revalidate)
+        validated = b"etag" in found or b"last-modified" in found
         return StoreDecision(ttl_ms=int(ttl_ms), grace_ms=grace * 1000, swr_ms=swr * 1000, vary=vary,
-                             headers=kept, age=age)
+                             headers=kept, age=age, revalidate_ms=self.settings.ttl * 1000 if validated else 0)
 
     def _targeted(self, found: dict[bytes, bytes]) -> TargetedPolicy | None:
         """The first targeted field of the list with a valid, non-empty value (RFC 9213 2.1)."""

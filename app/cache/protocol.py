@@ -12,7 +12,8 @@ Keys (``CacheKeys``), all under one hash tag, ``{c}``:
                                           (``policy.uri_id``), every variant; what an unsafe
                                           request purges. Kept as long as its longest-kept entry
   lru      ``...:lru``                    ZSET index member -> its last read or write (us, never a tie): the LRU order
-  exp      ``...:exp``                    ZSET index member -> end of grace (ms): index cleanup
+  exp      ``...:exp``                    ZSET index member -> when the entry is let go (ms): the end of
+                                          its grace, or of its revalidation time; index cleanup
   paths    ``...:paths``                  ZSET index member, all scored 0: lexicographic, by path
   stats    ``...:stats``                  HASH ``hits``, ``misses``, ``evictions``, ``clock`` (the last LRU score given)
   channel  ``apigw:events:cache``         the ids of filled entries someone waits for
@@ -31,7 +32,9 @@ cache_get (``lookup_call``; reply ``LookupReply``)
 cache_set (``store_call``)
   KEYS  entry, lru, exp, paths, lock, vary, pass, stats, uri
   ARGV  index member, fresh ms, stale-while-revalidate ms, grace ms, head, body, most entries,
-        lock token ("" none), Vary names ("" none), entry key prefix, channel, entry id
+        lock token ("" none), Vary names ("" none), entry key prefix, channel, entry id, revalidate
+        ms (the entry is kept that long past its freshness, to be revalidated; its times say when
+        it may be served stale, which this does not change)
   reply [evicted, purged]
 cache_release (``release_call``)
   KEYS  lock, pass
@@ -189,14 +192,14 @@ def lookup_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, names: 
 
 def store_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, fresh_ms: int, swr_ms: int, grace_ms: int,
                head: bytes, body: bytes, max_entries: int, token: str, names: tuple[str, ...],
-               uri_id: str) -> ScriptCall:
+               uri_id: str, revalidate_ms: int = 0) -> ScriptCall:
     """``uri_id``: the URI the entry answers (``policy.uri_id``), under which a purge finds it."""
     return ScriptCall(
         "cache_set",
         (keys.entry(entry_id), keys.lru, keys.exp, keys.paths, keys.lock(entry_id), keys.vary_prefix + base_id,
          keys.pass_prefix + entry_id, keys.stats, keys.uri_prefix + uri_id),
         (index_member(path, entry_id), fresh_ms, swr_ms, grace_ms, head, body, max_entries, token, ",".join(names),
-         keys.entry_prefix, keys.channel, entry_id))
+         keys.entry_prefix, keys.channel, entry_id, revalidate_ms))
 
 
 def is_store(call: ScriptCall) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 from app.background import stop_tasks
 from app.cache.entry import inflate, read_answer
 from app.cache.fill import Filler
+from app.cache.conditional import CLIENT_CONDITIONS, not_modified, not_modified_headers, revalidation_fields
 from app.cache.invalidation import UNSAFE_METHODS, invalidated_uris
 from app.cache.manager import ApiCacheManager, new_token
 from app.cache.pending import Pending, cache_request
@@ -144,8 +145,29 @@ class CacheStage(Stage):
         pending.holds_lock = code == MISS and reply.locked == 1
         if reply.head is not None:
             pending.stale = reply
+            if pending.holds_lock and ex.method == "GET" and route.compiled.transform is None:
+                self._revalidate(ex, pending, reply)
         self._mark(ex, route, pending, b"MISS")
         return None
+
+    @staticmethod
+    def _revalidate(ex: Exchange, pending: Pending, reply: LookupReply) -> None:
+        """This request fills the key and an expired entry is kept: ask the backend with the entry's
+        validators (none when the client sent conditions of its own), so that a 304 freshens it."""
+        for name in CLIENT_CONDITIONS:
+            if ex.header(name) is not None:
+                return
+        head = reply.head
+        if head is None:
+            return
+        try:
+            status, headers, _, _ = read_answer(head, 0, 0)
+        except ValueError:
+            return
+        fields = revalidation_fields(headers) if status == 200 else []
+        if fields:
+            ex.validators = fields
+            pending.revalidating = True
 
     async def _settle(self, pending: Pending, reply: LookupReply) -> LookupReply:
         """Follow the lookup to a final answer: re-key for the resource's Vary, wait for a fill."""
@@ -173,8 +195,16 @@ class CacheStage(Stage):
                 body: bytes, age: int, how: bytes) -> Reply:
         """``headers``: a list of the entry's, decoded for this answer (this adds to it)."""
         pending.done = True
-        headers.append((b"age", b"%d" % age))
         self._mark(ex, route, pending, how)
+        if status == 200:
+            if_none_match, if_modified_since = ex.header(b"if-none-match"), ex.header(b"if-modified-since")
+            if (if_none_match is not None or if_modified_since is not None) \
+                    and not_modified(if_none_match, if_modified_since, headers):
+                # The client's own copy is current: 304, without the body.
+                fields = not_modified_headers(headers)
+                fields.append((b"age", b"%d" % age))
+                return Reply(304, fields, b"")
+        headers.append((b"age", b"%d" % age))
         # A cached answer is still the backend's (the library's response transform applies).
         return Reply(status, headers, b"" if ex.method == "HEAD" else body, from_backend=True)
 
@@ -210,7 +240,10 @@ class CacheStage(Stage):
         pending: Pending | None = ex.cache
         if pending is None or pending.done:
             return None
-        return self.filler.completion(pending, reply)
+        call = self.filler.completion(pending, reply)
+        if pending.freshened and pending.header_at >= 0:
+            ex.response_headers[pending.header_at] = (X_CACHE, b"REVALIDATED")
+        return call
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
         pending: Pending | None = ex.cache

@@ -102,6 +102,10 @@ class Exchange:
     # Read a backend's answer whole up to this many bytes (else streamed past SMALL_BODY). Written
     # by the cache (a GET whose answer may be kept); read by the orchestrator's _attempt.
     read_body_up_to: int = 0
+    # Conditional fields the cache adds to the backend request to revalidate the expired entry it
+    # keeps (If-None-Match, If-Modified-Since). Written by the cache stage's admit; read by the
+    # orchestrator's _request_headers.
+    validators: RawHeaders | None = None
     # The target whose circuit admitted the request, on a route with several. Written by the
     # breaker stage's admit; read by the orchestrator's _forward (else its balancer picks).
     target: Target | None = None

@@ -450,6 +450,8 @@ class ApiGatewayOrchestrator:
         if host:
             headers.append(("X-Forwarded-Host", host.decode("latin-1")))
         headers.append(("X-Request-ID", ex.request_id))
+        if ex.validators:
+            headers.extend((name.decode("latin-1"), value.decode("latin-1")) for name, value in ex.validators)
         return headers
 
     # -- the seed's library entry ---------------------------------------------------------------

@@ -319,7 +319,7 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
             f"{path}\0{entry_id}", draw(st.integers(1, 3000)), draw(st.integers(0, 3000)),
             draw(st.integers(0, 3000)), "head", "body", draw(st.integers(1, 4)),
             draw(st.sampled_from(["", "t1", "t2"])), draw(st.sampled_from(["", "accept"])), prefix,
-            f"{p}:events", entry_id]
+            f"{p}:events", entry_id, draw(st.sampled_from([0, 2000]))]
 
     @st.composite
     def release(draw: st.DrawFn) -> Call:

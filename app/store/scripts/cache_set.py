@@ -18,12 +18,13 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     fresh = now + fresh_ms
     swr = fresh + swr_ms
     stale = fresh + max(grace_ms, swr_ms)
-    keep = stale - now
+    kept = max(stale, fresh + int(args[12]))
+    keep = kept - now
 
     # Every write replaces the three fields (no DEL first), then the entry's deadline.
     writable(db, entry).update({b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": arg(args[4]), b"b": arg(args[5])})
     db.pexpire(entry, keep)
-    for key, score in ((lru_key, lru_score(writable(db, stats_key), now_us)), (exp_key, stale), (paths_key, 0)):
+    for key, score in ((lru_key, lru_score(writable(db, stats_key), now_us)), (exp_key, kept), (paths_key, 0)):
         writable(db, key)[member] = score
     if vary:
         db.set(vary_key, vary, keep)
