@@ -1,6 +1,8 @@
 """Which stored URIs an unsafe request invalidates (RFC 9111 section 4.4).
 
-A POST, PUT, PATCH or DELETE answered with a non-error status (2xx, 3xx) invalidates its target
+A request of a method not known to be safe (POST, PUT, PATCH, DELETE, and any method but GET, HEAD,
+OPTIONS and TRACE: section 4.4 counts a method of unknown safety as unsafe) answered with a
+non-error status (2xx, 3xx) invalidates its target
 URI, and the URIs of the answer's ``Location`` and ``Content-Location`` when their host is the
 request's: a backend or a client never invalidates another origin's entries. The purge
 (``cache_purge``) rides in the request's completion round trip, so it costs none of its own, and it
@@ -23,7 +25,8 @@ from app.edge.paths import BadPath, PathRules, normalise
 from app.pipeline.exchange import Exchange, RawHeaders
 from app.routing.router import request_host
 
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# RFC 9110 section 9.2.1's safe methods; every other one invalidates.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _TARGET_FIELDS = (b"location", b"content-location")
 _PATH_RULES = PathRules()
 # No base URI names a real host: a reference that names one is compared with the request's host.
@@ -33,7 +36,7 @@ _NO_HOST = "gateway.invalid"
 def invalidated_uris(ex: Exchange, status: int, headers: RawHeaders) -> tuple[str, ...]:
     """The uri ids (``policy.uri_id``) that the answer to ``ex`` invalidates; () for a safe method
     or an error status."""
-    if ex.method not in UNSAFE_METHODS or not 200 <= status < 400:
+    if ex.method in SAFE_METHODS or not 200 <= status < 400:
         return ()
     host = request_host(ex)
     targets = {(ex.path, ex.query_string)}

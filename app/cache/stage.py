@@ -24,7 +24,7 @@ from app.background import stop_tasks
 from app.cache.entry import inflate, read_answer
 from app.cache.fill import Filler
 from app.cache.conditional import CLIENT_CONDITIONS, not_modified, not_modified_headers, revalidation_fields
-from app.cache.invalidation import UNSAFE_METHODS, invalidated_uris
+from app.cache.invalidation import SAFE_METHODS, invalidated_uris
 from app.cache.manager import ApiCacheManager, new_token
 from app.cache.pending import Pending, cache_request
 from app.cache.policy import CacheStrategy, Lookup
@@ -233,7 +233,7 @@ class CacheStage(Stage):
     # -- after the backend ----------------------------------------------------------------------
 
     def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
-        if ex.method in UNSAFE_METHODS:
+        if ex.method not in SAFE_METHODS:
             # Before the answer goes out, in this round trip: the entries its success made stale.
             uris = invalidated_uris(ex, reply.status, reply.headers) if reply.from_backend else ()
             return purge_call(self.manager.keys, uris) if uris else None

@@ -138,7 +138,7 @@ async def _cached(replica: Replica, uri: str, host: str = "shop.example", **head
     return again
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "M-SEARCH"])
 async def test_an_unsafe_request_on_one_replica_invalidates_for_the_other(fleet: list[Replica], method: str) -> None:
     a, b = fleet
     before = (await _cached(a, "/x")).json()["n"]
@@ -162,6 +162,14 @@ async def test_every_variant_of_the_uri_goes_and_only_that_uri(fleet: list[Repli
         assert (await a.get("/x", **{"Accept-Language": language})).headers["x-cache"] == "MISS"
     assert (await a.get("/x?page=2")).headers["x-cache"] == "HIT"  # another URI
     assert (await a.get("/x/y")).headers["x-cache"] == "HIT"
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE"])
+async def test_a_safe_method_invalidates_nothing(fleet: list[Replica], method: str) -> None:
+    a, b = fleet
+    await _cached(a, "/x")
+    assert (await b.send(method, "/x", **{"X-Location": "/x"})).status_code == 200
+    assert (await a.get("/x")).headers["x-cache"] == "HIT"
 
 
 async def test_a_failed_or_refused_unsafe_request_invalidates_nothing(fleet: list[Replica]) -> None:
