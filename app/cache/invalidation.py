@@ -6,7 +6,9 @@ non-error status (2xx, 3xx) invalidates its target
 URI, and the URIs of the answer's ``Location`` and ``Content-Location`` when their host is the
 request's: a backend or a client never invalidates another origin's entries. The purge
 (``cache_purge``) rides in the request's completion round trip, so it costs none of its own, and it
-lands before the answer goes out. The store is shared, so it holds for the whole fleet at once; no
+lands before the answer goes out. When the request's own URI has no entry (a peek in its admission
+round trip says so) and the answer names no other URI of its host, nothing is sent: a write that
+touches nothing cached costs no round trip of its own. The store is shared, so it holds for the whole fleet at once; no
 replica keeps a copy of an entry of its own.
 
 A URI is named as the cache lists its entries (``policy.uri_id``): host, path and sorted query. Each
@@ -33,18 +35,29 @@ _PATH_RULES = PathRules()
 _NO_HOST = "gateway.invalid"
 
 
-def invalidated_uris(ex: Exchange, status: int, headers: RawHeaders) -> tuple[str, ...]:
+def target_uris(ex: Exchange) -> tuple[str, ...]:
+    """The uri ids of the request's own URI (what the admission round trip peeks at)."""
+    host = request_host(ex)
+    return _ids({(ex.path, ex.query_string)}, host)
+
+
+def invalidated_uris(ex: Exchange, status: int, headers: RawHeaders, target_stored: bool = True) -> tuple[str, ...]:
     """The uri ids (``policy.uri_id``) that the answer to ``ex`` invalidates; () for a safe method
-    or an error status."""
+    or an error status. ``target_stored``: False when the admission's peek found no entry of the
+    request's own URI (then only Location and Content-Location are left to purge)."""
     if ex.method in SAFE_METHODS or not 200 <= status < 400:
         return ()
     host = request_host(ex)
-    targets = {(ex.path, ex.query_string)}
+    targets = {(ex.path, ex.query_string)} if target_stored else set()
     for name, value in headers:
         if name in _TARGET_FIELDS:
             target = _same_origin(value, ex, host)
             if target is not None:
                 targets.add(target)
+    return _ids(targets, host)
+
+
+def _ids(targets: set[tuple[str, bytes]], host: str) -> tuple[str, ...]:
     ids = []
     for path, query in sorted(targets):
         ids.append(uri_id("", path, query))

@@ -45,6 +45,10 @@ cache_invalidate (``invalidate_call``)
   KEYS  lru, exp, paths
   ARGV  "prefix" or "glob", the path (prefix) or the glob's literal head, the glob, entry key prefix
   reply how many entries were removed
+cache_peek (``peek_call``)
+  KEYS  one uri key per URI
+  ARGV  none
+  reply 1 when one of them lists entries, else 0
 cache_purge (``purge_call``)
   KEYS  lru, exp, paths, then one uri key per URI to purge
   ARGV  entry key prefix
@@ -222,6 +226,11 @@ def invalidate_call(keys: CacheKeys, pattern: str) -> ScriptCall:
     else:
         args = ("prefix", pattern.rstrip("/"), "", keys.entry_prefix)
     return ScriptCall("cache_invalidate", (keys.lru, keys.exp, keys.paths), args)
+
+
+def peek_call(keys: CacheKeys, uri_ids: tuple[str, ...]) -> ScriptCall:
+    """Whether any of these URIs (``policy.uri_id``) has entries stored."""
+    return ScriptCall("cache_peek", tuple(keys.uri_prefix + u for u in uri_ids), ())
 
 
 def purge_call(keys: CacheKeys, uri_ids: tuple[str, ...]) -> ScriptCall:

@@ -24,12 +24,12 @@ from app.background import stop_tasks
 from app.cache.entry import inflate, read_answer
 from app.cache.fill import Filler
 from app.cache.conditional import CLIENT_CONDITIONS, not_modified, not_modified_headers, revalidation_fields
-from app.cache.invalidation import SAFE_METHODS, invalidated_uris
+from app.cache.invalidation import SAFE_METHODS, invalidated_uris, target_uris
 from app.cache.manager import ApiCacheManager, new_token
 from app.cache.pending import Pending, cache_request
 from app.cache.policy import CacheStrategy, Lookup
 from app.cache.protocol import (FINAL, HIT, MAY_LOCK, MISS, STALE, VARY, WAIT, LookupReply, as_miss, lookup_reply,
-                                purge_call, took_fill_lock)
+                                peek_call, purge_call, took_fill_lock)
 from app.cache.refresh import Refresher
 from app.cache.singleflight import FillWaiters
 from app.cache.vary_hints import VaryHints
@@ -91,6 +91,10 @@ class CacheStage(Stage):
             return None
         if ex.refusal is not None:  # refused (bad credentials): it must not take a fill lock
             return None
+        if ex.method not in SAFE_METHODS:
+            # Whether its own URI has entries to purge should it succeed: asked in this round trip.
+            self._mark(ex, route, None, b"BYPASS")
+            return peek_call(self.manager.keys, target_uris(ex))
         request = cache_request(ex, route)
         strategy = self.manager.strategy
         decision = strategy.lookup(request)
@@ -114,6 +118,10 @@ class CacheStage(Stage):
         return self.manager.lookup_call(ex.path, entry_id, base_id, names, FINAL)
 
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
+        if ex.method not in SAFE_METHODS:
+            # Unknown (the store failed): purge as if there were entries.
+            ex.cache_target_stored = store_reply != 0
+            return None
         pending: Pending | None = ex.cache
         if pending is None or route is None or pending.header_at >= 0:
             return None  # no lookup made (bypassed or refreshing)
@@ -235,7 +243,8 @@ class CacheStage(Stage):
     def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
         if ex.method not in SAFE_METHODS:
             # Before the answer goes out, in this round trip: the entries its success made stale.
-            uris = invalidated_uris(ex, reply.status, reply.headers) if reply.from_backend else ()
+            uris = invalidated_uris(ex, reply.status, reply.headers, ex.cache_target_stored) \
+                if reply.from_backend else ()
             return purge_call(self.manager.keys, uris) if uris else None
         pending: Pending | None = ex.cache
         if pending is None or pending.done:

@@ -102,6 +102,10 @@ class Exchange:
     # Read a backend's answer whole up to this many bytes (else streamed past SMALL_BODY). Written
     # by the cache (a GET whose answer may be kept); read by the orchestrator's _attempt.
     read_body_up_to: int = 0
+    # Whether the request's own URI had cached entries when it was admitted (the cache's peek for
+    # an unsafe method; True when unknown). Written by the cache stage's admit; read by its
+    # completion_call, which purges that URI after a success only then.
+    cache_target_stored: bool = True
     # Conditional fields the cache adds to the backend request to revalidate the expired entry it
     # keeps (If-None-Match, If-Modified-Since). Written by the cache stage's admit; read by the
     # orchestrator's _request_headers.

@@ -20,7 +20,7 @@ SCRIPT_NAMES = frozenset({
     "activity_add", "activity_top",
     "auth_failure",
     "breaker_acquire", "breaker_force", "breaker_record", "breaker_state", "breaker_trip",
-    "cache_get", "cache_invalidate", "cache_purge", "cache_release", "cache_set", "cache_stats",
+    "cache_get", "cache_invalidate", "cache_peek", "cache_purge", "cache_release", "cache_set", "cache_stats",
     "config_change", "config_read",
     "health_claim", "health_report",
     "ratelimit",

@@ -246,18 +246,25 @@ async def _round_trips(replica: Replica, method: str, uri: str, **headers: str) 
 
 
 async def test_the_purge_is_the_completion_round_trip(fleet: list[Replica]) -> None:
-    """A successful unsafe request costs what a stored miss does: the admission round trip, and one
-    completion round trip that carries the purge of all its URIs (with the circuit's outcome when
-    the breaker has one to write). A failed one purges nothing and costs no completion trip."""
+    """An unsafe request's admission round trip (its rate limit) also asks whether its URI has
+    entries. A success that has something to purge costs what a stored miss does: one completion
+    round trip more, carrying the purge of all its URIs (with the circuit's outcome when the
+    breaker has one to write). One that touches nothing cached, or fails, costs no more."""
     a, b = fleet
     await _cached(a, "/x")
     await _cached(a, "/y")
     await b.send("POST", "/x", **{"X-Status": "404"})  # the route's first request: warm
     assert await _round_trips(b, "POST", "/x", **{"X-Status": "404"}) == 1
+    assert await _round_trips(b, "POST", "/never-cached") == 1
+    assert await _round_trips(b, "POST", "/never-cached", **{"X-Location": "http://other.example/y"}) == 1
+    assert (await a.get("/y")).headers["x-cache"] == "HIT"
     assert await _round_trips(b, "POST", "/x", **{"X-Location": "/y", "X-Content-Location": "/z"}) == 2
     assert await _round_trips(a, "GET", "/x") == 2  # a stored miss
     assert await _round_trips(a, "GET", "/y") == 2
     assert await _round_trips(a, "GET", "/y") == 1  # a hit
+    # A URI without entries, whose answer names one with entries: that one is purged.
+    assert await _round_trips(b, "PUT", "/never-cached", **{"X-Location": "/y"}) == 2
+    assert (await a.get("/y")).headers["x-cache"] == "MISS"
 
 
 async def test_concurrent_purges_and_fills_leave_the_indexes_whole(fleet: list[Replica]) -> None:

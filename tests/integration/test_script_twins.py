@@ -343,7 +343,13 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
         chosen = draw(st.lists(st.sampled_from(sorted(set(uris.values()))), min_size=1, max_size=3, unique=True))
         return "cache_purge", [lru, exp, paths, *chosen], [prefix]
 
+    @st.composite
+    def peek(draw: st.DrawFn) -> Call:
+        chosen = draw(st.lists(st.sampled_from(sorted(set(uris.values()))), min_size=1, max_size=3, unique=True))
+        return "cache_peek", chosen, []
+
     return {"cache_get": get(), "cache_set": set_(), "cache_release": release(), "cache_purge": purge(),
+            "cache_peek": peek(),
             "cache_stats": st.tuples(st.just("cache_stats"), st.just([stats, lru, exp, paths]),
                                      st.tuples(st.integers(1, 16)).map(list)),
             "cache_invalidate": invalidate()}
