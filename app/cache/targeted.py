@@ -118,6 +118,7 @@ def parse_dictionary(text: str) -> dict[str, Any]:
     i, n = 0, len(text)
     while i < n:
         key, i = _key(text, i)
+        value: Any
         if i < n and text[i] == "=":
             if i + 1 < n and text[i + 1] == "(":
                 value, i = _inner_list(text, i + 1)
