@@ -108,6 +108,8 @@ class RedisStore(Store):
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._pubsub_ready = asyncio.Event()
+        # On a cluster, the master the event stream is subscribed on now (None while it is not).
+        self.event_node: str | None = None
 
     @staticmethod
     def _template_of(entries: Sequence[str]) -> str | None:
@@ -366,8 +368,10 @@ class RedisStore(Store):
 
     # On a Redis Cluster, events use the cluster-wide (not sharded) pub/sub: the scripts PUBLISH
     # from inside Lua (config changes, cache fills), and a sharded channel would have to share the
-    # slot of each script's keys. A PUBLISH on any node reaches the subscribers of every node, and
-    # the listener's one connection moves to another node when its node fails.
+    # slot of each script's keys. A PUBLISH on any node reaches the subscribers of every node, so
+    # the listener subscribes on one master of the slot map it keeps itself, and after a break on
+    # the next master of a refreshed map (redis-py's cluster pub/sub would go back to the node its
+    # own slot cache names, a dead one until that cache is refreshed).
     async def publish(self, channel: str, message: bytes) -> None:
         await self._guarded(lambda: self.redis.publish(channel, message))
 
@@ -379,13 +383,26 @@ class RedisStore(Store):
         """Deliver messages to handlers; after any break, resubscribe and tell the reconnect handlers."""
         delay = 0.05
         first = True
+        turn = 0
         while not self._closing:
             await self._pubsub_ready.wait()
-            pubsub = self.redis.pubsub()
+            source, node = self.redis, None
+            if self.cluster is not None:
+                try:
+                    source, node = await self._cluster_event_source(turn)
+                except StoreError as error:
+                    log.debug("event stream: %s", error)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                finally:
+                    turn += 1
+            pubsub = source.pubsub()
             subscribe, receive = pubsub.subscribe, pubsub.get_message
             try:
                 channels = list(self._handlers)
                 await subscribe(*channels)
+                self.event_node = node
                 delay = 0.05
                 if not first:
                     log.info("event stream reconnected; re-reading shared state")
@@ -414,7 +431,25 @@ class RedisStore(Store):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
             finally:
+                self.event_node = None
                 try:
                     await pubsub.aclose()
+                    if source is not self.redis:
+                        await source.aclose()
                 except Exception:  # the connection is already gone
                     pass
+
+    async def _cluster_event_source(self, turn: int) -> tuple[aioredis.Redis, str]:
+        """A connection to one master for the event stream: the first time, of the map known now;
+        after a break, of a map asked for again, the next master in turn."""
+        cluster = self.cluster
+        assert cluster is not None
+        if (turn or not cluster.masters) and not await cluster.refresh():
+            raise StoreUnavailable("redis cluster: no node answers for the slot map")
+        masters = cluster.masters
+        if not masters:
+            raise StoreUnavailable("redis cluster: no master known now")
+        address = masters[turn % len(masters)]
+        client = aioredis.Redis.from_url(_node_url(address, self._template), socket_timeout=self.socket_timeout,
+                                         socket_connect_timeout=self.connect_timeout, health_check_interval=30)
+        return client, address

@@ -245,3 +245,79 @@ async def test_a_sentinel_store_follows_a_failover_within_3_seconds(redis_sentin
     finally:
         await store.close()
         await asyncio.to_thread(redis_sentinel.wait_healthy)
+
+
+async def _published_until_heard(publisher: RedisStore, channel: str, inbox: list[bytes], message: bytes,
+                                 within: float) -> float:
+    """Publish ``message`` every 50 ms until ``inbox`` holds it; how long that took (at most ``within``).
+    A publish that fails (its node is the one being replaced) is tried again on the next turn."""
+    started = time.monotonic()
+    while message not in inbox:
+        assert time.monotonic() - started < within, f"{message!r} not heard within {within} s: {inbox}"
+        try:
+            await publisher.publish(channel, message)
+        except StoreUnavailable:
+            pass
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_events_reach_every_replica_after_the_master_carrying_them_dies(
+        redis_cluster: RedisClusterProcesses, scripts: Path) -> None:
+    # The subscriber listens on the first master of its slot map; the channel's slot is put on that
+    # master too, so that the kill takes both the subscription and the publisher's node for the channel.
+    first_master = min(redis_cluster.masters_now())
+    prefix = next(p for p in (f"t{uuid.uuid4().hex[:8]}" for _ in range(10_000))
+                  if redis_cluster.master_of_slot(key_slot(f"{p}:events:t")).address == first_master)
+    stores = [RedisStore(cluster_nodes=[seed], prefix=prefix, scripts_dir=scripts, retry_after_failure=0.2)
+              for seed in redis_cluster.seeds[:2]]
+    channel = stores[0].channel("t")
+    assert key_slot(channel) == key_slot(f"{prefix}:events:t")
+    inbox: list[bytes] = []
+    stores[1].subscribe(channel, inbox.append)
+    stores[0].subscribe(channel, lambda message: None)
+    for store in stores:
+        await store.start()
+    victim = redis_cluster.node_at(first_master)
+    try:
+        await _published_until_heard(stores[0], channel, inbox, b"before", within=5)
+        assert stores[1].event_node == first_master
+        victim.kill()
+        wait_for(lambda: victim.address not in redis_cluster.masters_now(), timeout=30,
+                 what="the replica's promotion")
+        took = await _published_until_heard(stores[0], channel, inbox, b"after", within=5)
+        print(f"events heard again {took:.2f} s after the promotion")
+        assert stores[1].event_node not in (None, first_master)
+    finally:
+        for store in stores:
+            await store.close()
+        await asyncio.to_thread(redis_cluster.restart, victim)
+
+
+async def test_events_reach_every_replica_after_a_sentinel_failover(redis_sentinel: SentinelProcesses,
+                                                                     scripts: Path) -> None:
+    section = SentinelSection(nodes=redis_sentinel.sentinel_addresses, master=redis_sentinel.master_name)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    stores = [RedisStore(sentinel=section, prefix=prefix, scripts_dir=scripts) for _ in range(2)]
+    channel = stores[0].channel("t")
+    inbox: list[bytes] = []
+    stores[1].subscribe(channel, inbox.append)
+    stores[0].subscribe(channel, lambda message: None)
+    for store in stores:
+        await store.start()
+    try:
+        await _published_until_heard(stores[0], channel, inbox, b"before", within=5)
+        old = redis_sentinel.master_address()
+        await asyncio.to_thread(redis_sentinel.failover)
+        took = await _published_until_heard(stores[0], channel, inbox, b"after", within=3)
+        print(f"events heard again {took:.2f} s after the switch")
+        # Heard from the new master: the old one, now its replica, must not be what carried it.
+        redis_sentinel.data_node(old).kill()
+        try:
+            await _published_until_heard(stores[0], channel, inbox, b"without the old master", within=5)
+        finally:
+            await asyncio.to_thread(redis_sentinel.data_node(old).start)
+    finally:
+        for store in stores:
+            await store.close()
+        await asyncio.to_thread(redis_sentinel.wait_healthy)
