@@ -7,6 +7,7 @@ other side listens on, and every path a probe asks for is served by the app.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -48,10 +49,17 @@ def services() -> dict[str, dict[str, Any]]:
     return compose()["services"]
 
 
-def gateway_services() -> dict[str, dict[str, Any]]:
+def gateway_services(profile: str | None = None) -> dict[str, dict[str, Any]]:
+    """The gateway replicas that ``docker compose up`` starts (``profile``: those only that profile adds)."""
     return {name: svc for name, svc in services().items()
             if svc.get("build", {}).get("dockerfile") == "deploy/Dockerfile"
-            and "command" not in svc}
+            and "command" not in svc and _profile(svc) == profile}
+
+
+def _profile(svc: dict[str, Any]) -> str | None:
+    profiles = svc.get("profiles", [])
+    assert len(profiles) <= 1, profiles
+    return profiles[0] if profiles else None
 
 
 def backend_services() -> dict[str, dict[str, Any]]:
@@ -159,6 +167,62 @@ def test_compose_ports_agree_with_nginx_and_the_gateway_config() -> None:
         assert all(mapping.endswith(f":{port}") for mapping in svc["ports"]), name
     listen = re.findall(r"\blisten\s+(\d+)\s*;", nginx_conf())
     assert listen and all(any(m.endswith(f":{p}") for m in services()["lb"]["ports"]) for p in listen)
+
+
+def test_compose_cluster_profile_makes_a_cluster_of_three_masters_and_three_replicas() -> None:
+    svcs = services()
+    nodes = {name: svc for name, svc in svcs.items() if "--cluster-enabled" in svc.get("command", [])}
+    assert len(nodes) == 6
+    addresses = {}
+    for name, svc in nodes.items():
+        argv = svc["command"]
+        assert _profile(svc) == "cluster", name
+        assert option(argv, "--cluster-enabled") == "yes"
+        # A lost shard must not stop the others.
+        assert option(argv, "--cluster-require-full-coverage") == "no"
+        assert option(argv, "--appendonly") == "yes" and any(v.endswith(":/data") for v in svc["volumes"])
+        addresses[name] = f"{svc['networks']['redis-cluster']['ipv4_address']}:{option(argv, '--port')}"
+    assert len(set(addresses.values())) == 6
+    subnet = compose()["networks"]["redis-cluster"]["ipam"]["config"][0]["subnet"]
+    assert all(ipaddress.ip_address(a.split(":")[0]) in ipaddress.ip_network(subnet) for a in addresses.values())
+
+    create = svcs["redis-cluster-create"]
+    assert _profile(create) == "cluster" and create["restart"] == "no"
+    script = create["command"][-1]
+    argv = shlex.split(script.split("||")[-1])
+    assert argv[:3] == ["redis-cli", "--cluster", "create"]
+    assert sorted(a for a in argv if a.count(".") == 3) == sorted(addresses.values())  # every node, once
+    assert option(argv, "--cluster-replicas") == "1" and "--cluster-yes" in argv
+    # Idempotent: a cluster already made is left alone on the next `up`.
+    assert "cluster_state:ok" in script.split("||")[0]
+    assert {name: dep["condition"] for name, dep in create["depends_on"].items()} == dict.fromkeys(
+        nodes, "service_healthy")
+    assert all(node["healthcheck"]["test"][-2:] == ["redis-cli", "ping"] for node in nodes.values())
+
+
+def test_compose_cluster_gateways_start_on_the_cluster_once_it_is_made() -> None:
+    gateways = gateway_services("cluster")
+    assert len(gateways) == 3
+    node_names = {name for name, svc in services().items() if "--cluster-enabled" in svc.get("command", [])}
+    port = compose_config()["server"]["port"]
+    host_ports = set()
+    for name, svc in gateways.items():
+        env = svc["environment"]
+        assert all(_known_variable(var) for var in env), name
+        assert "API_GATEWAY_REDIS_URL" not in env
+        seeds = env["API_GATEWAY_REDIS_CLUSTER_NODES"].split(",")
+        assert seeds and all(seed.split(":")[0] in node_names and seed.endswith(":6379") for seed in seeds)
+        assert "redis-cluster" in svc["networks"] and "default" in svc["networks"]  # the nodes and the backends
+        assert svc["depends_on"]["redis-cluster-create"]["condition"] == "service_completed_successfully"
+        assert env["API_GATEWAY_CONFIG"] in {v.split(":")[1] for v in svc["volumes"]}
+        (mapping,) = svc["ports"]
+        assert mapping.endswith(f":{port}")
+        host_ports.add(mapping.rsplit(":", 1)[0])
+        # The config file and this environment make a cluster store (cluster_nodes wins over its url).
+        config = parse_config(compose_config(), {k: str(v) for k, v in env.items()}, "deploy/gateway.yaml")
+        assert config.redis.cluster_nodes == seeds
+    assert len(host_ports) == 3
+    assert not host_ports & {m.rsplit(":", 1)[0] for svc in gateway_services().values() for m in svc["ports"]}
 
 
 def test_routes_go_to_the_compose_backends_on_the_ports_they_listen_on() -> None:
