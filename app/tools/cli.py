@@ -207,13 +207,16 @@ def cmd_state(args: argparse.Namespace) -> int:
 
     logging.getLogger("apigw").setLevel(logging.ERROR)  # its own message says what went wrong
     config = _load_or_exit(args.config)
-    # A cluster node's URL is enough: the store finds the cluster from it.
-    url = args.redis_url or config.redis.url or next(iter(config.redis.cluster_nodes or ()), None)
+    # A cluster node's URL is enough: the store finds the cluster from it. A Sentinel group is
+    # asked for its master (unless --redis-url names a server).
+    url = args.redis_url or (None if config.redis.sentinel else
+                             config.redis.url or next(iter(config.redis.cluster_nodes or ()), None))
     if url is not None and "://" not in url:
         url = f"redis://{url}"
-    if not url:
-        print("state: no Redis configured (--redis-url, API_GATEWAY_REDIS_URL or redis.url); "
-              "the memory store lives inside one gateway process: ask its admin API", file=sys.stderr)
+    if not url and config.redis.sentinel is None:
+        print("state: no Redis configured (--redis-url, API_GATEWAY_REDIS_URL, redis.url, redis.cluster_nodes "
+              "or redis.sentinel); the memory store lives inside one gateway process: ask its admin API",
+              file=sys.stderr)
         return 1
     wanted = list(OVERVIEW) if args.section == "all" else [args.section]
     return asyncio.run(read_state(url, config, args.prefix or config.redis.prefix, wanted, args))
@@ -266,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="all (default), config, cache, clients, ratelimits, circuits, health, client <id>")
     state.add_argument("client_id", nargs="?", help="with 'client': the client id")
     state.add_argument("--config", help="config file (for redis.url and redis.prefix)")
-    state.add_argument("--redis-url", help="default: API_GATEWAY_REDIS_URL, REDIS_URL or the config's redis.url")
+    state.add_argument("--redis-url", help="default: API_GATEWAY_REDIS_URL, REDIS_URL or the config's redis section "
+                                           "(url, cluster_nodes or sentinel)")
     state.add_argument("--prefix", help="key prefix (default: the config's redis.prefix, apigw)")
     state.add_argument("--json", action="store_true", help="JSON instead of text")
     state.set_defaults(func=cmd_state)

@@ -54,7 +54,10 @@ class StateReader:
     def __init__(self, store: RedisStore, config: GatewayConfig | None = None) -> None:
         self.store = store
         self.config = config or GatewayConfig()
-        self._redis_cli = redis_cli(store.url)
+        # A Sentinel group's master as the sentinels named it when the store started.
+        sentinel = store.sentinel
+        self._redis_cli = redis_cli(sentinel.data_url(sentinel.address) if sentinel is not None and sentinel.address
+                                    else store.url)
 
     def _cli(self, *words: str) -> str:
         """A redis-cli command line for the Redis read, keys quoted (they hold braces)."""
@@ -199,23 +202,28 @@ def render(sections: list[Section]) -> str:
     return "\n".join(lines)
 
 
-async def read_state(url: str, config: GatewayConfig, prefix: str, wanted: list[str], args: Any) -> int:
-    """Print the wanted sections; 0, or 1 when Redis cannot be read or a section is unknown."""
+async def read_state(url: str | None, config: GatewayConfig, prefix: str, wanted: list[str], args: Any) -> int:
+    """Print the wanted sections; 0, or 1 when Redis cannot be read or a section is unknown. Without
+    ``url``, the config's Sentinel group is asked for its master."""
     import sys
 
-    from app.store import StoreError
+    from app.store import StoreError, StoreUnavailable
 
     unknown = [name for name in wanted if name not in SECTIONS]
     if unknown:
         print(f"state: unknown section {unknown[0]!r}; one of: all, {', '.join(SECTIONS)}", file=sys.stderr)
         return 1
-    store = RedisStore(url, prefix, retry_after_failure=0.01)
+    sentinel = None if url else config.redis.sentinel
+    store = RedisStore(url, prefix, sentinel=sentinel, retry_after_failure=0.01)
+    where = url or (f"the master of Sentinel group {sentinel.master!r}" if sentinel else "")
     try:
         await store.start()
+        if sentinel is not None and store.sentinel is not None and store.sentinel.address is None:
+            raise StoreUnavailable(f"no sentinel of {', '.join(sentinel.nodes)} names a master {sentinel.master!r}")
         reader = StateReader(store, config)
         sections = [await SECTIONS[name](reader, args) for name in wanted]
     except StoreError as error:
-        print(f"state: cannot read Redis at {url}: {error}", file=sys.stderr)
+        print(f"state: cannot read Redis at {where}: {error}", file=sys.stderr)
         return 1
     except ValueError as error:
         print(f"state: {error}", file=sys.stderr)

@@ -138,3 +138,42 @@ def test_the_redis_cli_hint_reaches_the_redis_that_was_read(url: str, command: s
     from app.tools.state import redis_cli
 
     assert redis_cli(url) == command  # and never prints the password
+
+
+def test_state_reads_the_master_a_sentinel_group_names(redis_sentinel: object, backend: BackendServer,
+                                                        tmp_path: object) -> None:
+    from pathlib import Path
+
+    from tests.redis_topologies import SentinelProcesses
+
+    assert isinstance(redis_sentinel, SentinelProcesses) and isinstance(tmp_path, Path)
+    prefix = f"st{time.monotonic_ns() % 10**8}"
+    redis = {"sentinel": {"nodes": redis_sentinel.sentinel_addresses, "master": redis_sentinel.master_name},
+             "prefix": prefix}
+    config = parse_config({"redis": redis, "admin": {"token": TOKEN},
+                           "router": {"routes": [{"id": "a", "path": "/a/*", "target": backend.url}]}}, {})
+    with GatewayThread(config) as gateway:
+        assert httpx.post(gateway.url + "/_gateway/routes", headers={"Authorization": f"Bearer {TOKEN}"},
+                          json={"id": "b", "path": "/b", "target": backend.url}).status_code == 201
+    path = tmp_path / "gateway.yaml"
+    path.write_text(json.dumps({"redis": {"prefix": prefix}}))
+    # The group named by the environment, as a deployment would (the config file names none).
+    env = {"PATH": "/usr/bin:/bin", "API_GATEWAY_REDIS_SENTINEL_NODES": ",".join(redis_sentinel.sentinel_addresses),
+           "API_GATEWAY_REDIS_SENTINEL_MASTER": redis_sentinel.master_name}
+    run = subprocess.run([sys.executable, "-m", "app", "state", "config", "--config", str(path), "--json"],
+                         capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stderr
+    section = json.loads(run.stdout)["config"]
+    assert section["data"]["version"] == 1 and "b" in section["data"]["route_overrides"]
+    master_port = redis_sentinel.master_address().rsplit(":", 1)[1]
+    assert section["redis_cli"] and all(f"-p {master_port} " in c for c in section["redis_cli"])
+    if shutil.which("redis-cli"):
+        for command in section["redis_cli"]:
+            shown = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)
+            assert shown.returncode == 0 and shown.stdout.strip() and "ERR" not in shown.stdout, command
+
+    # No sentinel answering: a clear error, no traceback.
+    env["API_GATEWAY_REDIS_SENTINEL_NODES"] = "127.0.0.1:1"
+    down = subprocess.run([sys.executable, "-m", "app", "state", "--config", str(path)],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
+    assert down.returncode == 1 and "cannot read Redis" in down.stderr and "Traceback" not in down.stderr, down.stderr
