@@ -54,6 +54,13 @@ async def _once_more_if_stale(command: Callable[[], Awaitable[Any]]) -> Any:
         return await command()
 
 
+async def _close_quietly(client: aioredis.Redis) -> None:
+    try:
+        await client.aclose()
+    except Exception:  # its connections are already gone
+        pass
+
+
 def _node_url(entry: str, template: str | None) -> str:
     """A node entry (``host:port`` or a URL) as a URL, with the scheme and credentials of
     ``template`` (the first entry given as a URL) when it has none of its own."""
@@ -100,16 +107,20 @@ class RedisStore(Store):
             self.url = url
             self._template = url
             self.node = self._link(url)
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=socket_timeout,
-                socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-                health_check_interval=30)
-            self.redis = aioredis.Redis.from_pool(pool)
+            self.redis = self._control_client(url)
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._pubsub_ready = asyncio.Event()
         # On a cluster, the master the event stream is subscribed on now (None while it is not).
         self.event_node: str | None = None
+
+    def _control_client(self, url: str) -> aioredis.Redis:
+        """redis-py's client for plain commands and pub/sub on one server."""
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=self.max_connections, timeout=self.socket_timeout,
+            socket_timeout=self.socket_timeout, socket_connect_timeout=self.connect_timeout,
+            health_check_interval=30)
+        return aioredis.Redis.from_pool(pool)
 
     @staticmethod
     def _template_of(entries: Sequence[str]) -> str | None:
@@ -174,12 +185,19 @@ class RedisStore(Store):
         self._restart_listener()
 
     def _follow_master(self, address: str) -> None:
-        """The sentinels name a (new) master: the request path's calls go there from now on."""
+        """The sentinels name a (new) master: the request path's calls, the plain commands and the
+        event stream go there from now on. The old master may stay a master for seconds (until the
+        sentinels turn it into a replica): a connection left on it would read and hear the past."""
         assert self.sentinel is not None
-        old, self.node = self.node, self._link(self.sentinel.data_url(address))
+        url = self.sentinel.data_url(address)
+        old, self.node = self.node, self._link(url)
+        old_control, self.redis = self.redis, self._control_client(url)
+        loop = asyncio.get_running_loop()
+        loop.create_task(_close_quietly(old_control))
+        self._restart_listener()
         if old is not None:
-            asyncio.get_running_loop().create_task(old.close())
-            asyncio.get_running_loop().create_task(self._after_failover())
+            loop.create_task(old.close())
+            loop.create_task(self._after_failover())
 
     async def _after_failover(self) -> None:
         """Another server took over: events published while it did may be lost, so the

@@ -76,13 +76,26 @@ class SentinelWatch:
         return self.sentinel.master_for(self.master_name, max_connections=max_connections)
 
     async def discover(self) -> str | None:
-        try:
-            host, port = await self.sentinel.discover_master(self.master_name)
-        except (RedisError, OSError) as error:
-            log.warning("no sentinel names a master %r now: %s", self.master_name, error)
+        """Ask every sentinel at once; the master of the newest configuration (the highest
+        ``config-epoch``) wins. A sentinel that has not heard of a failover yet still names the old
+        master, now a replica: believing the first answer would switch back to it."""
+        answers = [a for a in await asyncio.gather(*(self._ask(s) for s in self.sentinel.sentinels)) if a]
+        if not answers:
+            log.warning("no sentinel names a master %r now", self.master_name)
             return None
-        self._switch(f"{host}:{port}")
+        self._switch(max(answers)[1])
         return self.address
+
+    async def _ask(self, sentinel: aioredis.Redis) -> tuple[int, str] | None:
+        """(config epoch, "host:port") of the master this sentinel names, if it names a healthy one."""
+        try:
+            state = await sentinel.sentinel_master(self.master_name)
+        except (RedisError, OSError) as error:
+            log.debug("sentinel %s: %s", sentinel, error)
+            return None
+        if not state.get("is_master") or state.get("is_sdown") or state.get("is_odown"):
+            return None
+        return int(state.get("config-epoch", 0)), f"{state['ip']}:{state['port']}"
 
     def _switch(self, address: str) -> None:
         if address != self.address:

@@ -308,7 +308,30 @@ async def test_events_reach_every_replica_after_a_sentinel_failover(redis_sentin
     try:
         await _published_until_heard(stores[0], channel, inbox, b"before", within=5)
         old = redis_sentinel.master_address()
-        await asyncio.to_thread(redis_sentinel.failover)
+        new = await asyncio.to_thread(redis_sentinel.failover)
+        switched = time.monotonic()
+        # The old master stays a master for seconds after the switch (until the sentinels' next
+        # look at it turns it into a replica): what the store writes and hears must be the new one's.
+        with redis_sentinel.data_node(old).client() as client:
+            assert client.info("replication")["role"] == "master"
+        with redis_sentinel.data_node(new).client() as client:
+            while True:
+                client.publish(channel, b"on the new master")
+                await asyncio.sleep(0.05)
+                if b"on the new master" in inbox:
+                    break
+                assert time.monotonic() - switched < 3, inbox
+            print(f"events of the new master heard {time.monotonic() - switched:.2f} s after the switch")
+            key = stores[1].key("plain", "s")
+            while True:
+                try:
+                    await stores[1].set(key, b"written after the switch")
+                except StoreUnavailable:
+                    pass
+                if client.get(key) == b"written after the switch":
+                    break
+                assert time.monotonic() - switched < 3
+                await asyncio.sleep(0.05)
         took = await _published_until_heard(stores[0], channel, inbox, b"after", within=3)
         print(f"events heard again {took:.2f} s after the switch")
         # Heard from the new master: the old one, now its replica, must not be what carried it.
