@@ -1,9 +1,11 @@
 """Three gateway replicas (processes) on a real Redis Cluster and on a real Sentinel group: exact
-limits, and what happens while a master dies under load."""
+limits, the shared cache, circuits and config changes, and what happens while a master dies, a
+Sentinel fails over or a slot migrates under load."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 import uuid
@@ -13,12 +15,21 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from app.store.slots import key_slot
 from tests.redis_topologies import RedisClusterProcesses, SentinelProcesses
-from tests.support import BackendServer, GatewayProcess, replicas
+from tests.support import BackendServer, GatewayProcess, replicas, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
+
+TOKEN = "topology-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+# The slots a reshard moves (redis-cli moves a source's lowest slots first; slot 0 is always a
+# master's lowest), and clients whose limits live in them, each with a minute and an hour window
+# (two keys of one slot: a script over them meets TRYAGAIN while they are split between nodes).
+MIGRATED_SLOTS = 64
+MIGRATING = [name for name in (f"mig{i}" for i in range(100_000)) if key_slot(f"x:{{{name}}}") < MIGRATED_SLOTS][:4]
 
 
 def _config(redis: dict[str, Any], backend: BackendServer) -> dict[str, Any]:
@@ -26,12 +37,17 @@ def _config(redis: dict[str, Any], backend: BackendServer) -> dict[str, Any]:
         # Timeouts above this shared machine's scheduling delays: a dead master refuses connections
         # at once, so these never decide how long a request waits.
         "redis": {**redis, "prefix": f"t{uuid.uuid4().hex[:8]}", "connect_timeout": 2.0, "socket_timeout": 2.0},
-        "router": {"routes": [{"path": "/api/*", "target": backend.url}]},
+        "admin": {"token": TOKEN},
+        "router": {"routes": [{"id": "api", "path": "/api/*", "target": backend.url, "cache": {"enabled": False}},
+                              {"id": "cached", "path": "/c/*", "target": backend.url, "strip_prefix": True}]},
         "rate_limiter": {"default": {"requests_per_minute": 100_000, "requests_per_hour": None},
-                         "clients": {"fifty": {"requests_per_minute": 50}},
+                         "clients": {"fifty": {"requests_per_minute": 50},
+                                     **{name: {"requests_per_minute": 50, "requests_per_hour": 1000}
+                                        for name in MIGRATING}},
                          # The test's clients name themselves with X-Client-ID from this machine.
                          "client_id_trusted_from": ["127.0.0.0/8"]},
-        "cache": {"enabled": False},
+        # A generous lock_wait: on a loaded machine a cold replica's first fetch can take seconds.
+        "cache": {"lock_wait": 20},
     }
 
 
@@ -173,3 +189,159 @@ def test_a_sentinel_failover_is_followed_within_3_seconds(
     assert any(a.at > switched_at + 3 for a in answers)
     last_open = max((a.at for a in answers if not a.enforced), default=switched_at)
     print(f"sentinel failover: enforced again {max(0.0, last_open - switched_at):.2f} s after the switch")
+
+
+# -- the shared cache, circuits and config changes ----------------------------------------------------
+
+FLEETS = ["cluster_fleet", "sentinel_fleet"]
+
+
+@pytest.fixture(params=FLEETS)
+def fleet(request: pytest.FixtureRequest) -> list[GatewayProcess]:
+    fleet: list[GatewayProcess] = request.getfixturevalue(request.param)
+    return fleet
+
+
+@pytest.mark.parametrize("fleet", FLEETS, indirect=True)
+def test_a_fill_on_one_replica_is_a_hit_on_the_others(fleet: list[GatewayProcess],
+                                                       module_backend: BackendServer) -> None:
+    path = f"/c/headers/{uuid.uuid4().hex[:8]}?X-Thing=1"
+    first = httpx.get(fleet[0].url + path, timeout=10)
+    assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
+    for replica in fleet[1:]:
+        answer = httpx.get(replica.url + path, timeout=10)
+        assert answer.headers["x-cache"] == "HIT"
+        assert answer.content == first.content and answer.headers["x-thing"] == "1"
+    assert module_backend.hits[path.split("?")[0].removeprefix("/c")] == 1
+
+
+def _circuit_state(gateway: GatewayProcess, name: str) -> str:
+    status = httpx.get(f"{gateway.url}/_gateway/status", headers=ADMIN, timeout=5).json()
+    return next((item["state"] for item in status["circuits"]["items"] if item["name"] == name), "unknown")
+
+
+def _served(replica: GatewayProcess, path: str) -> bool:
+    return httpx.get(replica.url + path, timeout=5).status_code == 200
+
+
+def _add_fragile_route(fleet: list[GatewayProcess], backend: BackendServer) -> str:
+    """A route with a circuit breaker, added through the admin API of replica A: served by every
+    replica within 3 s (the config change's event, or the version poll)."""
+    name = f"fragile{uuid.uuid4().hex[:6]}"
+    added = httpx.post(f"{fleet[0].url}/_gateway/routes", headers=ADMIN, timeout=10, json={
+        "id": name, "path": f"/{name}/*", "target": backend.url, "strip_prefix": True,
+        "cache": {"enabled": False}, "circuit_breaker": {"failure_threshold": 3, "recovery_timeout": 60}})
+    assert added.status_code == 201, added.text
+    changed = time.monotonic()
+    for replica in fleet:
+        wait_for(lambda r=replica: _served(r, f"/{name}/ok"), timeout=10, interval=0.02,
+                 what=f"the new route on {replica.url}")
+    took = time.monotonic() - changed
+    print(f"route added through A served by all 3 replicas after {took:.2f} s")
+    assert took < 3
+    return name
+
+
+def _opened_on_one_is_open_on_all(fleet: list[GatewayProcess], name: str) -> None:
+    """3 failures through replica A open the circuit; the others learn it from the event (their
+    safety-net re-read comes every 5 s, so seeing it within 2 s is the event's doing)."""
+    for _ in range(3):
+        assert httpx.get(f"{fleet[0].url}/{name}/status/500", timeout=10).status_code == 500
+    opened = time.monotonic()
+    wait_for(lambda: all(_circuit_state(g, name) == "open" for g in fleet), timeout=10, interval=0.02,
+             what="the circuit open on every replica")
+    took = time.monotonic() - opened
+    print(f"circuit opened through A open on all 3 replicas after {took:.2f} s")
+    assert took < 2
+    for replica in fleet:
+        refused = httpx.get(f"{replica.url}/{name}/ok", timeout=10)
+        assert refused.status_code == 503 and refused.json()["error"] == "circuit open"
+
+
+@pytest.mark.parametrize("fleet", FLEETS, indirect=True)
+def test_a_config_change_and_an_open_circuit_reach_every_replica(fleet: list[GatewayProcess],
+                                                                  module_backend: BackendServer) -> None:
+    _opened_on_one_is_open_on_all(fleet, _add_fragile_route(fleet, module_backend))
+
+
+def _subscribers(cluster: RedisClusterProcesses, channel: str) -> dict[str, int]:
+    """Each running master's subscribers of ``channel`` (PUBSUB NUMSUB answers for its own node)."""
+    counts = {}
+    for address in cluster.masters_now():
+        with cluster.node_at(address).client() as client:
+            counts[address] = int(client.execute_command("PUBSUB", "NUMSUB", channel)[1])
+    return counts
+
+
+def test_events_reach_every_replica_after_the_master_they_were_heard_on_dies(
+        redis_cluster: RedisClusterProcesses, cluster_fleet: list[GatewayProcess],
+        module_backend: BackendServer) -> None:
+    prefix = yaml.safe_load(cluster_fleet[0].config_path.read_text())["redis"]["prefix"]
+    subscribers = _subscribers(redis_cluster, f"{prefix}:events:config")
+    carrier = max(subscribers, key=lambda address: subscribers[address])
+    assert subscribers[carrier] >= 1, subscribers
+    victim = redis_cluster.node_at(carrier)
+    victim.kill()
+    try:
+        wait_for(lambda: carrier not in redis_cluster.masters_now(), timeout=30, what="the replica's promotion")
+        _opened_on_one_is_open_on_all(cluster_fleet, _add_fragile_route(cluster_fleet, module_backend))
+    finally:
+        redis_cluster.restart(victim)
+
+
+def test_events_reach_every_replica_after_a_sentinel_failover(
+        redis_sentinel: SentinelProcesses, sentinel_fleet: list[GatewayProcess],
+        module_backend: BackendServer) -> None:
+    try:
+        redis_sentinel.failover()
+        _opened_on_one_is_open_on_all(sentinel_fleet, _add_fragile_route(sentinel_fleet, module_backend))
+    finally:
+        redis_sentinel.wait_healthy()
+
+
+# -- a slot migrated during traffic -----------------------------------------------------------------
+
+
+def _reshard(cluster: RedisClusterProcesses, source: str, target: str, slots: int) -> None:
+    with cluster.node_at(source).client() as client:
+        source_id = client.execute_command("CLUSTER", "MYID").decode()
+    with cluster.node_at(target).client() as client:
+        target_id = client.execute_command("CLUSTER", "MYID").decode()
+    subprocess.run(["redis-cli", "--cluster", "reshard", source, "--cluster-from", source_id,
+                    "--cluster-to", target_id, "--cluster-slots", str(slots), "--cluster-yes"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+
+
+def test_a_slot_migrated_during_traffic_costs_no_error_and_no_over_admission(
+        redis_cluster: RedisClusterProcesses, cluster_fleet: list[GatewayProcess]) -> None:
+    source = redis_cluster.master_of_slot(0).address
+    target = next(address for address in redis_cluster.masters_now() if address != source)
+    for name in MIGRATING:  # their keys exist (and hold counts) before the migration starts
+        for replica in cluster_fleet:
+            assert httpx.get(f"{replica.url}/api/warm", headers={"X-Client-ID": name}).status_code == 200
+    moved_at = 0.0
+
+    def reshard() -> float:
+        nonlocal moved_at
+        moved_at = time.monotonic()
+        _reshard(redis_cluster, source, target, MIGRATED_SLOTS)
+        return time.monotonic()
+
+    try:
+        answers, done_at = _under_load(cluster_fleet, MIGRATING, reshard)
+    finally:
+        redis_cluster.wait_healthy()
+    assert redis_cluster.master_of_slot(0).address == target  # the slots did move
+    try:
+        during = [a for a in answers if moved_at <= a.at <= done_at]
+        print(f"reshard of {MIGRATED_SLOTS} slots took {done_at - moved_at:.2f} s; "
+              f"{len(during)} requests during it, {len(answers)} in all")
+        assert during
+        assert all(a.status in (200, 429) for a in answers), {a.status for a in answers}
+        assert all(a.enforced for a in answers)
+        for name in MIGRATING:
+            admitted = 3 + sum(1 for a in answers if a.client == name and a.status == 200)
+            assert admitted == 50, (name, admitted)
+    finally:
+        _reshard(redis_cluster, target, source, MIGRATED_SLOTS)
+        redis_cluster.wait_healthy()
