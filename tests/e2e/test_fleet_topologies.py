@@ -196,7 +196,7 @@ def test_a_sentinel_failover_is_followed_within_3_seconds(
 FLEETS = ["cluster_fleet", "sentinel_fleet"]
 
 
-@pytest.fixture(params=FLEETS)
+@pytest.fixture
 def fleet(request: pytest.FixtureRequest) -> list[GatewayProcess]:
     fleet: list[GatewayProcess] = request.getfixturevalue(request.param)
     return fleet
