@@ -557,6 +557,11 @@ class ServerSection(_Section):
     upstream_keepalive: float = Field(default=4.0, gt=0)
     # One JSON line per request on stdout (app/observability/access_log.py), written off the request path.
     access_log: bool = True
+    # On SIGTERM readiness turns false at once; the listeners keep accepting for ``drain_delay``
+    # seconds (a load balancer's readiness probe period, so it stops sending first), then stop
+    # accepting and give the requests in flight up to ``drain_timeout`` seconds to finish.
+    drain_delay: float = Field(default=0.0, ge=0)
+    drain_timeout: float = Field(default=30.0, ge=0)
     paths: PathsSection = PathsSection()
     limits: LimitsSection = LimitsSection()
     websocket: ServerWebSocketSection = ServerWebSocketSection()

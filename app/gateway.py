@@ -31,6 +31,7 @@ from app.edge.server import AsgiApp, EdgeApp
 from app.edge.tls import ServerTls
 from app.edge.upstream import UpstreamClient
 from app.edge.websocket import WebSocketProxy
+from app.lifecycle import Lifecycle
 from app.observability.access_log import AccessLog
 from app.observability.tracing import Tracing
 from app.pipeline.orchestrator import ApiGatewayOrchestrator
@@ -74,8 +75,11 @@ class Gateway(EdgeApp):
         orchestrator = self._orchestrator(config)
         # The config file's routes plus the admin API's changes kept in the store.
         self.config_sync = ConfigSync(config, orchestrator.router, self.store)
+        # Serving or draining: the process's, whatever config generation is running.
+        self.lifecycle = Lifecycle()
         self.generation = self._generation(config, orchestrator)
-        super().__init__(config, self.generation.proxy, self.generation.control, self.generation.websocket)
+        super().__init__(config, self.generation.proxy, self.generation.control, self.generation.websocket,
+                         self.lifecycle)
         # HTTPS on the data listener; a reload reads its certificate and key again.
         self.tls = ServerTls(config.server.tls) if config.server.tls is not None else None
         self.tls_context = self.tls.context if self.tls is not None else None
@@ -89,7 +93,7 @@ class Gateway(EdgeApp):
         plane = ControlPlane(
             config=config, router=orchestrator.router, config_sync=self.config_sync, store=self.store,
             rate_limiter=orchestrator.rate_limiter, breakers=orchestrator.circuit_breaker_stage,
-            cache=orchestrator.cache_manager, activity=orchestrator.client_activity,
+            cache=orchestrator.cache_manager, activity=orchestrator.client_activity, lifecycle=self.lifecycle,
             reload=self.reloader.reload if self.reloader is not None else None)
         websocket = WebSocketProxy(orchestrator, config.server.websocket.max_message_size, proxy_app.observe)
         return Generation(config, orchestrator, proxy_app, proxy, plane, build_control_app(plane), websocket)

@@ -15,6 +15,7 @@ from app.cache.manager import ApiCacheManager
 from app.config import GatewayConfig
 from app.control.activity import ClientActivity
 from app.control.config_sync import ConfigSync
+from app.lifecycle import Lifecycle
 from app.ratelimit.limiter import ApiGatewayRateLimiter
 from app.reload import ReloadReport
 from app.routing.router import ApiGatewayRouter
@@ -31,5 +32,6 @@ class ControlPlane:
     breakers: CircuitBreakerStage  # every route's breakers (its manager holds them): circuits admin, status
     cache: ApiCacheManager  # the cache admin (stats, invalidation); the status page's cache section
     activity: ClientActivity  # the status page's busiest clients
+    lifecycle: Lifecycle  # readiness: false once the process drains
     # Reads the config file again and applies it (the config reload admin); None: no reloading here.
     reload: Callable[[str], Awaitable[ReloadReport]] | None = None

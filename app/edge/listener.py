@@ -7,10 +7,12 @@ same event loop (``listeners``, ``serve``): the admin API reads the very objects
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Sequence
 
 import uvicorn
 
+from app.edge.drain import DrainingServer, exit_zero_on_sigterm
 from app.edge.http_protocol import edge_protocol
 from app.edge.server import EdgeApp
 from app.edge.websocket_protocol import GatewayWebSocketProtocol
@@ -25,6 +27,7 @@ def uvicorn_config(gateway: EdgeApp, host: str, port: int, *, loop: str = "uvloo
         access_log=False, log_level=log_level, server_header=False, date_header=False,
         # Client identity and X-Forwarded-For trust are the gateway's own decisions (trusted_proxies).
         proxy_headers=False,
+        timeout_graceful_shutdown=server.drain_timeout,
         timeout_keep_alive=server.limits.client_keepalive_timeout,
         ws=GatewayWebSocketProtocol, ws_max_size=server.websocket.max_message_size,
         # The gateway's own context (app/edge/tls.py), so that a reload's new certificate reaches
@@ -39,27 +42,35 @@ def admin_config(gateway: EdgeApp, *, loop: str = "uvloop", log_level: str = "in
     if listen is None:
         return None
     return uvicorn.Config(gateway.admin, host=listen.host, port=listen.port, loop=loop, lifespan="off", interface="asgi3",
-                          access_log=False, log_level=log_level, server_header=False, proxy_headers=False)
+                          access_log=False, log_level=log_level, server_header=False, proxy_headers=False,
+                          timeout_graceful_shutdown=gateway.config.server.drain_timeout)
 
 
 def listeners(gateway: EdgeApp, host: str, port: int, *, loop: str = "uvloop",
               log_level: str = "info") -> list[uvicorn.Server]:
     """The data listener's server, then the admin listener's when the config asks for one."""
-    servers = [uvicorn.Server(uvicorn_config(gateway, host, port, loop=loop, log_level=log_level))]
+    delay = gateway.config.server.drain_delay
+    servers: list[uvicorn.Server] = [DrainingServer(
+        uvicorn_config(gateway, host, port, loop=loop, log_level=log_level), gateway.lifecycle, delay)]
     admin = admin_config(gateway, loop=loop, log_level=log_level)
     if admin is not None:
-        servers.append(uvicorn.Server(admin))
+        servers.append(DrainingServer(admin, gateway.lifecycle, delay))
     return servers
 
 
-async def serve(servers: Sequence[uvicorn.Server]) -> None:
+async def serve(servers: Sequence[uvicorn.Server],
+                sockets: Sequence[list[socket.socket] | None] | None = None) -> None:
     """Run the servers in this loop until every one has stopped. A signal reaches the last one
     started first; as it stops it hands the signal back to the one before (uvicorn restores the
-    handler it replaced and raises the signal again), so the data listener stops last."""
-    await asyncio.gather(*(server.serve() for server in servers))
+    handler it replaced and raises the signal again), so the data listener stops last. ``sockets``:
+    each server's listening sockets when bound already (the workers of app/edge/workers.py)."""
+    given = sockets or [None] * len(servers)
+    await asyncio.gather(*(server.serve(sockets=bound) for server, bound in zip(servers, given, strict=True)))
 
 
-def run(servers: Sequence[uvicorn.Server]) -> None:
-    """``serve`` in a new event loop of the kind the first server's config names."""
+def run(servers: Sequence[uvicorn.Server], sockets: Sequence[list[socket.socket] | None] | None = None) -> None:
+    """``serve`` in a new event loop of the kind the first server's config names; a drain that
+    SIGTERM began ends the process with status 0."""
+    exit_zero_on_sigterm()
     with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
-        runner.run(serve(servers))
+        runner.run(serve(servers, sockets))

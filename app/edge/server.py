@@ -18,6 +18,7 @@ from typing import Any
 
 from app.config import GatewayConfig
 from app.edge.head import EdgeRefusal
+from app.lifecycle import Lifecycle
 
 log = logging.getLogger("apigw.server")
 
@@ -33,8 +34,10 @@ AsgiApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 class EdgeApp:
     def __init__(self, config: GatewayConfig, proxy: AsgiApp, control: AsgiApp,
-                 websocket: AsgiApp | None = None) -> None:
+                 websocket: AsgiApp | None = None, lifecycle: Lifecycle | None = None) -> None:
         self.config = config
+        # Serving or draining: the listeners begin the drain, readiness reports it.
+        self.lifecycle = lifecycle or Lifecycle()
         self.proxy = proxy
         self.control = control
         # WebSocket handshakes outside /_gateway/ (None: every one is refused).

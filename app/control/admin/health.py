@@ -10,11 +10,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.control.config_sync import ConfigSync
+from app.lifecycle import Lifecycle
 from app.observability.metrics import REGISTRY
 from app.store import Store
 
 
-def build_router(store: Store, sync: ConfigSync) -> APIRouter:
+def build_router(store: Store, sync: ConfigSync, lifecycle: Lifecycle) -> APIRouter:
     router = APIRouter(prefix="/_gateway", tags=["health"])
 
     @router.get("/health")
@@ -25,9 +26,13 @@ def build_router(store: Store, sync: ConfigSync) -> APIRouter:
     @router.get("/ready")
     async def ready() -> JSONResponse:
         """Ready when the shared store can serve the request path (on Redis: every master answers
-        and knows the scripts)."""
-        ok = await store.ready()
-        body = {"status": "ready" if ok else "store unavailable", "store": type(store).__name__,
+        and knows the scripts), and the process is not draining (SIGTERM came: take it out)."""
+        if lifecycle.draining:
+            ok, status = False, "draining"
+        else:
+            ok = await store.ready()
+            status = "ready" if ok else "store unavailable"
+        body = {"status": status, "store": type(store).__name__,
                 "config_version": sync.version}
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -1,0 +1,26 @@
+"""Where one gateway process is in its life: serving, or draining before it stops.
+
+Readiness (app/control/admin/health.py) reads it; the listener (app/edge/drain.py) starts the
+drain when SIGTERM arrives, before it stops accepting, so a load balancer sees the replica leave.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class Lifecycle:
+    __slots__ = ("draining_since",)
+
+    def __init__(self) -> None:
+        # time.monotonic() when the drain began; None while serving.
+        self.draining_since: float | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self.draining_since is not None
+
+    def drain(self) -> None:
+        """Begin the drain (again: no change). Safe in a signal handler."""
+        if self.draining_since is None:
+            self.draining_since = time.monotonic()
