@@ -10,11 +10,13 @@ import time
 
 
 class Lifecycle:
-    __slots__ = ("draining_since",)
+    __slots__ = ("draining_since", "worker")
 
     def __init__(self) -> None:
         # time.monotonic() when the drain began; None while serving.
         self.draining_since: float | None = None
+        # The worker's number under ``serve --workers`` (app/edge/workers.py); None: a single process.
+        self.worker: int | None = None
 
     @property
     def draining(self) -> bool:

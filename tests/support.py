@@ -214,11 +214,12 @@ class GatewayProcess:
     """A gateway replica as a real process: ``python -m app serve --config FILE``."""
 
     def __init__(self, config: dict[str, Any], env: dict[str, str] | None = None, port: int | None = None,
-                 workdir: Path | None = None, tls: Any = None) -> None:
+                 workdir: Path | None = None, tls: Any = None, args: tuple[str, ...] = ()) -> None:
         """``tls``: with server.tls in ``config``, what the client verifies the gateway with (an
         ssl.SSLContext, as httpx's ``verify``): the URL is https:// then."""
         self.tls = tls
         self.port = port or free_port()
+        self.args = args  # more of serve's options, e.g. ("--workers", "2")
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="apigw-replica-"))
         self.config_path = self.workdir / f"gateway-{self.port}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -235,7 +236,7 @@ class GatewayProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--config", str(self.config_path), "--port", str(self.port),
-             "--log-level", "warning"],
+             "--log-level", "warning", *self.args],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         if wait:
             wait_for(self._healthy, timeout=20, what=f"gateway replica on {self.port}")

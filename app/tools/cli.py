@@ -17,6 +17,7 @@ import uvicorn
 from app.config import ConfigError, GatewayConfig, load_config, parse_config
 from app.edge.listener import listeners, uvicorn_config
 from app.edge.listener import run as run_listeners
+from app.edge.workers import refusal, serve_workers, worker_count
 from app.gateway import Gateway
 from app.reload import ConfigFile
 from app.store.script_sources import ScriptsMissing
@@ -64,12 +65,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
+    if (refused := refusal(config, args.workers)) is not None:
+        print(f"serve: {refused}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     _exit_if_cannot_listen(host, port)
     if not config.router.routes:
         given = args.config or os.environ.get("API_GATEWAY_CONFIG")
         print(f"serve: {given or 'no config file'}: starting with 0 routes, so every request answers 404. "
               "Routes come from a config file (--config FILE or API_GATEWAY_CONFIG) or the admin API; "
               "`python -m app demo` runs a gateway with routes.", file=sys.stderr, flush=True)
+    if args.workers > 1:
+        return serve_workers(config, args.config, host, port, args.workers, args.log_level)
     # SIGHUP (and POST /_gateway/config/reload) read the same file again (app/reload.py).
     gateway = Gateway(config, ConfigFile(args.config))
     servers = listeners(gateway, host, port, log_level=args.log_level)
@@ -231,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--workers", type=worker_count, default=1, metavar="N|auto",
+                       help="worker processes on the one port (default 1; auto: one per core); "
+                            "more than 1 needs Redis")
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="the gateway on the memory store with two demo backends",

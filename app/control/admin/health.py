@@ -3,6 +3,7 @@ every load balancer and Prometheus expects (no secrets in them)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter
@@ -20,8 +21,10 @@ def build_router(store: Store, sync: ConfigSync, lifecycle: Lifecycle) -> APIRou
 
     @router.get("/health")
     async def health() -> dict[str, Any]:
-        """The process is up and serving."""
-        return {"status": "ok"}
+        """The process is up and serving; under ``serve --workers``, which worker answered."""
+        if lifecycle.worker is None:
+            return {"status": "ok"}
+        return {"status": "ok", "worker": lifecycle.worker, "pid": os.getpid()}
 
     @router.get("/ready")
     async def ready() -> JSONResponse:
