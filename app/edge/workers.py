@@ -14,6 +14,7 @@ store per worker (``refusal``). Their metrics are merged through ``metrics_dir``
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from types import FrameType
+from typing import Any
 
 from app.config import GatewayConfig
 
@@ -83,18 +85,34 @@ def run_worker(spec: WorkerSpec, index: int, sockets: list[list[socket.socket]])
 
     exit_zero_on_sigterm()  # a SIGTERM while starting: nothing in flight, a clean stop
     from app.config import load_config
-    from app.edge.listener import listeners, run
+    from app.edge.listener import listeners
     from app.gateway import Gateway
+    from app.observability import replica_metrics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _stop_when_orphaned()
     gateway = Gateway(load_config(spec.config_path))
     gateway.lifecycle.worker = index
+    replica_metrics.share(spec.metrics_dir)
     servers = listeners(gateway, spec.host, spec.port, log_level=spec.log_level)
     try:
-        run(servers, sockets[:len(servers)])
+        with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
+            runner.run(_serve_sharing_metrics(servers, sockets[:len(servers)]))
     except KeyboardInterrupt:
         pass
+    finally:
+        replica_metrics.write_snapshot()  # its last counts stay in the replica's sums
+
+
+async def _serve_sharing_metrics(servers: list[Any], sockets: list[list[socket.socket]]) -> None:
+    from app.edge.listener import serve
+    from app.observability import replica_metrics
+
+    writing = asyncio.create_task(replica_metrics.keep_writing())
+    try:
+        await serve(servers, sockets)
+    finally:
+        writing.cancel()
 
 
 def _stop_when_orphaned() -> None:

@@ -33,6 +33,7 @@ def _config(redis_url: str, backend: BackendServer, prefix: str) -> dict:
         "router": {"routes": [
             {"path": "/limited/*", "target": backend.url, "cache": {"enabled": False},
              "rate_limit": {"requests_per_minute": 5, "requests_per_hour": None}},
+            {"path": "/counted/*", "target": backend.url, "cache": {"enabled": False}},
             {"path": "/slow", "target": backend.url, "cache": {"enabled": False}, "timeout": {"read": 30}},
         ]},
         "rate_limiter": {"client_id_trusted_from": ["127.0.0.0/8"]},
@@ -154,3 +155,26 @@ def test_a_bad_workers_value_is_refused_naming_it(value: str) -> None:
     done = subprocess.run([sys.executable, "-m", "app", "serve", "--workers", value],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--workers" in done.stderr and "auto" in done.stderr
+
+
+def _requests_total(text: str, path: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("apigw_requests_total{") and path in line and 'status="200"' in line)
+
+
+def test_one_scrape_counts_the_requests_of_every_worker(workers: GatewayProcess) -> None:
+    count = 40
+    served_by: set[int] = set()
+    for _ in range(count):
+        with httpx.Client(timeout=5) as client:  # a new connection each, spread over both workers
+            assert client.get(f"{workers.url}/counted/x").status_code == 200
+    served_by = _pids_seen(workers.url)
+    assert len(served_by) == 2
+
+    def scrape() -> float:
+        with httpx.Client(timeout=5) as client:
+            return _requests_total(client.get(f"{workers.url}/_gateway/metrics").text, "/counted/")
+
+    # Each worker writes its counts every second; a scrape then has them all, whichever answers.
+    wait_for(lambda: scrape() == count, timeout=30, what=f"one scrape reporting {count} requests")
+    assert [scrape() for _ in range(10)] == [count] * 10

@@ -8,11 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.control.config_sync import ConfigSync
 from app.lifecycle import Lifecycle
-from app.observability.metrics import REGISTRY
+from app.observability import replica_metrics
 from app.store import Store
 
 
@@ -42,7 +42,8 @@ def build_router(store: Store, sync: ConfigSync, lifecycle: Lifecycle) -> APIRou
     @router.get("/metrics", response_class=Response,
                 responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
     async def metrics() -> Response:
-        """Every metric family of app/observability/metrics.py, in the Prometheus text format."""
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        """Every metric family of app/observability/metrics.py, in the Prometheus text format;
+        under ``serve --workers``, summed over the workers."""
+        return Response(replica_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router
