@@ -9,13 +9,18 @@ A second SIGINT forces the exit, as uvicorn's own does.
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 import time
 from types import FrameType
 
 import uvicorn
 
 from app.lifecycle import Lifecycle
+
+# Seconds between closing the listener and closing the idle connections: a loop iteration or more.
+_READ_WHAT_ARRIVED = 0.05
 
 
 class DrainingServer(uvicorn.Server):
@@ -38,6 +43,16 @@ class DrainingServer(uvicorn.Server):
         if self._signalled and since is not None and time.monotonic() >= since + self.drain_delay:
             self.should_exit = True
         return await super().on_tick(counter)
+
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Stop accepting, then let the loop read what already arrived before uvicorn closes the idle
+        # keep-alive connections: a request a balancer sent on one just now is then served (with
+        # Connection: close) rather than cut, which it could not retry were it a POST.
+        for server in self.servers:
+            server.close()
+        await asyncio.sleep(_READ_WHAT_ARRIVED)
+        await super().shutdown(sockets)
 
 
 def exit_zero_on_sigterm() -> None:

@@ -32,6 +32,7 @@ from app.tools.demo import demo_routes
 
 DEMO_ADMIN_TOKEN = "demo-admin-token"
 STOP_GRACE = 10.0    # seconds a child gets to stop after SIGTERM before the group is killed
+DRAIN_TIMEOUT = 30.0  # a replica's server.drain_timeout (the default): what a rolling restart waits
 START_TIMEOUT = 60.0  # seconds the whole fleet gets to come up
 
 
@@ -57,6 +58,9 @@ class Child:
     proc: subprocess.Popen[bytes]
     log: Path
     url: str = ""
+    # How it was started, to start it again (a rolling restart).
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
 
 
 @dataclass
@@ -177,6 +181,7 @@ class Fleet:
         self.children: list[Child] = []
         self.pgids: list[int] = []
         self.stopping = threading.Event()
+        self.restart_requested = threading.Event()
         self.redis_url = plan.redis_url or ""
         self.balancer_url: str | None = None
         self.redis_port: int | None = None
@@ -200,7 +205,7 @@ class Fleet:
         pgid = os.getpgid(proc.pid)
         if pgid not in self.pgids:
             self.pgids.append(pgid)
-        child = Child(name, proc, log, url)
+        child = Child(name, proc, log, url, argv, env)
         self.children.append(child)
         return child
 
@@ -326,6 +331,9 @@ class Fleet:
         """Until stopped: say when a child exits (the others go on, as a fleet does)."""
         reported: set[int] = set()
         while not self.stopping.wait(0.5):
+            if self.restart_requested.is_set():
+                self.restart_requested.clear()
+                self.rolling_restart()
             for child in self.children:
                 code = child.proc.poll()
                 if code is not None and child.proc.pid not in reported:
@@ -334,6 +342,31 @@ class Fleet:
             if len(reported) == len(self.children):
                 print("fleet: every process has exited", flush=True)
                 return
+
+    def rolling_restart(self) -> None:
+        """Each replica in turn: SIGTERM (it drains: readiness false, no new connections, its requests
+        in flight finish), then the same command again, ready before the next one stops. The balancer
+        sends new requests to the others meanwhile (a refused connection goes to the next replica)."""
+        print("fleet: rolling restart", flush=True)
+        for old in [c for c in self.children if c.name.startswith("replica-")]:
+            if self.stopping.is_set():
+                return
+            old.proc.send_signal(signal.SIGTERM)
+            try:
+                code = old.proc.wait(timeout=STOP_GRACE + DRAIN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                old.proc.kill()
+                code = old.proc.wait()
+            self.children.remove(old)
+            new = self._spawn(old.name, old.argv, old.url, old.env)
+            try:
+                self._wait_until(new, lambda c=new: self._http_ok(f"{c.url}/_gateway/ready"),
+                                 time.monotonic() + START_TIMEOUT)
+            except FleetError as error:
+                print(f"fleet: rolling restart stopped: {error}", flush=True)
+                return
+            print(f"fleet: {old.name} restarted (exit code {code}, now pid {new.proc.pid})", flush=True)
+        print("fleet: rolling restart done", flush=True)
 
     def stop(self) -> None:
         """Stop the children in reverse start order; then kill whatever is left in their groups.
@@ -437,7 +470,8 @@ class Fleet:
         walkthrough = WALKTHROUGH.replace("$R1 $R2 $R3", every_replica).replace(
             "then a HIT on replicas 2 and 3", _hits_on(len(replicas)))
         lines += [f"  {line}" if line else "" for line in walkthrough.strip("\n").splitlines()]
-        lines += ["", f"fleet ready: {urls['GW']}", "Ctrl-C stops the fleet.", ""]
+        lines += ["", f"fleet ready: {urls['GW']}",
+                  f"Ctrl-C stops the fleet; kill -USR1 {os.getpid()} restarts the replicas one by one.", ""]
         return "\n".join(lines)
 
 
@@ -493,6 +527,7 @@ def run_fleet(plan: FleetPlan) -> int:
         fleet.stopping.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda _s, _f: fleet.restart_requested.set())
     try:
         try:
             fleet.start()

@@ -174,6 +174,58 @@ def test_fleet_serves_through_nginx_and_sigint_leaves_no_process_behind() -> Non
         fleet.kill()
 
 
+def test_a_rolling_restart_of_three_replicas_under_load_loses_no_request() -> None:
+    if find_nginx() is None:
+        pytest.skip("nginx is not installed: the balancer is what moves the load off a draining replica")
+    fleet = FleetRun("--replicas", "3", "--free-ports", env=_own_redis_env())
+    try:
+        gw = fleet.wait_for_line("fleet ready: ").removeprefix("fleet ready: ")
+        before = {pid for pid, (cmd, _) in _descendants(fleet.proc.pid).items() if " -m app serve " in cmd}
+        assert len(before) == 3
+        restarted = threading.Event()
+        answers: list[list[int | str]] = [[] for _ in range(4)]
+
+        def load(index: int) -> None:
+            # Bounded: at most 400 requests per client, under its 600 a minute, and it stops with the restart.
+            with httpx.Client(timeout=30, headers={"X-Client-ID": f"roller-{index}"}) as client:
+                for n in range(400):
+                    if restarted.is_set():
+                        return
+                    try:
+                        # POST: the balancer never sends it twice, so one a replica dropped would show;
+                        # slow, so that each replica has requests in flight when it is told to stop.
+                        answer = client.post(f"{gw}/api/slow?seconds=0.3&n={index}-{n}", content=b"x" * 100)
+                        # Which said no, when one does: nginx (HTML) or a replica (JSON).
+                        answers[index].append(200 if answer.status_code == 200
+                                              else f"{answer.status_code} {answer.text[:160]!r}")
+                    except httpx.HTTPError as error:
+                        answers[index].append(repr(error))
+                    time.sleep(0.02)
+
+        loaders = [threading.Thread(target=load, args=(i,), daemon=True) for i in range(4)]
+        for thread in loaders:
+            thread.start()
+        time.sleep(1)
+        fleet.proc.send_signal(signal.SIGUSR1)
+        try:
+            fleet.wait_for_line("fleet: rolling restart done", timeout=240)
+        finally:
+            restarted.set()
+            for thread in loaders:
+                thread.join(timeout=60)
+        restarts = [line for line in fleet.output if " restarted (exit code " in line]
+        assert len(restarts) == 3 and all("(exit code 0," in line for line in restarts), restarts
+        after = {pid for pid, (cmd, _) in _descendants(fleet.proc.pid).items() if " -m app serve " in cmd}
+        assert len(after) == 3 and not after & before
+        sent = [answer for per_client in answers for answer in per_client]
+        assert len(sent) > 40  # load ran through the whole restart
+        workdir = Path(re.search(r"logs\s+(\S+)", "".join(fleet.output)).group(1))  # type: ignore[union-attr]
+        nginx_errors = (workdir / "nginx" / "error.log").read_text()[-3000:]
+        assert [a for a in sent if a != 200] == [], nginx_errors
+    finally:
+        fleet.kill()
+
+
 def test_fleet_killed_outright_takes_its_children_with_it() -> None:
     fleet = FleetRun("--replicas", "1", "--free-ports", env=_own_redis_env())
     try:
