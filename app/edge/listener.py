@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import uvicorn
 
@@ -68,9 +69,21 @@ async def serve(servers: Sequence[uvicorn.Server],
     await asyncio.gather(*(server.serve(sockets=bound) for server, bound in zip(servers, given, strict=True)))
 
 
-def run(servers: Sequence[uvicorn.Server], sockets: Sequence[list[socket.socket] | None] | None = None) -> None:
-    """``serve`` in a new event loop of the kind the first server's config names; a drain that
-    SIGTERM began ends the process with status 0."""
+def run(servers: Sequence[uvicorn.Server], sockets: Sequence[list[socket.socket] | None] | None = None,
+        beside: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+    """``serve`` in a new event loop of the kind the first server's config names, with ``beside``
+    running as a task until the servers stop (a worker's metrics snapshots); a drain that SIGTERM
+    began ends the process with status 0."""
     exit_zero_on_sigterm()
     with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
-        runner.run(serve(servers, sockets))
+        runner.run(_serve_beside(servers, sockets, beside))
+
+
+async def _serve_beside(servers: Sequence[uvicorn.Server], sockets: Sequence[list[socket.socket] | None] | None,
+                        beside: Callable[[], Coroutine[Any, Any, None]] | None) -> None:
+    task = None if beside is None else asyncio.create_task(beside())
+    try:
+        await serve(servers, sockets)
+    finally:
+        if task is not None:
+            task.cancel()

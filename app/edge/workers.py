@@ -14,7 +14,6 @@ store per worker (``refusal``). Their metrics are merged through ``metrics_dir``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import multiprocessing
 import os
@@ -27,7 +26,6 @@ import time
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from types import FrameType
-from typing import Any
 
 from app.config import GatewayConfig
 
@@ -85,7 +83,7 @@ def run_worker(spec: WorkerSpec, index: int, sockets: list[list[socket.socket]])
 
     exit_zero_on_sigterm()  # a SIGTERM while starting: nothing in flight, a clean stop
     from app.config import load_config
-    from app.edge.listener import listeners
+    from app.edge.listener import listeners, run
     from app.gateway import Gateway
     from app.observability import replica_metrics
 
@@ -96,23 +94,11 @@ def run_worker(spec: WorkerSpec, index: int, sockets: list[list[socket.socket]])
     replica_metrics.share(spec.metrics_dir)
     servers = listeners(gateway, spec.host, spec.port, log_level=spec.log_level)
     try:
-        with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
-            runner.run(_serve_sharing_metrics(servers, sockets[:len(servers)]))
+        run(servers, sockets[:len(servers)], beside=replica_metrics.keep_writing)
     except KeyboardInterrupt:
         pass
     finally:
         replica_metrics.write_snapshot()  # its last counts stay in the replica's sums
-
-
-async def _serve_sharing_metrics(servers: list[Any], sockets: list[list[socket.socket]]) -> None:
-    from app.edge.listener import serve
-    from app.observability import replica_metrics
-
-    writing = asyncio.create_task(replica_metrics.keep_writing())
-    try:
-        await serve(servers, sockets)
-    finally:
-        writing.cancel()
 
 
 def _stop_when_orphaned() -> None:
