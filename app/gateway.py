@@ -35,7 +35,7 @@ from app.lifecycle import Lifecycle
 from app.observability.access_log import AccessLog
 from app.observability.tracing import Tracing
 from app.pipeline.orchestrator import ApiGatewayOrchestrator
-from app.reload import ConfigFile, Reloader
+from app.reload import ConfigFile, ReloadReport, Reloader
 from app.store import Store, create_store
 
 log = logging.getLogger("apigw.gateway")
@@ -43,6 +43,7 @@ log = logging.getLogger("apigw.gateway")
 # A replaced generation whose requests are still running after this long (a stalled stream) is
 # closed all the same: its components' background work must not run for ever.
 RETIRE_WITHIN = 300.0
+SIGHUP = "SIGHUP"  # a reload's trigger, as the log names it
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ class Gateway(EdgeApp):
             config=config, router=orchestrator.router, config_sync=self.config_sync, store=self.store,
             rate_limiter=orchestrator.rate_limiter, breakers=orchestrator.circuit_breaker_stage,
             cache=orchestrator.cache_manager, activity=orchestrator.client_activity, lifecycle=self.lifecycle,
-            reload=self.reloader.reload if self.reloader is not None else None)
+            reload=self._reload if self.reloader is not None else None)
         websocket = WebSocketProxy(orchestrator, config.server.websocket.max_message_size, proxy_app.observe)
         return Generation(config, orchestrator, proxy_app, proxy, plane, build_control_app(plane), websocket)
 
@@ -142,9 +143,18 @@ class Gateway(EdgeApp):
 
     # -- reloading ------------------------------------------------------------------------------
 
-    def _on_sighup(self) -> None:
+    async def _reload(self, trigger: str) -> ReloadReport:
         assert self.reloader is not None
-        task = asyncio.get_running_loop().create_task(self.reloader.reload("SIGHUP"))
+        report = await self.reloader.reload(trigger)
+        if report.applied:
+            self.lifecycle.config_version = report.version
+            # The admin API reached one worker; a SIGHUP reaches all of them through the parent.
+            if trigger != SIGHUP and self.lifecycle.on_reloaded is not None:
+                self.lifecycle.on_reloaded()
+        return report
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload(SIGHUP))
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
 

@@ -5,6 +5,8 @@ sockets (multiprocessing's spawn context pickles them, as uvicorn's own supervis
 worker is a whole gateway running the same listeners on them, and the kernel spreads the
 connections. The parent serves nothing itself: it restarts a worker that dies, forwards SIGTERM
 (each worker drains, app/edge/drain.py) and SIGHUP to every worker, and exits once all have exited.
+A reload through the admin API reaches one worker: it tells the parent, which sends the others
+SIGHUP, so every worker reads the same file and runs the same config version.
 
 Workers share nothing in memory, so their state must be in Redis: the memory store would be one
 store per worker (``refusal``). Their metrics are merged through ``metrics_dir``
@@ -25,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
+from multiprocessing.queues import SimpleQueue
 from types import FrameType
 
 from app.config import GatewayConfig
@@ -77,7 +80,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(spec: WorkerSpec, index: int, sockets: list[list[socket.socket]]) -> None:
+def run_worker(spec: WorkerSpec, index: int, sockets: list[list[socket.socket]], reloads: SimpleQueue[int]) -> None:
     """A worker process's body: the gateway of a single process, on the parent's sockets."""
     from app.edge.drain import exit_zero_on_sigterm
 
@@ -85,12 +88,15 @@ def run_worker(spec: WorkerSpec, index: int, sockets: list[list[socket.socket]])
     from app.config import load_config
     from app.edge.listener import listeners, run
     from app.gateway import Gateway
+    from app.reload import ConfigFile
     from app.observability import replica_metrics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _stop_when_orphaned()
-    gateway = Gateway(load_config(spec.config_path))
+    # SIGHUP (from the parent) and the admin API read the same file again, as a single process does.
+    gateway = Gateway(load_config(spec.config_path), ConfigFile(spec.config_path))
     gateway.lifecycle.worker = index
+    gateway.lifecycle.on_reloaded = lambda: reloads.put(index)
     replica_metrics.share(spec.metrics_dir)
     servers = listeners(gateway, spec.host, spec.port, log_level=spec.log_level)
     try:
@@ -131,6 +137,9 @@ class Supervisor:
         self.slots = [_Slot(index) for index in range(count)]
         self.drain_seconds = drain_seconds
         self.context = multiprocessing.get_context("spawn")
+        # A worker's number once it applied a reload the admin API asked of it: the others are sent
+        # SIGHUP, so one call reloads the whole replica and every worker runs the same version.
+        self.reloads: SimpleQueue[int] = self.context.SimpleQueue()
         self.stopping_since: float | None = None
         self.failed = False
 
@@ -142,6 +151,7 @@ class Supervisor:
             self._start(slot)
         while True:
             time.sleep(0.1)
+            self._pass_reloads_on()
             if self._tend():
                 break
         for group in self.sockets:
@@ -150,7 +160,8 @@ class Supervisor:
         return 1 if self.failed else 0
 
     def _start(self, slot: _Slot) -> None:
-        slot.process = self.context.Process(target=run_worker, args=(self.spec, slot.index, self.sockets),
+        slot.process = self.context.Process(target=run_worker,
+                                            args=(self.spec, slot.index, self.sockets, self.reloads),
                                             name=f"apigw-worker-{slot.index}")
         slot.process.start()
         slot.started = time.monotonic()
@@ -194,12 +205,18 @@ class Supervisor:
             log.info("stopping: %s to every worker", signal.Signals(signum).name)
         self._signal_workers(signal.SIGTERM)
 
+    def _pass_reloads_on(self) -> None:
+        while not self.reloads.empty():
+            reloaded = self.reloads.get()
+            log.info("worker %d reloaded its config through the admin API: SIGHUP to the others", reloaded)
+            self._signal_workers(signal.SIGHUP, but=reloaded)
+
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         self._signal_workers(signum)
 
-    def _signal_workers(self, signum: int) -> None:
+    def _signal_workers(self, signum: int, but: int | None = None) -> None:
         for slot in self.slots:
-            if slot.process is not None and slot.process.pid is not None:
+            if slot.index != but and slot.process is not None and slot.process.pid is not None:
                 try:
                     os.kill(slot.process.pid, signum)
                 except ProcessLookupError:

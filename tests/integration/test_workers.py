@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.support import BackendServer, GatewayProcess, free_port, wait_for
 
@@ -178,3 +179,35 @@ def test_one_scrape_counts_the_requests_of_every_worker(workers: GatewayProcess)
     # Each worker writes its counts every second; a scrape then has them all, whichever answers.
     wait_for(lambda: scrape() == count, timeout=30, what=f"one scrape reporting {count} requests")
     assert [scrape() for _ in range(10)] == [count] * 10
+
+
+def test_one_admin_reload_reloads_every_worker(redis_url: str, backend: BackendServer) -> None:
+    config = _config(redis_url, backend, f"t{uuid.uuid4().hex[:10]}")
+    config["admin"] = {"token": "reload-token"}
+    gateway = GatewayProcess(config, args=("--workers", "2"))
+    gateway.start(wait=False)
+    try:
+        wait_for(gateway._healthy, timeout=90, what="a worker answering")
+        assert len(_pids_seen(gateway.url)) == 2
+        config["router"]["routes"].append({"path": "/added/*", "target": backend.url, "cache": {"enabled": False}})
+        gateway.config_path.write_text(yaml.safe_dump(config))
+
+        answer = httpx.post(f"{gateway.url}/_gateway/config/reload",
+                            headers={"Authorization": "Bearer reload-token"}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["version"] == 2, answer.text
+
+        # Every worker on version 2 (each new connection goes to whichever worker accepts it).
+        versions: dict[int, int] = {}
+
+        def every_worker_on_2() -> bool:
+            with httpx.Client(timeout=5) as client:
+                body = client.get(f"{gateway.url}/_gateway/health").json()
+            versions[body["worker"]] = body["config_version"]
+            return versions == {0: 2, 1: 2}
+
+        wait_for(every_worker_on_2, timeout=30, what="both workers on config version 2")
+        for _ in range(20):  # the new route on whichever worker answers
+            with httpx.Client(timeout=5) as client:
+                assert client.get(f"{gateway.url}/added/x").status_code == 200
+    finally:
+        gateway.stop()

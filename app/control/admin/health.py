@@ -24,7 +24,8 @@ def build_router(store: Store, sync: ConfigSync, lifecycle: Lifecycle) -> APIRou
         """The process is up and serving; under ``serve --workers``, which worker answered."""
         if lifecycle.worker is None:
             return {"status": "ok"}
-        return {"status": "ok", "worker": lifecycle.worker, "pid": os.getpid()}
+        return {"status": "ok", "worker": lifecycle.worker, "pid": os.getpid(),
+                "config_version": lifecycle.config_version}
 
     @router.get("/ready")
     async def ready() -> JSONResponse:
