@@ -58,6 +58,20 @@ function request()
 end
 """
 
+# Every request from one of N clients in turn (X-Client-ID), so a per-client limiter keeps N keys,
+# as it would in front of many callers; the run's other headers (-H) are kept.
+_ROTATING_CLIENTS = r"""
+local counter = 0
+local clients = %d
+function request()
+  counter = counter + 1
+  local headers = {}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  headers["X-Client-ID"] = "client-" .. (counter %% clients)
+  return wrk.format(nil, nil, headers)
+end
+"""
+
 
 @dataclass
 class WrkResult:
@@ -78,11 +92,15 @@ def wrk_path() -> str | None:
 
 
 def run_wrk(url: str, duration: float, connections: int, unique_paths: bool = False,
-            path: str = "/", headers: dict[str, str] | None = None) -> WrkResult:
+            path: str = "/", headers: dict[str, str] | None = None, clients: int = 0) -> WrkResult:
+    """``clients``: when above 0, each request carries X-Client-ID of one of that many clients in turn."""
     exe = wrk_path()
     if exe is None:
         raise RuntimeError("wrk is not installed: run tests/perf/setup.sh (apt-get install nginx-light wrk)")
-    script = _DONE_HOOK + (_UNIQUE_PATHS % path if unique_paths else "")
+    if unique_paths and clients:
+        raise ValueError("unique paths and rotating clients are not combined")
+    script = _DONE_HOOK + (_UNIQUE_PATHS % path if unique_paths else "") + (
+        _ROTATING_CLIENTS % clients if clients else "")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     try:

@@ -191,9 +191,10 @@ class GatewayServer(GatewayProcess):
     commit for an A/B run), with an environment that cannot point it at another Redis or config."""
 
     def __init__(self, config: dict[str, Any], redis_url: str, port: int | None = None,
-                 source: Path = ROOT) -> None:
+                 source: Path = ROOT, workers: int = 1) -> None:
         super().__init__(config, port=port or free_port())
         self.source = source
+        self.workers = workers
         self.env = {k: v for k, v in self.env.items() if not k.startswith("API_GATEWAY_") and k != "REDIS_URL"}
         self.env["API_GATEWAY_REDIS_URL"] = redis_url
 
@@ -201,7 +202,7 @@ class GatewayServer(GatewayProcess):
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--config", str(self.config_path), "--port", str(self.port),
-             "--log-level", "warning"],
+             "--log-level", "warning", *(["--workers", str(self.workers)] if self.workers > 1 else [])],
             cwd=self.source, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         if wait:
             wait_for(self._healthy, timeout=30, what=f"gateway on {self.port}")
