@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,10 +15,7 @@ import pytest
 from aiohttp import web
 
 from app.config import parse_config
-from app.edge.proxy import ProxyApp
-from app.pipeline.orchestrator import ApiGatewayOrchestrator
-from app.store import MemoryStore, Store
-from app.store.redis import RedisStore
+from tests.replicas import Replica, replicas_on
 from tests.support import ThreadServer
 
 
@@ -78,22 +74,6 @@ def origin() -> Any:
     server.stop()
 
 
-@dataclass
-class Replica:
-    orchestrator: ApiGatewayOrchestrator
-    client: httpx.AsyncClient
-
-    @property
-    def store(self) -> Store:
-        return self.orchestrator.store
-
-    async def send(self, method: str, uri: str, host: str = "shop.example", **headers: str) -> httpx.Response:
-        return await self.client.request(method, uri, headers={"Host": host, **headers})
-
-    async def get(self, uri: str, host: str = "shop.example", **headers: str) -> httpx.Response:
-        return await self.send("GET", uri, host, **headers)
-
-
 def _config(origin: Origin, prefix: str) -> Any:
     routes = [
         {"id": "tenant", "path": "/t/*", "host": "tenant.example", "target": origin.url},
@@ -108,25 +88,9 @@ def _config(origin: Origin, prefix: str) -> Any:
 @pytest.fixture(params=["memory", "redis"])
 async def fleet(request: pytest.FixtureRequest, origin: Origin, key_prefix: str) -> AsyncIterator[list[Replica]]:
     """Two replicas, A and B, on one shared store."""
-    config = _config(origin, key_prefix)
-    if request.param == "memory":
-        shared = MemoryStore(prefix=key_prefix)
-        stores: list[Store] = [shared, shared]
-    else:
-        request.getfixturevalue("redis_client")  # removes the test's keys afterwards
-        url = request.getfixturevalue("redis_url")
-        stores = [RedisStore(url, prefix=key_prefix), RedisStore(url, prefix=key_prefix)]
-    replicas = []
-    for store in stores:
-        orchestrator = ApiGatewayOrchestrator(config, store)
-        await orchestrator.start()
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=ProxyApp(orchestrator)),
-                                   base_url="http://gateway", timeout=10)
-        replicas.append(Replica(orchestrator, client))
-    yield replicas
-    for replica in replicas:
-        await replica.client.aclose()
-        await replica.orchestrator.close()
+    async with replicas_on(request.param, _config(origin, key_prefix), request, key_prefix,
+                           host="shop.example") as replicas:
+        yield replicas
 
 
 async def _cached(replica: Replica, uri: str, host: str = "shop.example", **headers: str) -> httpx.Response:

@@ -17,10 +17,7 @@ import pytest
 from aiohttp import web
 
 from app.config import parse_config
-from app.edge.proxy import ProxyApp
-from app.pipeline.orchestrator import ApiGatewayOrchestrator
-from app.store import MemoryStore, Store
-from app.store.redis import RedisStore
+from tests.replicas import Replica, replicas_on
 from tests.support import ThreadServer
 
 LAST_MODIFIED = "Tue, 01 Dec 2026 10:00:00 GMT"
@@ -97,39 +94,13 @@ def origin() -> Iterator[Origin]:
     server.stop()
 
 
-@dataclass
-class Replica:
-    orchestrator: ApiGatewayOrchestrator
-    client: httpx.AsyncClient
-
-    async def get(self, uri: str, **headers: str) -> httpx.Response:
-        return await self.client.get(uri, headers=headers)
-
-
 @pytest.fixture(params=["memory", "redis"])
 async def fleet(request: pytest.FixtureRequest, origin: Origin, key_prefix: str) -> AsyncIterator[list[Replica]]:
     raw: dict[str, Any] = {"router": {"routes": [{"path": "/*", "target": origin.url}]},
                            "redis": {"prefix": key_prefix}, "rate_limiter": {"enabled": False},
                            "cache": {"stale_grace": 0}}
-    config = parse_config(raw, {})
-    if request.param == "memory":
-        shared = MemoryStore(prefix=key_prefix)
-        stores: list[Store] = [shared, shared]
-    else:
-        request.getfixturevalue("redis_client")  # removes the test's keys afterwards
-        url = request.getfixturevalue("redis_url")
-        stores = [RedisStore(url, prefix=key_prefix), RedisStore(url, prefix=key_prefix)]
-    replicas = []
-    for store in stores:
-        orchestrator = ApiGatewayOrchestrator(config, store)
-        await orchestrator.start()
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=ProxyApp(orchestrator)),
-                                   base_url="http://gateway", timeout=10)
-        replicas.append(Replica(orchestrator, client))
-    yield replicas
-    for replica in replicas:
-        await replica.client.aclose()
-        await replica.orchestrator.close()
+    async with replicas_on(request.param, parse_config(raw, {}), request, key_prefix) as replicas:
+        yield replicas
 
 
 async def _stale(replica: Replica, uri: str) -> httpx.Response:
