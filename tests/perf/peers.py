@@ -71,17 +71,13 @@ def _answers(url: str) -> bool:
     return True
 
 
-class HAProxy:
-    """One haproxy in the foreground (``-db``), its config in a temp dir of its own."""
+class _ChildProcess:
+    """A contestant run as a child process on a loopback port; ``stop_signal`` asks it to finish."""
 
-    def __init__(self, port: int, backend_port: int, limit: int) -> None:
-        exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        if not Path(exe).exists():
-            raise RuntimeError("haproxy is not installed: run tests/perf/setup.sh (apt-get install haproxy)")
-        self.exe, self.port = exe, port
-        self.dir = Path(tempfile.mkdtemp(prefix="apigw-perf-haproxy-"))
-        self.conf = self.dir / "haproxy.cfg"
-        self.conf.write_text(_HAPROXY.format(port=port, backend_port=backend_port, limit=limit))
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, port: int) -> None:
+        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,6 +88,32 @@ class HAProxy:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class HAProxy(_ChildProcess):
+    """One haproxy in the foreground (``-db``), its config in a temp dir of its own."""
+
+    stop_signal = signal.SIGUSR1  # soft stop: finish, then exit
+
+    def __init__(self, port: int, backend_port: int, limit: int) -> None:
+        exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        if not Path(exe).exists():
+            raise RuntimeError("haproxy is not installed: run tests/perf/setup.sh (apt-get install haproxy)")
+        super().__init__(port)
+        self.exe = exe
+        self.dir = Path(tempfile.mkdtemp(prefix="apigw-perf-haproxy-"))
+        self.conf = self.dir / "haproxy.cfg"
+        self.conf.write_text(_HAPROXY.format(port=port, backend_port=backend_port, limit=limit))
 
     def start(self) -> HAProxy:
         with open(self.dir / "haproxy.log", "ab") as log:  # the child keeps its own descriptor
@@ -101,14 +123,7 @@ class HAProxy:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGUSR1)  # soft stop: finish, then exit
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -117,22 +132,12 @@ def nginx_limited(port: int, backend_port: int, rate: str, burst: int) -> Nginx:
     return Nginx("limited", _NGINX_LIMITED.format(port=port, backend_port=backend_port, rate=rate, burst=burst_option))
 
 
-class SeedPattern:
+class SeedPattern(_ChildProcess):
     """``python -m tests.perf.seed_pattern``: FastAPI middleware + one Redis script + httpx."""
 
     def __init__(self, port: int, backend_url: str, redis_url: str, limit: int, prefix: str) -> None:
-        self.port = port
+        super().__init__(port)
         self.args = [backend_url, str(port), redis_url, str(limit), prefix]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def start(self) -> SeedPattern:
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.perf.seed_pattern", *self.args], cwd=ROOT,
@@ -140,14 +145,4 @@ class SeedPattern:
         wait_for(lambda: httpx.get(self.url + "/_ready", headers={"X-Client-ID": "probe"}, timeout=1)
                  .status_code < 500, timeout=20, what=f"the seed pattern on {self.port}")
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
