@@ -9,12 +9,14 @@ group's old master is turned into a replica by the sentinels.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import redis
@@ -274,6 +276,14 @@ class SentinelProcesses(_Topology):
             replication = client.info("replication")
         if replication["role"] != "master" or replication.get("connected_slaves", 0) < 1:
             return False
+        # The replica itself replicating (after a failover the old master stays a master for a
+        # while, though the sentinels already count it as a replica): else the next failover
+        # finds no good replica and is aborted.
+        replica = next(node for node in (self.master, self.replica) if node.address != master.address)
+        with replica.client() as client:
+            replication = client.info("replication")
+        if replication["role"] != "slave" or replication.get("master_link_status") != "up":
+            return False
         for sentinel in self.sentinels:
             with sentinel.client() as client:
                 state = client.execute_command("SENTINEL", "master", self.master_name)
@@ -291,7 +301,14 @@ class SentinelProcesses(_Topology):
     def failover(self) -> str:
         """Ask the sentinels for a failover; the new master's address once they all name it."""
         old = self.master_address()
-        with self.sentinels[0].client() as client:
-            client.execute_command("SENTINEL", "failover", self.master_name)
-        wait_for(lambda: self.master_address() != old, timeout=20, interval=0.05, what="a new master")
+        deadline = time.monotonic() + 40
+        # Asked again while none happened: a sentinel refuses one (INPROG, NOGOODSLAVE) or aborts it
+        # when the replica is not ready yet, and says so only in its log.
+        while self.master_address() == old:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no new master 40 s after asking the sentinels to fail {old} over")
+            with contextlib.suppress(redis.ResponseError), self.sentinels[0].client() as client:
+                client.execute_command("SENTINEL", "failover", self.master_name)
+            with contextlib.suppress(TimeoutError):
+                wait_for(lambda: self.master_address() != old, timeout=8, interval=0.05, what="a new master")
         return self.master_address()
