@@ -113,6 +113,11 @@ class CacheSection(_Section):
     strategy: str = Field(default="default", pattern=r"^(default|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
     ttl: int = Field(default=300, gt=0)
     max_size: int = Field(default=1000, gt=0)
+
+    @property
+    def budget(self) -> int:
+        """The most bytes the cache's entries may take: max_size full-sized bodies."""
+        return self.max_size * self.max_body_size
     # Bodies above this many bytes are stored compressed; above max_body_size, not at all.
     compress_min_size: int = Field(default=4096, ge=0)
     max_body_size: int = Field(default=1024 * 1024, gt=0)

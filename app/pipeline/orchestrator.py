@@ -49,6 +49,7 @@ from app.ratelimit.limiter import ApiGatewayRateLimiter
 from app.pipeline.retry import RetryPolicy, send_with_retries
 from app.routing.router import ApiGatewayRouter, Route, RouteMatch
 from app.store import MemoryStore, ScriptCall, Store, StoreError
+from app.store.memory_limits import log_memory_warnings
 from app.transform.apply import transform_reply, transform_request
 from app.transformation_engine import CompiledTransform, TransformationEngine
 from app.edge.upstream import (
@@ -160,6 +161,9 @@ class ApiGatewayOrchestrator:
 
     async def start(self) -> None:
         await self.store.start()
+        # Once per process, not per reload: whether the cache can fill the Redis the limits need.
+        log_memory_warnings(await self.store.memory_limits(),
+                            self.config.cache.budget if self.config.cache.enabled else None)
         await self.upstream.start()
         await self.start_components()
 

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.store.memory_limits import MemoryLimit
+
 MessageHandler = Callable[[bytes], None]
 ReconnectHandler = Callable[[], Awaitable[None]]
 
@@ -88,6 +90,11 @@ class Store(abc.ABC):
     async def ready(self) -> bool:
         """Whether the request path can be served now (readiness): by default, whether the store answers."""
         return await self.ping()
+
+    async def memory_limits(self) -> list[MemoryLimit] | None:
+        """Each master's maxmemory and policy (app/store/memory_limits.py); None when the server
+        refuses to tell (CONFIG disabled or renamed). A store without a Redis has none."""
+        return []
 
     async def call(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         return (await self.run(ScriptCall(script, keys, args)))[0]

@@ -32,6 +32,7 @@ from app.background import stop_tasks
 from app.config import SentinelSection
 from app.store.base import ScriptCall, Store, StoreError, StoreUnavailable
 from app.store.cluster import ClusterRouting
+from app.store.memory_limits import MemoryLimit
 from app.store.node import NodeLink
 from app.store.pipe import RedisPipe, ReplyError, encode
 from app.store.script_set import ScriptSet
@@ -45,6 +46,8 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSErro
 # it at once). Timeouts are not retried: that would double the wait.
 _STALE = (RedisConnectionError, ConnectionError)
 _INFO_CLUSTER = encode(("INFO", "cluster"))
+_CONFIG_MAXMEMORY = encode(("CONFIG", "GET", "maxmemory"))
+_CONFIG_POLICY = encode(("CONFIG", "GET", "maxmemory-policy"))
 
 
 async def _once_more_if_stale(command: Callable[[], Awaitable[Any]]) -> Any:
@@ -331,6 +334,24 @@ class RedisStore(Store):
             return await node.has_scripts() and await self.ping()
         except StoreError:
             return False
+
+    async def memory_limits(self) -> list[MemoryLimit] | None:
+        """CONFIG GET maxmemory and maxmemory-policy on every master (the one server, the Sentinel
+        group's master, each cluster master); None when one refuses CONFIG or cannot be reached."""
+        if self.cluster is not None:
+            links = [self.cluster.link(address) for address in self.cluster.masters]
+        else:
+            links = [self.node] if self.node is not None else []
+        limits = []
+        for link in links:
+            try:
+                size, policy = await link.send([_CONFIG_MAXMEMORY, _CONFIG_POLICY])
+            except StoreError:
+                return None
+            if isinstance(size, ReplyError) or isinstance(policy, ReplyError) or len(size) != 2 or len(policy) != 2:
+                return None
+            limits.append(MemoryLimit(link.address, int(size[1]), policy[1].decode()))
+        return limits
 
     # -- plain commands -------------------------------------------------------------------------
 
