@@ -113,11 +113,16 @@ class CacheSection(_Section):
     strategy: str = Field(default="default", pattern=r"^(default|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
     ttl: int = Field(default=300, gt=0)
     max_size: int = Field(default=1000, gt=0)
+    # The most bytes the entries' heads and bodies may take in the store, for the whole fleet
+    # (None: only max_size bounds it); the least recently read go first. Keep it well below the
+    # Redis's maxmemory, so that the rate limits always have room.
+    max_bytes: int | None = Field(default=None, gt=0)
 
     @property
     def budget(self) -> int:
-        """The most bytes the cache's entries may take: max_size full-sized bodies."""
-        return self.max_size * self.max_body_size
+        """The most bytes the cache's entries may take: max_bytes, or max_size full-sized bodies."""
+        most = self.max_size * self.max_body_size
+        return most if self.max_bytes is None else min(most, self.max_bytes)
     # Bodies above this many bytes are stored compressed; above max_body_size, not at all.
     compress_min_size: int = Field(default=4096, ge=0)
     max_body_size: int = Field(default=1024 * 1024, gt=0)
@@ -636,6 +641,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "API_GATEWAY_BURST_SIZE": "rate_limiter.default.burst_size",
     "API_GATEWAY_CACHE_TTL": "cache.ttl",
     "API_GATEWAY_CACHE_MAX_SIZE": "cache.max_size",
+    "API_GATEWAY_CACHE_MAX_BYTES": "cache.max_bytes",
     "API_GATEWAY_CB_FAILURE_THRESHOLD": "circuit_breaker.default.failure_threshold",
     "API_GATEWAY_CB_RECOVERY_TIMEOUT": "circuit_breaker.default.recovery_timeout",
     "API_GATEWAY_CB_SUCCESS_THRESHOLD": "circuit_breaker.default.success_threshold",

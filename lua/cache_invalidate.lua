@@ -55,6 +55,11 @@ for _, m in ipairs(members) do
     redis.call('ZREM', KEYS[3], m)
     redis.call('ZREM', KEYS[1], m)
     redis.call('ZREM', KEYS[2], m)
+    local size = redis.call('HGET', KEYS[4], m)
+    if size then
+      redis.call('HDEL', KEYS[4], m)
+      redis.call('HINCRBY', KEYS[5], 'bytes', -tonumber(size))
+    end
     redis.call('DEL', ARGV[4] .. id)
     removed = removed + 1
   end

@@ -26,6 +26,16 @@ local stale = fresh + math.max(tonumber(ARGV[4]), tonumber(ARGV[3]))
 local kept = math.max(stale, fresh + tonumber(ARGV[13]))
 local keep = kept - now
 
+-- The bytes each entry's head and body take (KEYS[10], member -> bytes) and their sum (the stats
+-- hash's "bytes"): whatever leaves the indexes leaves these too, so the sum follows the indexes.
+local function forget_size(m)
+  local size = redis.call('HGET', KEYS[10], m)
+  if size then
+    redis.call('HDEL', KEYS[10], m)
+    redis.call('HINCRBY', KEYS[8], 'bytes', -tonumber(size))
+  end
+end
+
 -- The entry's own key; a member without a path (written by an older build) is the id.
 local function entry_key(m)
   local cut = string.find(m, '\0', 1, true)
@@ -38,6 +48,10 @@ redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('ZADD', KEYS[2], lru_score(KEYS[8]), member)
 redis.call('ZADD', KEYS[3], kept, member)
 redis.call('ZADD', KEYS[4], 0, member)
+local size = #ARGV[5] + #ARGV[6]
+local before = tonumber(redis.call('HGET', KEYS[10], member) or '0')
+redis.call('HSET', KEYS[10], member, size)
+redis.call('HINCRBY', KEYS[8], 'bytes', size - before)
 if ARGV[9] ~= '' then
   redis.call('SET', KEYS[6], ARGV[9], 'PX', keep)
   redis.call('DEL', KEYS[7])
@@ -61,19 +75,31 @@ for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT
   redis.call('ZREM', KEYS[2], victim)
   redis.call('ZREM', KEYS[3], victim)
   redis.call('ZREM', KEYS[4], victim)
+  forget_size(victim)
   purged = purged + 1
 end
 
--- The fleet-wide bound: the least recently read entries go first.
+-- The fleet-wide bounds, in entries (ARGV[7]) and in bytes (ARGV[14], 0: none): the least
+-- recently read entries go first.
 local evicted = 0
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
-while excess > 0 do
+local function evict_one()
   local victim = redis.call('ZPOPMIN', KEYS[2])[1]
   redis.call('ZREM', KEYS[3], victim)
   redis.call('ZREM', KEYS[4], victim)
+  forget_size(victim)
   redis.call('DEL', entry_key(victim))
   evicted = evicted + 1
+end
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
+while excess > 0 do
+  evict_one()
   excess = excess - 1
+end
+local max_bytes = tonumber(ARGV[14])
+if max_bytes > 0 then
+  while tonumber(redis.call('HGET', KEYS[8], 'bytes') or '0') > max_bytes and redis.call('ZCARD', KEYS[2]) > 0 do
+    evict_one()
+  end
 end
 if evicted > 0 then redis.call('HINCRBY', KEYS[8], 'evictions', evicted) end
 

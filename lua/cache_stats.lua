@@ -6,6 +6,11 @@ for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT
   redis.call('ZREM', KEYS[2], victim)
   redis.call('ZREM', KEYS[3], victim)
   redis.call('ZREM', KEYS[4], victim)
+  local size = redis.call('HGET', KEYS[5], victim)
+  if size then
+    redis.call('HDEL', KEYS[5], victim)
+    redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(size))
+  end
 end
 local s = redis.call('HMGET', KEYS[1], 'hits', 'misses', 'evictions')
 return {tonumber(s[1] or 0), tonumber(s[2] or 0), redis.call('ZCARD', KEYS[2]), tonumber(s[3] or 0)}

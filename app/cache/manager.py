@@ -149,4 +149,5 @@ class ApiCacheManager:
         head = encode_head(status, decision.headers, compressed, decision.age, decision.vary, metadata)
         return protocol.store_call(self.keys, request.path, entry_id, base_id, decision.ttl_ms, decision.swr_ms,
                                    decision.grace_ms, head, stored, self.settings.max_size, token, decision.vary,
-                                   uri_id(request.host, request.path, request.query), decision.revalidate_ms)
+                                   uri_id(request.host, request.path, request.query), decision.revalidate_ms,
+                                   self.settings.max_bytes or 0)

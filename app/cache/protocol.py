@@ -15,7 +15,9 @@ Keys (``CacheKeys``), all under one hash tag, ``{c}``:
   exp      ``...:exp``                    ZSET index member -> when the entry is let go (ms): the end of
                                           its grace, or of its revalidation time; index cleanup
   paths    ``...:paths``                  ZSET index member, all scored 0: lexicographic, by path
-  stats    ``...:stats``                  HASH ``hits``, ``misses``, ``evictions``, ``clock`` (the last LRU score given)
+  sizes    ``...:sizes``                  HASH index member -> the bytes its head and body take
+  stats    ``...:stats``                  HASH ``hits``, ``misses``, ``evictions``, ``clock`` (the last LRU score given),
+                                          ``bytes`` (the sizes summed; what leaves the indexes leaves both)
   channel  ``apigw:events:cache``         the ids of filled entries someone waits for
 An index member names an entry in all three indexes alike: ``"<path>\\0<id>"`` (``index_member``).
 
@@ -30,11 +32,11 @@ cache_get (``lookup_call``; reply ``LookupReply``)
         now_ms, times], locked when this caller refreshes). A MISS, WAIT or DUE carries the expired
         entry, if one is kept, for stale-if-error.
 cache_set (``store_call``)
-  KEYS  entry, lru, exp, paths, lock, vary, pass, stats, uri
+  KEYS  entry, lru, exp, paths, lock, vary, pass, stats, uri, sizes
   ARGV  index member, fresh ms, stale-while-revalidate ms, grace ms, head, body, most entries,
         lock token ("" none), Vary names ("" none), entry key prefix, channel, entry id, revalidate
         ms (the entry is kept that long past its freshness, to be revalidated; its times say when
-        it may be served stale, which this does not change)
+        it may be served stale, which this does not change), most bytes (0 none)
   reply [evicted, purged]
 cache_release (``release_call``)
   KEYS  lock, pass
@@ -42,7 +44,7 @@ cache_release (``release_call``)
         entry id
   reply 1 when the caller held the lock, else 0
 cache_invalidate (``invalidate_call``)
-  KEYS  lru, exp, paths
+  KEYS  lru, exp, paths, sizes, stats
   ARGV  "prefix" or "glob", the path (prefix) or the glob's literal head, the glob, entry key prefix
   reply how many entries were removed
 cache_peek (``peek_call``)
@@ -50,11 +52,11 @@ cache_peek (``peek_call``)
   ARGV  none
   reply 1 when one of them lists entries, else 0
 cache_purge (``purge_call``)
-  KEYS  lru, exp, paths, then one uri key per URI to purge
+  KEYS  lru, exp, paths, sizes, stats, then one uri key per URI to purge
   ARGV  entry key prefix
   reply how many entries were removed
 cache_stats (``stats_call``; reply ``CacheStats``)
-  KEYS  stats, lru, exp, paths
+  KEYS  stats, lru, exp, paths, sizes
   ARGV  most expired index entries to drop in this call
   reply [hits, misses, size, evictions]
 
@@ -86,7 +88,7 @@ _new = tuple.__new__  # builds the replies below from their fields without a Pyt
 
 class CacheKeys:
     __slots__ = ("entry_prefix", "lock_prefix", "pass_prefix", "vary_prefix", "uri_prefix", "lru", "exp", "paths",
-                 "stats", "channel")
+                 "sizes", "stats", "channel")
 
     def __init__(self, store: Store) -> None:
         base = store.key("cache", TAG)
@@ -101,6 +103,7 @@ class CacheKeys:
         self.lru = f"{base}:lru"
         self.exp = f"{base}:exp"
         self.paths = f"{base}:paths"
+        self.sizes = f"{base}:sizes"
         self.stats = f"{base}:stats"
         self.channel = store.channel("cache")
 
@@ -196,14 +199,15 @@ def lookup_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, names: 
 
 def store_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, fresh_ms: int, swr_ms: int, grace_ms: int,
                head: bytes, body: bytes, max_entries: int, token: str, names: tuple[str, ...],
-               uri_id: str, revalidate_ms: int = 0) -> ScriptCall:
-    """``uri_id``: the URI the entry answers (``policy.uri_id``), under which a purge finds it."""
+               uri_id: str, revalidate_ms: int = 0, max_bytes: int = 0) -> ScriptCall:
+    """``uri_id``: the URI the entry answers (``policy.uri_id``), under which a purge finds it;
+    ``max_bytes``: the entries' heads and bodies together, at most (0: no bound)."""
     return ScriptCall(
         "cache_set",
         (keys.entry(entry_id), keys.lru, keys.exp, keys.paths, keys.lock(entry_id), keys.vary_prefix + base_id,
-         keys.pass_prefix + entry_id, keys.stats, keys.uri_prefix + uri_id),
+         keys.pass_prefix + entry_id, keys.stats, keys.uri_prefix + uri_id, keys.sizes),
         (index_member(path, entry_id), fresh_ms, swr_ms, grace_ms, head, body, max_entries, token, ",".join(names),
-         keys.entry_prefix, keys.channel, entry_id, revalidate_ms))
+         keys.entry_prefix, keys.channel, entry_id, revalidate_ms, max_bytes))
 
 
 def is_store(call: ScriptCall) -> bool:
@@ -225,7 +229,7 @@ def invalidate_call(keys: CacheKeys, pattern: str) -> ScriptCall:
         args = ("glob", pattern[:first_glob], pattern, keys.entry_prefix)
     else:
         args = ("prefix", pattern.rstrip("/"), "", keys.entry_prefix)
-    return ScriptCall("cache_invalidate", (keys.lru, keys.exp, keys.paths), args)
+    return ScriptCall("cache_invalidate", (keys.lru, keys.exp, keys.paths, keys.sizes, keys.stats), args)
 
 
 def peek_call(keys: CacheKeys, uri_ids: tuple[str, ...]) -> ScriptCall:
@@ -235,12 +239,13 @@ def peek_call(keys: CacheKeys, uri_ids: tuple[str, ...]) -> ScriptCall:
 
 def purge_call(keys: CacheKeys, uri_ids: tuple[str, ...]) -> ScriptCall:
     """Remove every entry stored for these URIs (``policy.uri_id``), all their variants."""
-    return ScriptCall("cache_purge", (keys.lru, keys.exp, keys.paths, *(keys.uri_prefix + u for u in uri_ids)),
+    return ScriptCall("cache_purge", (keys.lru, keys.exp, keys.paths, keys.sizes, keys.stats,
+                                      *(keys.uri_prefix + u for u in uri_ids)),
                       (keys.entry_prefix,))
 
 
 def stats_call(keys: CacheKeys, most_purged: int) -> ScriptCall:
-    return ScriptCall("cache_stats", (keys.stats, keys.lru, keys.exp, keys.paths), (most_purged,))
+    return ScriptCall("cache_stats", (keys.stats, keys.lru, keys.exp, keys.paths, keys.sizes), (most_purged,))
 
 
 def stats_reply(raw: list[Any]) -> CacheStats:

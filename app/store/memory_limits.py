@@ -38,16 +38,17 @@ def memory_warnings(limits: list[MemoryLimit], cache_budget: int | None) -> list
             warnings.append(
                 f"redis at {limit.address} has maxmemory-policy {limit.policy}: when it is full it may evict "
                 "rate-limit keys (they carry a time to live), and the clients they counted start afresh; "
-                "use noeviction and keep the cache's budget below maxmemory")
+                "use noeviction and bound the cache with cache.max_bytes")
     bounded = [limit for limit in limits if limit.maxmemory > 0]
     if cache_budget is not None and bounded:
         smallest = min(bounded, key=lambda limit: limit.maxmemory)
         if cache_budget >= smallest.maxmemory:
             warnings.append(
-                f"the cache may hold up to {cache_budget} bytes (cache.max_size x cache.max_body_size)"
+                f"the cache may hold up to {cache_budget} bytes (cache.max_bytes, or cache.max_size x "
+                f"cache.max_body_size)"
                 f" but redis at {smallest.address} has maxmemory {smallest.maxmemory}: "
                 "a full cache can fill it, and then rate limits fail open or keys are evicted; "
-                "keep the cache's budget well below maxmemory")
+                "set cache.max_bytes well below maxmemory")
     return warnings
 
 

@@ -109,6 +109,44 @@ async def test_max_size_keeps_the_most_recently_read(store: Store) -> None:
     assert (await cache.get_stats())["size"] == 10
 
 
+async def _stored_bytes(cache: ApiCacheManager, store: Store) -> tuple[int, int]:
+    """The stats hash's running sum, and the per-entry sizes summed afresh."""
+    stats = await store.hgetall(cache.keys.stats)
+    sizes = await store.hgetall(cache.keys.sizes)
+    return int(stats.get(b"bytes", 0)), sum(int(v) for v in sizes.values())
+
+
+async def test_max_bytes_keeps_the_most_recently_read_within_the_budget(store: Store) -> None:
+    cache = ApiCacheManager(max_size=1000, max_bytes=10_000, store=store)
+    value = "x" * 1500  # ~1.5 KB a body, under compress_min_size: kept as it is
+    for i in range(6):
+        await cache.set(f"/item/{i}", None, value)
+    assert await cache.get("/item/0") == value  # now the most recently read
+    for i in range(6, 9):
+        await cache.set(f"/item/{i}", None, value)
+    kept = [i for i in range(9) if await cache.get(f"/item/{i}") is not None]
+    counted, summed = await _stored_bytes(cache, store)
+    assert counted == summed and 9_000 < counted <= 10_000
+    assert kept[0] == 0 and kept[-3:] == [6, 7, 8] and 1 not in kept and len(kept) == 6
+    # Written again, an entry counts once; its new size replaces the old one.
+    await cache.set("/item/8", None, "y" * 10)
+    counted, summed = await _stored_bytes(cache, store)
+    assert counted == summed < 9_000
+    assert await cache.invalidate("/") == 6
+    assert await _stored_bytes(cache, store) == (0, 0)
+
+
+async def test_bytes_of_expired_entries_leave_the_count(store: Store) -> None:
+    cache = ApiCacheManager(max_bytes=10_000, store=store, ttl=300, stale_grace=0)
+    for i in range(3):
+        await cache.set(f"/short/{i}", None, "x" * 1000, metadata={"cache_time": 0.2})
+    await cache.set("/long", None, "x" * 1000)
+    await asyncio.sleep(0.35)
+    assert (await cache.get_stats())["size"] == 1  # the stats call drops what expired
+    counted, summed = await _stored_bytes(cache, store)
+    assert counted == summed and 1000 < counted < 2000
+
+
 async def test_index_entries_of_an_older_build_are_evicted_too(store: Store, redis_client: redis.Redis) -> None:
     # Its index members were bare ids (now "<path>\0<id>"): eviction still deletes the entry.
     cache = ApiCacheManager(max_size=1, store=store)

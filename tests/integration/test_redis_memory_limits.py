@@ -51,7 +51,7 @@ async def _start_logs(config: GatewayConfig, caplog: pytest.LogCaptureFixture) -
 async def test_a_policy_that_evicts_is_warned_about(small_redis: RedisProcess, policy: str,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     _configure(small_redis, "20mb", policy)
-    records = await _start_logs(_config(small_redis.url, max_size=8), caplog)
+    records = await _start_logs(_config(small_redis.url, max_bytes=8 * MB), caplog)
     assert [(r.levelno, f"maxmemory-policy {policy}" in r.getMessage()) for r in records] == [(logging.WARNING, True)]
     assert f"127.0.0.1:{small_redis.port}" in records[0].getMessage()
 
@@ -59,7 +59,7 @@ async def test_a_policy_that_evicts_is_warned_about(small_redis: RedisProcess, p
 async def test_noeviction_with_a_cache_that_fits_is_quiet(small_redis: RedisProcess,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     _configure(small_redis, "20mb", "noeviction")
-    assert await _start_logs(_config(small_redis.url, max_size=8), caplog) == []
+    assert await _start_logs(_config(small_redis.url, max_bytes=8 * MB), caplog) == []
 
 
 async def test_a_cache_budget_past_maxmemory_is_warned_about(small_redis: RedisProcess,
@@ -69,7 +69,10 @@ async def test_a_cache_budget_past_maxmemory_is_warned_about(small_redis: RedisP
     records = await _start_logs(_config(small_redis.url), caplog)
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     assert f"up to {1000 * MB} bytes" in records[0].getMessage() and f"maxmemory {20 * MB}" in records[0].getMessage()
-    assert await _start_logs(_config(small_redis.url, max_size=100, max_body_size=100 * 1024), caplog) == []
+    # A byte budget above maxmemory, and max_size x max_body_size under it: the smaller one counts.
+    records = await _start_logs(_config(small_redis.url, max_bytes=30 * MB), caplog)
+    assert len(records) == 1 and f"up to {30 * MB} bytes" in records[0].getMessage()
+    assert await _start_logs(_config(small_redis.url, max_size=10, max_bytes=30 * MB), caplog) == []
     # A cache that is off takes no memory.
     assert await _start_logs(_config(small_redis.url, enabled=False), caplog) == []
 

@@ -294,7 +294,7 @@ def activity_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
 
 
 def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
-    lru, exp, paths, stats = f"{p}:lru", f"{p}:exp", f"{p}:paths", f"{p}:stats"
+    lru, exp, paths, stats, sizes = f"{p}:lru", f"{p}:exp", f"{p}:paths", f"{p}:stats", f"{p}:sizes"
     prefix = f"{p}:e:"
     entries = st.sampled_from([("/a", "1"), ("/a", "2"), ("/a/b", "3"), ("/c", "4")])
     tokens = st.sampled_from(["t1", "t2"])
@@ -318,11 +318,11 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
     def set_(draw: st.DrawFn) -> Call:
         path, entry_id = draw(entries)
         k = keys_of(entry_id)
-        return "cache_set", [k["entry"], lru, exp, paths, k["lock"], k["vary"], k["pass"], stats, k["uri"]], [
+        return "cache_set", [k["entry"], lru, exp, paths, k["lock"], k["vary"], k["pass"], stats, k["uri"], sizes], [
             f"{path}\0{entry_id}", draw(st.integers(1, 3000)), draw(st.integers(0, 3000)),
-            draw(st.integers(0, 3000)), "head", "body", draw(st.integers(1, 4)),
+            draw(st.integers(0, 3000)), "head", draw(st.sampled_from(["body", "a longer body"])), draw(st.integers(1, 4)),
             draw(st.sampled_from(["", "t1", "t2"])), draw(st.sampled_from(["", "accept"])), prefix,
-            f"{p}:events", entry_id, draw(st.sampled_from([0, 2000]))]
+            f"{p}:events", entry_id, draw(st.sampled_from([0, 2000])), draw(st.sampled_from([0, 12, 30, 60]))]
 
     @st.composite
     def release(draw: st.DrawFn) -> Call:
@@ -339,12 +339,12 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
             head, glob = draw(st.sampled_from([("", "*"), ("/a", "/a*"), ("/a", "/a/?"), ("", "/[ab]*"),
                                                ("", "/[!a]*")]))
             args = ["glob", head, glob, prefix]
-        return "cache_invalidate", [lru, exp, paths], args
+        return "cache_invalidate", [lru, exp, paths, sizes, stats], args
 
     @st.composite
     def purge(draw: st.DrawFn) -> Call:
         chosen = draw(st.lists(st.sampled_from(sorted(set(uris.values()))), min_size=1, max_size=3, unique=True))
-        return "cache_purge", [lru, exp, paths, *chosen], [prefix]
+        return "cache_purge", [lru, exp, paths, sizes, stats, *chosen], [prefix]
 
     @st.composite
     def peek(draw: st.DrawFn) -> Call:
@@ -353,7 +353,7 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
 
     return {"cache_get": get(), "cache_set": set_(), "cache_release": release(), "cache_purge": purge(),
             "cache_peek": peek(),
-            "cache_stats": st.tuples(st.just("cache_stats"), st.just([stats, lru, exp, paths]),
+            "cache_stats": st.tuples(st.just("cache_stats"), st.just([stats, lru, exp, paths, sizes]),
                                      st.tuples(st.integers(1, 16)).map(list)),
             "cache_invalidate": invalidate()}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._redis import zrem, zset_of
+from app.store.scripts._redis import hash_of, hdel, writable, zrem, zset_of
 
 
 def entry_key(entry_prefix: bytes, member: bytes) -> str:
@@ -25,18 +25,34 @@ def lru_score(stats: dict[bytes, Any], now_us: int) -> int:
     return now_us
 
 
-def forget(db: MemoryDB, index_keys: tuple[str, ...], member: bytes) -> None:
-    """Drop an index member from the lru, expiry and path indexes."""
+def add_bytes(db: MemoryDB, stats_key: str, delta: int) -> None:
+    """HINCRBY stats bytes delta: the entries' sizes summed (lua/cache_set.lua)."""
+    stats = writable(db, stats_key)
+    stats[b"bytes"] = b"%d" % (int(stats.get(b"bytes", b"0")) + delta)
+
+
+def forget_size(db: MemoryDB, sizes_key: str, stats_key: str, member: bytes) -> None:
+    """The member's size leaves the sizes hash and the stats hash's sum."""
+    size = (hash_of(db, sizes_key) or {}).get(member)
+    if size is not None:
+        hdel(db, sizes_key, member)
+        add_bytes(db, stats_key, -int(size))
+
+
+def forget(db: MemoryDB, index_keys: tuple[str, ...], member: bytes, sizes_key: str, stats_key: str) -> None:
+    """Drop an index member from the lru, expiry and path indexes, and its size."""
     for key in index_keys:
         zrem(db, key, member)
+    forget_size(db, sizes_key, stats_key, member)
 
 
-def purge_expired(db: MemoryDB, index_keys: tuple[str, str, str], now: int, limit: int) -> int:
+def purge_expired(db: MemoryDB, index_keys: tuple[str, str, str], now: int, limit: int, sizes_key: str,
+                  stats_key: str) -> int:
     """ZRANGEBYSCORE expiry -inf now LIMIT 0 limit, each one forgotten; index_keys: lru, expiry, path."""
     exp = zset_of(db, index_keys[1])
     if not exp or min(exp.values()) > now:  # the usual case, without a sort of the index
         return 0
     due = sorted((score, member) for member, score in exp.items() if score <= now)[:limit]
     for _, victim in due:
-        forget(db, index_keys, victim)
+        forget(db, index_keys, victim, sizes_key, stats_key)
     return len(due)

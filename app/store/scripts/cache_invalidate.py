@@ -36,7 +36,7 @@ def glob_regex(glob: bytes) -> re.Pattern[bytes]:
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
-    lru_key, exp_key, paths_key = keys
+    lru_key, exp_key, paths_key, sizes_key, stats_key = keys
     mode, head, glob, entry_prefix = (arg(a) for a in args)
     pattern = None
     if mode == b"prefix":
@@ -52,7 +52,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
     for member in members:
         path, _, victim = member.partition(b"\0")
         if pattern is None or pattern.match(path):
-            forget(db, (paths_key, lru_key, exp_key), member)
+            forget(db, (paths_key, lru_key, exp_key), member, sizes_key, stats_key)
             db.delete(entry_prefix.decode() + victim.decode())
             removed += 1
     return removed

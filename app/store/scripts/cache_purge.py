@@ -11,11 +11,12 @@ from app.store.scripts._redis import arg, hash_of
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
     index_keys = (keys[0], keys[1], keys[2])
+    sizes_key, stats_key = keys[3], keys[4]
     entry_prefix = arg(args[0])
     removed = 0
-    for uri_key in keys[3:]:
+    for uri_key in keys[5:]:
         for member in list(hash_of(db, uri_key) or ()):
-            forget(db, index_keys, member)
+            forget(db, index_keys, member, sizes_key, stats_key)
             removed += db.delete(entry_key(entry_prefix, member))
         db.delete(uri_key)
     return removed

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import entry_key, lru_score, purge_expired
-from app.store.scripts._redis import arg, writable, zrem, zset_of
+from app.store.scripts._cache_common import add_bytes, entry_key, forget, lru_score, purge_expired
+from app.store.scripts._redis import arg, writable, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
-    entry, lru_key, exp_key, paths_key, lock_key, vary_key, pass_key, stats_key, uri_key = keys
+    entry, lru_key, exp_key, paths_key, lock_key, vary_key, pass_key, stats_key, uri_key, sizes_key = keys
     member, token, vary = arg(args[0]), arg(args[7]), arg(args[8])
     fresh_ms, swr_ms, grace_ms, max_entries = int(args[1]), int(args[2]), int(args[3]), int(args[6])
     now_us = db.now_us()
@@ -26,6 +26,11 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     db.pexpire(entry, keep)
     for key, score in ((lru_key, lru_score(writable(db, stats_key), now_us)), (exp_key, kept), (paths_key, 0)):
         writable(db, key)[member] = score
+    size = len(arg(args[4])) + len(arg(args[5]))
+    sizes = writable(db, sizes_key)
+    before = int(sizes.get(member, 0))
+    sizes[member] = b"%d" % size
+    add_bytes(db, stats_key, size - before)
     if vary:
         db.set(vary_key, vary, keep)
         db.delete(pass_key)
@@ -42,19 +47,19 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
                 del entries[listed]
 
     index_keys = (lru_key, exp_key, paths_key)
-    purged = purge_expired(db, index_keys, now, 16)
+    purged = purge_expired(db, index_keys, now, 16, sizes_key, stats_key)
 
+    # The bounds in entries and in bytes (0: none): the least recently read go first. The dicts
+    # are the live sorted set and hash: an emptied sorted set is empty here too.
     evicted = 0
+    max_bytes = int(args[13])
     lru = zset_of(db, lru_key) or {}
-    excess = len(lru) - max_entries
-    while excess > 0:
+    stats = writable(db, stats_key)
+    while lru and (len(lru) > max_entries or (max_bytes and int(stats[b"bytes"]) > max_bytes)):
         victim = min(lru, key=lambda m: (lru[m], m))
-        zrem(db, lru_key, victim)
-        zrem(db, exp_key, victim)
-        zrem(db, paths_key, victim)
+        forget(db, index_keys, victim, sizes_key, stats_key)
         db.delete(entry_key(arg(args[9]), victim))
         evicted += 1
-        excess -= 1
     if evicted:
         stats = writable(db, stats_key)
         stats[b"evictions"] = b"%d" % (int(stats.get(b"evictions", b"0")) + evicted)

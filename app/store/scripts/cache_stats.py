@@ -10,8 +10,8 @@ from app.store.scripts._redis import hash_of, now_ms, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[int]:
-    stats_key, lru_key, exp_key, paths_key = keys
-    purge_expired(db, (lru_key, exp_key, paths_key), now_ms(db), int(args[0]))
+    stats_key, lru_key, exp_key, paths_key, sizes_key = keys
+    purge_expired(db, (lru_key, exp_key, paths_key), now_ms(db), int(args[0]), sizes_key, stats_key)
     stats = hash_of(db, stats_key) or {}
     return [int(stats.get(b"hits", b"0")), int(stats.get(b"misses", b"0")),
             len(zset_of(db, lru_key) or {}), int(stats.get(b"evictions", b"0"))]
