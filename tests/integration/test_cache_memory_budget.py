@@ -1,0 +1,88 @@
+"""The cache cannot starve the limiter: one Redis with maxmemory 20mb and noeviction (what the README
+recommends), a caching route whose answers are 200 KB, and ~150 distinct URLs through it. With
+cache.max_bytes below maxmemory the cache evicts its own least recently read entries, Redis never
+refuses a write, and a rate limit of N admits exactly N afterwards. Without it (the control) Redis
+fills up and refuses writes (OOM), which is what shows the set-up can fail; whether a rate-limit call
+meets one of those refusals depends on when Redis is over the line (a 200 KB store call's own
+buffer counts), so the control counts Redis's OOM replies rather than the limiter's log."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from app.config import parse_config
+from tests.support import BackendServer, GatewayThread, RedisProcess
+
+pytestmark = pytest.mark.redis
+
+MB = 1024 * 1024
+BODY = 200 * 1024
+URLS = 150
+LIMIT = 10
+
+
+@pytest.fixture
+def small_redis() -> Iterator[RedisProcess]:
+    with RedisProcess(args=("--maxmemory", "20mb", "--maxmemory-policy", "noeviction")) as server:
+        yield server
+
+
+def _gateway(redis_url: str, backend: BackendServer, max_bytes: int | None) -> GatewayThread:
+    return GatewayThread(parse_config({
+        "redis": {"url": redis_url, "prefix": f"t{uuid.uuid4().hex[:8]}"},
+        "router": {"routes": [
+            {"path": "/bytes/*", "target": backend.url},
+            {"path": "/status/*", "target": backend.url, "cache": {"enabled": False},
+             "rate_limit": {"requests_per_minute": LIMIT}},
+        ]},
+        # Bodies kept as they come (the demo's bytes would compress to nothing): 200 KB an entry.
+        "cache": {"max_size": 1000, "max_bytes": max_bytes, "compress_min_size": 64 * MB},
+        "rate_limiter": {"default": {"requests_per_minute": 100_000, "requests_per_hour": None}},
+    }, {}))
+
+
+def _fill_then_limit(gateway: GatewayThread) -> list[int]:
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        for i in range(URLS):
+            answer = client.get(f"/bytes/{BODY}", params={"i": i})
+            assert answer.status_code == 200 and len(answer.content) == BODY
+        return [client.get("/status/200").status_code for _ in range(LIMIT + 5)]
+
+
+@pytest.mark.parametrize("max_bytes", [8 * MB, None], ids=["max_bytes_8mb", "control_unbounded"])
+def test_a_full_cache_leaves_the_limits_exact(small_redis: RedisProcess, backend: BackendServer,
+                                              max_bytes: int | None, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING), _gateway(small_redis.url, backend, max_bytes) as gateway:
+        statuses = _fill_then_limit(gateway)
+        store = gateway.gateway.store
+        with httpx.Client(base_url=gateway.url, timeout=10) as http:
+            before = store.round_trips
+            miss = http.get(f"/bytes/{BODY}", params={"i": "fresh"})
+            between = store.round_trips
+            hit = http.get(f"/bytes/{BODY}", params={"i": "fresh"})
+            after = store.round_trips
+        keys = gateway.gateway.orchestrator.cache_manager.keys
+        client = redis.Redis(port=small_redis.port)
+        stored = int(client.hget(keys.stats, "bytes") or 0)
+        used = int(client.info("memory")["used_memory"])
+        refused = int(client.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
+        client.close()
+    failing_open = [r for r in caplog.records if "failing open" in r.getMessage()]
+    if max_bytes is None:
+        assert refused > 0  # the control: Redis filled up and refused writes
+        return
+    assert refused == 0
+    assert failing_open == []
+    assert not [r for r in caplog.records if "OOM" in r.getMessage()]
+    assert statuses == [200] * LIMIT + [429] * 5
+    # A stored miss that evicts to make room is still two round trips; a hit, one.
+    assert (miss.headers["x-cache"], between - before) == ("MISS", 2)
+    assert (hit.headers["x-cache"], after - between) == ("HIT", 1)
+    assert 7 * MB < stored <= max_bytes  # the cache is full to its budget, not past it
+    assert used < 20 * MB
