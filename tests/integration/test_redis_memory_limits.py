@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from app.config import GatewayConfig
+from app.config import GatewayConfig, SentinelSection
 from app.pipeline.orchestrator import ApiGatewayOrchestrator
 from app.store.memory_limits import MemoryLimit, memory_warnings
 from app.store.redis import RedisStore
+from tests.redis_topologies import RedisClusterProcesses, SentinelProcesses
 from tests.support import RedisProcess
 
 MB = 1024 * 1024
@@ -91,15 +92,16 @@ async def test_config_refused_is_noted_at_info(caplog: pytest.LogCaptureFixture)
     assert [(r.levelno, "could not read" in r.getMessage()) for r in records] == [(logging.INFO, True)]
 
 
-async def test_each_cluster_master_is_read(redis_cluster: object) -> None:
-    store = RedisStore(cluster_nodes=redis_cluster.seeds, prefix="memcheck")  # type: ignore[attr-defined]
+async def test_each_cluster_master_is_read(redis_cluster: RedisClusterProcesses) -> None:
+    store = RedisStore(cluster_nodes=redis_cluster.seeds, prefix="memcheck")
     await store.start()
     try:
         limits = await store.memory_limits()
     finally:
         await store.close()
     assert limits is not None and len(limits) == 3
-    assert sorted(limit.address for limit in limits) == sorted(store.cluster.masters)  # type: ignore[union-attr]
+    assert store.cluster is not None
+    assert sorted(limit.address for limit in limits) == sorted(store.cluster.masters)
 
 
 def test_the_smallest_bounded_master_bounds_the_cache() -> None:
@@ -108,3 +110,14 @@ def test_the_smallest_bounded_master_bounds_the_cache() -> None:
     assert memory_warnings(limits, 20 * MB)[0].count("redis at b:1") == 1
     assert memory_warnings(limits, 5 * MB) == []
     assert memory_warnings(limits, None) == []
+
+
+async def test_a_sentinel_groups_master_is_read(redis_sentinel: SentinelProcesses) -> None:
+    section = SentinelSection(nodes=redis_sentinel.sentinel_addresses, master=redis_sentinel.master_name)
+    store = RedisStore(sentinel=section, prefix="memcheck")
+    await store.start()
+    try:
+        limits = await store.memory_limits()
+    finally:
+        await store.close()
+    assert limits is not None and [limit.address for limit in limits] == [redis_sentinel.master_address()]

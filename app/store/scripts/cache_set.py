@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import add_bytes, entry_key, forget, lru_score, purge_expired
+from app.store.scripts._cache_common import (
+    add_bytes,
+    entry_key,
+    forget,
+    lru_score,
+    purge_expired,
+)
 from app.store.scripts._redis import arg, writable, zset_of
 
 
