@@ -78,10 +78,13 @@ class StateReader:
 
     async def cache(self, args: Any = None) -> Section:
         keys = CacheKeys(self.store)
-        stats = CacheStats.from_hash(await self.store.hgetall(keys.stats), await self._zcard(keys.lru))
+        fields = await self.store.hgetall(keys.stats)
+        stats = CacheStats.from_hash(fields, await self._zcard(keys.lru))
         hits, misses = stats.hits, stats.misses
         data = {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
-                "evictions": stats.evictions, "entries": stats.size}
+                "evictions": stats.evictions, "entries": stats.size,
+                # What cache.max_bytes bounds: the entries' heads and bodies summed (cache_set.lua).
+                "bytes": int(fields.get(b"bytes", 0))}
         return Section("cache", "cache (fleet-wide)", data, [
             self._cli("HGETALL", keys.stats), self._cli("ZCARD", keys.lru), self._cli("ZREVRANGE", keys.lru, "0", "9", "WITHSCORES")])
 

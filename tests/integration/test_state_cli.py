@@ -64,6 +64,7 @@ def test_state_shows_config_cache_and_clients(busy_gateway: str, redis_url: str,
     assert config["route_overrides"]["a"]["route"]["strip_prefix"] is True
     cache = state["cache"]["data"]
     assert (cache["hits"], cache["misses"], cache["entries"]) == (3, 1, 1)
+    assert 0 < cache["bytes"] < 10_000  # one small answer's head and body
     assert cache["hit_rate"] == 0.75
     assert state["clients"]["data"][:2] == [{"client": "alice", "requests": 3}, {"client": "bob", "requests": 1}]
     limits = state["ratelimits"]["data"]
