@@ -117,6 +117,9 @@ class CacheSection(_Section):
     # (None: only max_size bounds it); the least recently read go first. Keep it well below the
     # Redis's maxmemory, so that the rate limits always have room.
     max_bytes: int | None = Field(default=None, gt=0)
+    # A Redis of the cache's own (url, cluster_nodes or sentinel), apart from the rate limits and
+    # circuits, so that a full cache can never refuse their writes; None: the cache shares redis.
+    redis: RedisSection | None = None
 
     @property
     def budget(self) -> int:

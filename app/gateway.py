@@ -64,6 +64,8 @@ class Gateway(EdgeApp):
         """``source``: the file ``config`` was read from, read again on SIGHUP (when this process's
         main thread runs the loop) and on the admin API's reload; None, no reloading."""
         self.store: Store = create_store(config.redis)
+        # The cache's own Redis when cache.redis names one; a restart-only setting, like redis.
+        self.cache_store: Store = create_store(config.cache.redis) if config.cache.redis is not None else self.store
         self.upstream = UpstreamClient(config.server.upstream_max_connections, config.server.upstream_keepalive)
         self.access_log = AccessLog() if config.server.access_log else None
         # None unless OTEL_* asks for it: then the proxy is wrapped, else it runs bare.
@@ -86,7 +88,7 @@ class Gateway(EdgeApp):
         self.tls_context = self.tls.context if self.tls is not None else None
 
     def _orchestrator(self, config: GatewayConfig) -> ApiGatewayOrchestrator:
-        return ApiGatewayOrchestrator(config, self.store, self.upstream)
+        return ApiGatewayOrchestrator(config, self.store, self.upstream, cache_store=self.cache_store)
 
     def _generation(self, config: GatewayConfig, orchestrator: ApiGatewayOrchestrator) -> Generation:
         proxy_app = ProxyApp(orchestrator, self.access_log)

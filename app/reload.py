@@ -26,7 +26,7 @@ log = logging.getLogger("apigw.reload")
 # and the connection pools, the access log's writer.
 RESTART_ONLY: tuple[str, ...] = (
     "server.host", "server.port", "server.limits", "server.paths", "server.upstream_max_connections",
-    "server.upstream_keepalive", "server.access_log", "server.websocket", "redis", "admin.listen",
+    "server.upstream_keepalive", "server.access_log", "server.websocket", "redis", "cache.redis", "admin.listen",
     "admin.metrics_on_data_port",
 )
 

@@ -81,10 +81,14 @@ class ApiGatewayOrchestrator:
     """Holds the gateway's components and runs each request through them."""
 
     def __init__(self, config: GatewayConfig | None = None, store: Store | None = None,
-                 upstream: UpstreamClient | None = None) -> None:
+                 upstream: UpstreamClient | None = None, cache_store: Store | None = None) -> None:
         self.config = config or GatewayConfig()
         self.store = store or MemoryStore(prefix=self.config.redis.prefix)
         STORE_ROUND_TRIPS.stores.add(self.store)
+        # The cache's scripts go to a Redis of their own when cache.redis names one (the same store
+        # otherwise); the request's batch is then split by store and sent to both at once.
+        self.cache_store = cache_store or self.store
+        STORE_ROUND_TRIPS.stores.add(self.cache_store)
         self.upstream = upstream or UpstreamClient(self.config.server.upstream_max_connections,
                                                    self.config.server.upstream_keepalive)
         # The seed's library transformer, for handle_request's data (routes compile their own).
@@ -104,7 +108,7 @@ class ApiGatewayOrchestrator:
         # rate limit's, so a client past its limit gets 429 whatever its credentials.
         self.auth_stage = AuthStage(self.config.auth, self.store, self.rate_limiter.manager, trust)
         self.stages.append(self.auth_stage)
-        self.cache_manager = ApiCacheManager(store=self.store, settings=self.config.cache)
+        self.cache_manager = ApiCacheManager(store=self.cache_store, settings=self.config.cache)
         # The gateway's own targeted cache-control field (RFC 9213) is addressed to it alone: read by
         # the cache, never forwarded to the client.
         own = self.config.cache.targeted_field
@@ -161,15 +165,23 @@ class ApiGatewayOrchestrator:
 
     async def start(self) -> None:
         await self.store.start()
-        # Once per process, not per reload: whether the cache can fill the Redis the limits need.
-        log_memory_warnings(await self.store.memory_limits(),
-                            self.config.cache.budget if self.config.cache.enabled else None)
+        # Once per process, not per reload: whether the cache can fill the Redis the limits need
+        # (or, on a Redis of its own, the one it has).
+        budget = self.config.cache.budget if self.config.cache.enabled else None
+        if self.cache_store is not self.store:
+            await self.cache_store.start()
+            log_memory_warnings(await self.store.memory_limits(), None)
+            log_memory_warnings(await self.cache_store.memory_limits(), budget, cache_only=True)
+        else:
+            log_memory_warnings(await self.store.memory_limits(), budget)
         await self.upstream.start()
         await self.start_components()
 
     async def close(self) -> None:
         await self.close_components()
         await self.upstream.close()
+        if self.cache_store is not self.store:
+            await self.cache_store.close()
         await self.store.close()
 
     async def start_components(self) -> None:
@@ -275,7 +287,10 @@ class ApiGatewayOrchestrator:
             return await self._run_grouped(calls)
         # Each call's reply, or its StoreError (unreachable, or a script error): the stage degrades,
         # never a 500. On a Redis Cluster a lost shard fails only the calls of its slots.
-        answers = await self.store.run_each(*wanted)  # type: ignore[arg-type]  # no CallGroup left
+        if self.cache_store is self.store:
+            answers = await self.store.run_each(*wanted)  # type: ignore[arg-type]  # no CallGroup left
+        else:
+            answers = await self._run_apart(wanted)  # type: ignore[arg-type]
         for answer in answers:
             if isinstance(answer, StoreError):
                 STORE_ERRORS_PIPELINE.inc()
@@ -284,6 +299,20 @@ class ApiGatewayOrchestrator:
             return answers
         replies = iter(answers)
         return [next(replies) if call is not None else None for call in calls]
+
+    async def _run_apart(self, wanted: list[ScriptCall]) -> list[Any]:
+        """The cache's calls to its own store and the others to the shared one, at once: one round
+        trip of latency, a batch on each."""
+        cached = [call.script.startswith("cache_") for call in wanted]
+        if all(cached):
+            return await self.cache_store.run_each(*wanted)
+        if not any(cached):
+            return await self.store.run_each(*wanted)
+        shared, own = await asyncio.gather(
+            self.store.run_each(*(call for call, c in zip(wanted, cached, strict=True) if not c)),
+            self.cache_store.run_each(*(call for call, c in zip(wanted, cached, strict=True) if c)))
+        shared_replies, own_replies = iter(shared), iter(own)
+        return [next(own_replies) if c else next(shared_replies) for c in cached]
 
     async def _run_grouped(self, calls: Sequence[ScriptCall | CallGroup | None]) -> list[Any]:
         """``_run_calls`` when a stage sent a CallGroup: its calls go in the same round trip, and

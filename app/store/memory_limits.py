@@ -27,14 +27,15 @@ class MemoryLimit:
     policy: str
 
 
-def memory_warnings(limits: list[MemoryLimit], cache_budget: int | None) -> list[str]:
+def memory_warnings(limits: list[MemoryLimit], cache_budget: int | None, cache_only: bool = False) -> list[str]:
     """What is wrong with these masters' settings for a cache that may hold ``cache_budget`` bytes
-    (None: no cache in this store). On a cluster the cache lives on one master, so the smallest
+    (None: no cache in this store; ``cache_only``: a Redis of the cache's own, where eviction drops no
+    rate-limit key). On a cluster the cache lives on one master, so the smallest
     bounded master is the one it must fit in."""
     warnings = []
     for limit in limits:
         # Without maxmemory (0) Redis never evicts, whatever the policy says.
-        if limit.maxmemory > 0 and limit.policy.startswith(_EVICTING):
+        if limit.maxmemory > 0 and limit.policy.startswith(_EVICTING) and not cache_only:
             warnings.append(
                 f"redis at {limit.address} has maxmemory-policy {limit.policy}: when it is full it may evict "
                 "rate-limit keys (they carry a time to live), and the clients they counted start afresh; "
@@ -47,16 +48,17 @@ def memory_warnings(limits: list[MemoryLimit], cache_budget: int | None) -> list
                 f"the cache may hold up to {cache_budget} bytes (cache.max_bytes, or cache.max_size x "
                 f"cache.max_body_size)"
                 f" but redis at {smallest.address} has maxmemory {smallest.maxmemory}: "
-                "a full cache can fill it, and then rate limits fail open or keys are evicted; "
-                "set cache.max_bytes well below maxmemory")
+                + ("a full cache can fill it, and then cache writes are refused; " if cache_only else
+                   "a full cache can fill it, and then rate limits fail open or keys are evicted; ")
+                + "set cache.max_bytes well below maxmemory")
     return warnings
 
 
-def log_memory_warnings(limits: list[MemoryLimit] | None, cache_budget: int | None) -> None:
+def log_memory_warnings(limits: list[MemoryLimit] | None, cache_budget: int | None, cache_only: bool = False) -> None:
     """``limits`` None: the store could not read them (CONFIG disabled or renamed, as on managed Redis)."""
     if limits is None:
         log.info("could not read redis's maxmemory and maxmemory-policy (CONFIG GET refused): "
                  "not checking that the cache fits beside the rate limits")
         return
-    for warning in memory_warnings(limits, cache_budget):
+    for warning in memory_warnings(limits, cache_budget, cache_only):
         log.warning(warning)

@@ -86,3 +86,47 @@ def test_a_full_cache_leaves_the_limits_exact(small_redis: RedisProcess, backend
     assert (hit.headers["x-cache"], after - between) == ("HIT", 1)
     assert 7 * MB < stored <= max_bytes  # the cache is full to its budget, not past it
     assert used < 20 * MB
+
+
+def test_a_cache_on_a_redis_of_its_own_cannot_touch_the_limits(backend: BackendServer,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """cache.redis: the cache fills a small Redis of its own (no max_bytes: it runs out of room), while
+    the limits, on the other Redis, stay exact and never see an OOM."""
+    with RedisProcess() as limits_redis, \
+            RedisProcess(args=("--maxmemory", "20mb", "--maxmemory-policy", "noeviction")) as cache_redis:
+        config = parse_config({
+            "redis": {"url": limits_redis.url, "prefix": "own"},
+            "router": {"routes": [
+                {"path": "/bytes/*", "target": backend.url},
+                {"path": "/status/*", "target": backend.url, "cache": {"enabled": False},
+                 "rate_limit": {"requests_per_minute": LIMIT}},
+            ]},
+            "cache": {"max_size": 1000, "compress_min_size": 64 * MB, "redis": {"url": cache_redis.url, "prefix": "own"}},
+            "rate_limiter": {"default": {"requests_per_minute": 100_000, "requests_per_hour": None}},
+        }, {})
+        with caplog.at_level(logging.INFO), GatewayThread(config) as gateway:
+            statuses = _fill_then_limit(gateway)
+            stores = gateway.gateway.store, gateway.gateway.cache_store
+            with httpx.Client(base_url=gateway.url, timeout=10) as http:
+                http.get("/bytes/100", params={"i": "small"})
+                before = [store.round_trips for store in stores]
+                hit = http.get("/bytes/100", params={"i": "small"})
+                after = [store.round_trips for store in stores]
+        limits_client, cache_client = redis.Redis(port=limits_redis.port), redis.Redis(port=cache_redis.port)
+        limits_keys = [key.decode() for key in limits_client.keys("*")]
+        cache_keys = [key.decode() for key in cache_client.keys("*")]
+        cache_refused = int(cache_client.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
+        limits_refused = int(limits_client.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
+        limits_client.close()
+        cache_client.close()
+    assert statuses == [200] * LIMIT + [429] * 5
+    assert cache_refused > 0 and limits_refused == 0  # the cache ran out of room, on its own Redis only
+    assert not [r for r in caplog.records if "failing open" in r.getMessage()]
+    assert limits_keys and not [key for key in limits_keys if key.startswith("own:cache:")]
+    assert [key for key in cache_keys if key.startswith("own:cache:")]
+    assert not [key for key in cache_keys if key.startswith("own:rl:")]
+    # The start check looked at the cache's Redis with the cache's budget (1000 x 1 MB > 20 MB).
+    assert [r for r in caplog.records if r.levelno == logging.WARNING and "cache writes are refused" in r.getMessage()]
+    # A hit: one batch on each store, sent at once.
+    assert hit.headers["x-cache"] == "HIT"
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1]

@@ -121,3 +121,10 @@ async def test_a_sentinel_groups_master_is_read(redis_sentinel: SentinelProcesse
     finally:
         await store.close()
     assert limits is not None and [limit.address for limit in limits] == [redis_sentinel.master_address()]
+
+
+def test_a_redis_of_the_caches_own_is_checked_for_room_not_for_its_policy() -> None:
+    own = [MemoryLimit("cache:1", 20 * MB, "allkeys-lru")]
+    assert memory_warnings(own, 8 * MB, cache_only=True) == []  # no rate-limit key there to evict
+    [warning] = memory_warnings(own, 30 * MB, cache_only=True)
+    assert "cache writes are refused" in warning and "rate limits" not in warning
