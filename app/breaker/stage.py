@@ -24,7 +24,7 @@ from app.breaker.manager import CircuitBreakerManager
 from app.breaker.model import Outcome
 from app.config import CircuitBreakerSection
 from app.pipeline.exchange import Exchange, Reply
-from app.pipeline.stage import CallGroup, Stage
+from app.pipeline.stage import BEFORE_ANSWER, EITHER, CallGroup, Stage
 from app.routing.router import Route
 from app.store import ScriptCall
 
@@ -172,6 +172,15 @@ class CircuitBreakerStage(Stage):
             call = breaker.outcome_call(ticket, outcome, backend.seconds)
         ex.circuit_call = call
         return call
+
+    def completion_order(self, ex: Exchange, call: ScriptCall) -> int:
+        # A failure may open the circuit and a probe's outcome closes or reopens it: the client's
+        # next request must find that done. A plain success changes nothing a request waits on.
+        ticket = ex.circuit_ticket
+        backend = ex.backend
+        if ticket is None or ticket.probe or backend is None or backend.failed:
+            return BEFORE_ANSWER
+        return EITHER
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
         breaker = ex.circuit

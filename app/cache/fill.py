@@ -1,7 +1,9 @@
 """What the cache writes once the backend answered: the entry (a store), or the fill lock given
 back (a release) when the answer cannot be kept.
 
-A body of known length is judged at once and its write joins the pipeline's second round trip. A
+A body of known length is judged at once and its write joins the pipeline's second round trip (sent
+after the client is answered when it is a store: the fill lock, released by the store, keeps the
+key's other requests waiting for it meanwhile). A
 streamed body (unknown length) is copied while the client is served (``TeeResponse``) and stored
 once complete, in one more round trip after the answer went out. Writes made off the request's
 path run as background tasks, held here until they finish.
@@ -47,6 +49,11 @@ class Filler:
 
     async def close(self) -> None:
         await stop_tasks(list(self._tasks))
+
+    async def settled(self) -> None:
+        """Wait until the writes running off the requests' path have landed (those they start too)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` off the request's path; it is cancelled by ``close``."""

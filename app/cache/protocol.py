@@ -215,6 +215,11 @@ def is_store(call: ScriptCall) -> bool:
     return call.script == "cache_set"
 
 
+def releases_fill_lock(call: ScriptCall) -> bool:
+    """Whether ``call`` stores an entry and gives back its fill lock (it carries the lock token)."""
+    return call.script == "cache_set" and call.args[7] != ""
+
+
 def release_call(keys: CacheKeys, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
     return ScriptCall("cache_release", (keys.lock(entry_id), keys.pass_prefix + entry_id),
                       (token, pass_ms, keys.channel, entry_id))

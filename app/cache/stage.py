@@ -29,14 +29,14 @@ from app.cache.manager import ApiCacheManager, new_token
 from app.cache.pending import Pending, cache_request
 from app.cache.policy import CacheStrategy, Lookup
 from app.cache.protocol import (FINAL, HIT, MAY_LOCK, MISS, STALE, VARY, WAIT, LookupReply, as_miss, lookup_reply,
-                                peek_call, purge_call, took_fill_lock)
+                                peek_call, purge_call, releases_fill_lock, took_fill_lock)
 from app.cache.refresh import Refresher
 from app.cache.singleflight import FillWaiters
 from app.cache.vary_hints import VaryHints
 from app.cache.warming import CacheWarmer
 from app.observability.metrics import CACHE_LOOKUPS, STORE_ERRORS
 from app.pipeline.exchange import Exchange, RawHeaders, Reply
-from app.pipeline.stage import Stage
+from app.pipeline.stage import AFTER_ANSWER, BEFORE_ANSWER, Stage
 from app.routing.router import Route
 from app.store import ScriptCall, StoreError, StoreUnavailable
 
@@ -253,6 +253,14 @@ class CacheStage(Stage):
         if pending.freshened and pending.header_at >= 0:
             ex.response_headers[pending.header_at] = (X_CACHE, b"REVALIDATED")
         return call
+
+    def completion_order(self, ex: Exchange, call: ScriptCall) -> int:
+        # A store (the entry, its body, the indexes) goes after the answer when it releases the
+        # entry's fill lock: the lock keeps the key's other requests, on any replica, waiting for it
+        # meanwhile. One that holds no lock (filed under another variant than the one locked, or
+        # after a lookup that waited) lands first, or the client's next request would miss. A purge
+        # lands before the answer goes out (a client that wrote must not read the old entry back).
+        return AFTER_ANSWER if releases_fill_lock(call) else BEFORE_ANSWER
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
         pending: Pending | None = ex.cache

@@ -7,7 +7,8 @@
 3. 404 when no route matched (after the rate limit: unrouted requests are counted too);
 4. transform the request, forward it to a target (with the route's retries), transform the reply;
 5. completion, one more round trip for every stage that writes: the cache store and the circuit's
-   outcome together;
+   outcome together; sent after the client is answered when every write allows it (a stored miss
+   whose backend call succeeded), else before;
 6. a stale cached answer instead of a 5xx when the route's cache allows it; then the client.
 
 This is the seed's order (identify, rate limit, route, cache lookup, circuit check, transform,
@@ -43,7 +44,7 @@ from app.pipeline.compiled import CompiledRoute
 from app.pipeline.exchange import JSON_CONTENT, BackendCall, Exchange, Reply, error_reply, new_request_id
 from app.breaker.health import HealthChecker
 from app.observability.metrics import STORE_ERRORS, STORE_ROUND_TRIPS
-from app.pipeline.stage import CallGroup, Stage, StagePlan
+from app.pipeline.stage import AFTER_ANSWER, BEFORE_ANSWER, CallGroup, Stage, StagePlan
 from app.ratelimit.stage import RateLimitStage
 from app.ratelimit.limiter import ApiGatewayRateLimiter
 from app.pipeline.retry import RetryPolicy, send_with_retries
@@ -268,14 +269,38 @@ class ApiGatewayOrchestrator:
 
     async def _complete(self, ex: Exchange, route: Route[CompiledRoute], reply: Reply,
                         stages: tuple[Stage, ...]) -> None:
-        """Cache store and breaker outcome: every store write in one round trip (or none)."""
+        """Cache store and breaker outcome: every store write in one round trip (or none), sent
+        after the answer when every write may wait and one had better (``Stage.completion_order``)."""
         calls = [stage.completion_call(ex, route, reply) for stage in stages]
         if not any(calls):
             return
+        after = False
+        for stage, call in zip(stages, calls):
+            if call is not None:
+                order = stage.completion_order(ex, call)
+                if order == BEFORE_ANSWER:
+                    after = False
+                    break
+                after = after or order == AFTER_ANSWER
+        if after:
+            # Tracked by the cache's filler: its close cancels what has not landed (boundedly).
+            self.cache_stage.filler.spawn(self._land_after(ex, route, reply, stages, calls))
+            return
+        await self._land(ex, route, reply, stages, calls)
+
+    async def _land(self, ex: Exchange, route: Route[CompiledRoute], reply: Reply, stages: tuple[Stage, ...],
+                    calls: list[ScriptCall | None]) -> None:
         replies = await self._run_calls(calls)
         for stage, call, store_reply in zip(stages, calls, replies, strict=True):
             if call is not None:
                 await stage.completed(ex, route, reply, store_reply)
+
+    async def _land_after(self, ex: Exchange, route: Route[CompiledRoute], reply: Reply,
+                          stages: tuple[Stage, ...], calls: list[ScriptCall | None]) -> None:
+        try:
+            await self._land(ex, route, reply, stages, calls)
+        except Exception:  # nobody awaits this task: its failure is logged, not lost
+            log.exception("completion writes after the answer failed for %s", route.key)
 
     async def _run_calls(self, calls: Sequence[ScriptCall | CallGroup | None]) -> list[Any]:
         """The non-None calls in one round trip; each stage gets its reply, None when it asked

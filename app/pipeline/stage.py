@@ -4,8 +4,9 @@ A component joins the pipeline as a ``Stage``. Before the backend, the orchestra
 stage's ``admission_call`` and sends them to the store in one round trip (rate limit + cache lookup),
 then asks each stage in order whether it ``admit``s the request: a stage ends the pipeline by
 answering a ``Reply`` (429, a cache HIT, 503 for an open circuit). After the backend it collects
-every ``completion_call`` (cache store, breaker outcome) into a second round trip. A stage that has
-nothing to ask of the store returns None and costs nothing.
+every ``completion_call`` (cache store, breaker outcome) into a second round trip, sent before the
+client is answered unless every call in it says it may wait (``completion_order``: a cache store is
+sent after the answer). A stage that has nothing to ask of the store returns None and costs nothing.
 
 A stage that needs several calls in the same round trip (a route's circuit breakers, one per
 target, each on its own Redis Cluster slot, reading the fleet's state before their first admission)
@@ -24,6 +25,10 @@ from typing import Any
 from app.pipeline.exchange import Exchange, Reply
 from app.routing.router import Route
 from app.store import ScriptCall
+
+
+# When a stage's completion write must land, relative to the client's answer (``completion_order``).
+BEFORE_ANSWER, EITHER, AFTER_ANSWER = 0, 1, 2
 
 
 class CallGroup(tuple[ScriptCall, ...]):
@@ -62,6 +67,14 @@ class Stage:
     def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
         """What to write after the backend answered (or failed: ``reply`` is then the error)."""
         return None
+
+    def completion_order(self, ex: Exchange, call: ScriptCall) -> int:
+        """Whether ``call`` (this stage's ``completion_call``) must land before the client is
+        answered (BEFORE_ANSWER), may land after (EITHER), or had better land after
+        (AFTER_ANSWER: the answer does not depend on it, and its cost should not delay it). The
+        batch goes out after the answer only when every call in it allows that and one prefers it,
+        so it stays one round trip either way; ``completed`` then runs after the answer too."""
+        return BEFORE_ANSWER
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
         """The store's reply to ``completion_call``."""

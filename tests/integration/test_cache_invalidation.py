@@ -206,6 +206,7 @@ async def test_a_host_routes_entries_stay_when_another_host_names_the_path(fleet
 async def _round_trips(replica: Replica, method: str, uri: str, **headers: str) -> int:
     before = replica.store.round_trips
     await replica.send(method, uri, **headers)
+    await replica.orchestrator.cache_stage.filler.settled()  # a stored miss's store follows the answer
     return replica.store.round_trips - before
 
 
@@ -239,5 +240,6 @@ async def test_concurrent_purges_and_fills_leave_the_indexes_whole(fleet: list[R
     await asyncio.gather(*(b.send("DELETE", f"/c/{i}") for i in range(10)))
     for i in range(10):
         assert (await a.get(f"/c/{i}")).headers["x-cache"] == "MISS"
+    await a.orchestrator.cache_stage.filler.settled()  # the stores follow the answers
     stats = await a.orchestrator.cache_manager.get_stats()
     assert stats["size"] == 10
