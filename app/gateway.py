@@ -124,6 +124,10 @@ class Gateway(EdgeApp):
             self.access_log.start()
         await self.orchestrator.start()
         await self.config_sync.start()
+        # Every channel the parts subscribed to while starting is listened to before the replica
+        # serves: a change another replica makes next is not missed (bounded: a Redis that is down
+        # does not hold the start up).
+        await self.store.listening()
         # Signal handlers belong to the main thread (a gateway in a test's thread has none).
         if self.reloader is not None and threading.current_thread() is threading.main_thread():
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)

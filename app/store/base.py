@@ -154,6 +154,11 @@ class Store(abc.ABC):
     def _on_subscribe(self, channel: str) -> None:
         """Back ends that listen on a connection start listening to ``channel`` here."""
 
+    async def listening(self, timeout: float = 2.0) -> bool:
+        """Wait, at most ``timeout`` s, until every channel subscribed to so far is listened to, so
+        that a replica that says it has started misses no change another replica makes next."""
+        return True
+
     def _dispatch(self, channel: str, message: bytes) -> None:
         for handler in self._handlers.get(channel, ()):
             handler(message)

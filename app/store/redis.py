@@ -45,6 +45,9 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSErro
 # once, and redis-py drops it, so the retry gets a fresh one (and a Redis that is really gone refuses
 # it at once). Timeouts are not retried: that would double the wait.
 _STALE = (RedisConnectionError, ConnectionError)
+# Seconds the event listener waits for a message before it looks for channels subscribed since:
+# a new channel is listened to within this.
+LISTEN_TURN = 0.1
 _INFO_CLUSTER = encode(("INFO", "cluster"))
 _CONFIG_MAXMEMORY = encode(("CONFIG", "GET", "maxmemory"))
 _CONFIG_POLICY = encode(("CONFIG", "GET", "maxmemory-policy"))
@@ -114,6 +117,7 @@ class RedisStore(Store):
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._pubsub_ready = asyncio.Event()
+        self._listened: set[str] = set()  # the channels the event stream is subscribed to now
         # On a cluster, the master the event stream is subscribed on now (None while it is not).
         self.event_node: str | None = None
 
@@ -415,8 +419,18 @@ class RedisStore(Store):
         await self._guarded(lambda: self.redis.publish(channel, message))
 
     def _on_subscribe(self, channel: str) -> None:
-        # The listener subscribes to every known channel each time it (re)connects.
+        # The listener subscribes to every known channel each time it (re)connects, and to a new one
+        # within LISTEN_TURN while it is connected.
         self._pubsub_ready.set()
+
+    async def listening(self, timeout: float = 2.0) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._listened.issuperset(self._handlers):
+            if loop.time() >= deadline or self._listener is None or self._listener.done():
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def _listen(self) -> None:
         """Deliver messages to handlers; after any break, resubscribe and tell the reconnect handlers."""
@@ -441,6 +455,7 @@ class RedisStore(Store):
             try:
                 channels = list(self._handlers)
                 await subscribe(*channels)
+                self._listened = set(channels)
                 self.event_node = node
                 delay = 0.05
                 if not first:
@@ -453,7 +468,8 @@ class RedisStore(Store):
                         new = [c for c in self._handlers if c not in channels]
                         await subscribe(*new)
                         channels.extend(new)
-                    message = await receive(ignore_subscribe_messages=True, timeout=1.0)
+                        self._listened = set(channels)
+                    message = await receive(ignore_subscribe_messages=True, timeout=LISTEN_TURN)
                     if message is not None and message["type"] == "message":
                         channel = message["channel"]
                         channel = channel.decode() if isinstance(channel, bytes) else channel
@@ -471,6 +487,7 @@ class RedisStore(Store):
                 delay = min(delay * 2, 1.0)
             finally:
                 self.event_node = None
+                self._listened = set()
                 try:
                     await pubsub.aclose()
                     if source is not self.redis:
