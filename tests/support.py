@@ -15,9 +15,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
+from aiohttp import web
 import uvicorn
 import yaml
 
@@ -102,6 +103,41 @@ class ThreadServer:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+
+
+class AiohttpOrigin(ThreadServer):
+    """A test's own aiohttp origin on a free loopback port: a subclass adds its routes in ``routes``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runner: Any = None
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self.thread.start()
+        self.port = self.run(self._start())
+        return self
+
+    async def _start(self) -> int:
+        app = web.Application()
+        self.routes(app)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.run(self.runner.cleanup())
+            self.runner = None
+        super().stop()
 
 
 class BackendServer(ThreadServer):

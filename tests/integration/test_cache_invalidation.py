@@ -16,10 +16,10 @@ from aiohttp import web
 
 from app.config import parse_config
 from tests.replicas import Replica, replicas_on
-from tests.support import ThreadServer
+from tests.support import AiohttpOrigin
 
 
-class Origin(ThreadServer):
+class Origin(AiohttpOrigin):
     """GET: a cacheable JSON answer numbered per URI (a fresh one shows in ``n``), varying on
     Accept-Language. Any other method: the status and fields its X-Status, X-Location and
     X-Content-Location ask for."""
@@ -27,21 +27,9 @@ class Origin(ThreadServer):
     def __init__(self) -> None:
         super().__init__()
         self.gets: Counter[str] = Counter()
-        self.runner: web.AppRunner | None = None
 
-    def start(self) -> Origin:
-        self.thread.start()
-        self.port = self.run(self._start())
-        return self
-
-    async def _start(self) -> int:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._answer)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _answer(self, request: web.Request) -> web.Response:
         await request.read()
@@ -56,15 +44,6 @@ class Origin(ThreadServer):
                 headers[field] = request.headers[asked]
         return web.json_response({"done": request.method}, status=int(request.headers.get("X-Status", "200")),
                                  headers=headers)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.runner is not None:
-            self.run(self.runner.cleanup())
-        super().stop()
 
 
 @pytest.fixture

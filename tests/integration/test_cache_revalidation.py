@@ -18,7 +18,7 @@ from aiohttp import web
 
 from app.config import parse_config
 from tests.replicas import Replica, replicas_on
-from tests.support import ThreadServer
+from tests.support import AiohttpOrigin
 
 LAST_MODIFIED = "Tue, 01 Dec 2026 10:00:00 GMT"
 
@@ -30,7 +30,7 @@ class Seen:
     if_modified_since: str | None
 
 
-class Origin(ThreadServer):
+class Origin(AiohttpOrigin):
     """/etag/... answers with an ETag, /lm/... with a Last-Modified only, /mr/... with an ETag and
     must-revalidate; each answer is fresh for one second. A request whose validator matches the
     resource's gets a 304 fresh for a minute, with X-Revalidated. ``change(path)`` makes a new
@@ -40,21 +40,9 @@ class Origin(ThreadServer):
         super().__init__()
         self.seen: list[Seen] = []
         self.versions: dict[str, int] = {}
-        self.runner: web.AppRunner | None = None
 
-    def start(self) -> Origin:
-        self.thread.start()
-        self.port = self.run(self._start())
-        return self
-
-    async def _start(self) -> int:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/{tail:.*}", self._answer)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     def change(self, path: str) -> None:
         self.versions[path] = self.versions.get(path, 1) + 1
@@ -76,15 +64,6 @@ class Origin(ThreadServer):
                                                      "X-Revalidated": "yes"})
         return web.Response(body=f"{path} version {version}".encode(), content_type="text/plain",
                             headers={**validators, "Cache-Control": control, "X-Version": str(version)})
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.runner is not None:
-            self.run(self.runner.cleanup())
-        super().stop()
 
 
 @pytest.fixture
