@@ -114,7 +114,11 @@ def find_nginx() -> str | None:
 
 
 def nginx_conf(workdir: Path, host: str, port: int, replica_ports: list[int], replica_host: str) -> str:
-    servers = "\n".join(f"        server {replica_host}:{p} max_fails=1 fail_timeout=2s;" for p in replica_ports)
+    # max_fails=0: a replica that refuses a connection is never marked down; the request goes on to
+    # the next one (proxy_next_upstream error), at the cost of one refused loopback connect. Marked
+    # down for a fail_timeout instead, the replicas of a rolling restart, each ready again within
+    # about a second, were at times all marked down at once: nginx then answered 502 "no live upstreams".
+    servers = "\n".join(f"        server {replica_host}:{p} max_fails=0;" for p in replica_ports)
     temp = "\n".join(f"    {kind}_temp_path {workdir}/{kind};"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return f"""# Written by `python -m app fleet`; the compose demo's is deploy/nginx.conf.
