@@ -231,7 +231,9 @@ class ClusterRouting:
     # -- health ---------------------------------------------------------------------------------
 
     async def ready(self) -> bool:
-        """Every slot has an owner, and every owner answers and knows every script."""
+        """Every slot has an owner, and every owner answers and knows every script. A master that
+        does not answer has the map asked for again (in the background), so that readiness follows
+        its promoted replica even while no request touches the lost slots."""
         if not self.covered and not await self.refresh():
             return False
         if not self.covered:
@@ -243,6 +245,7 @@ class ClusterRouting:
                 if not await link.has_scripts():
                     return False
             except StoreError:
+                self.refresh_soon()
                 return False
         return True
 
