@@ -24,12 +24,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from app.background import stop_tasks
 from app.store.base import ScriptCall, StoreError, StoreUnavailable
 from app.store.node import NodeLink
-from app.store.pipe import ReplyError, encode
+from app.store.pipe import PipeBroken, ReplyError, encode
 from app.store.script_set import ScriptSet
 from app.store.slots import SLOTS, SlotCache
 
@@ -129,15 +129,22 @@ class ClusterRouting:
         evalsha = self.scripts.evalsha
         slot_of = self.slot_of
         owners = self.owners
-        commands = [evalsha(call) for call in calls]
-        targets = [owners[slot_of(call.keys[0])] if call.keys else owners[0] for call in calls]
+        commands: list[bytes] = []
+        targets: list[str | None] = []
+        groups: dict[str | None, list[int]] = {}
+        for i, call in enumerate(calls):
+            commands.append(evalsha(call))
+            keys = call.keys
+            target = owners[slot_of(keys[0])] if keys else owners[0]
+            targets.append(target)
+            group = groups.get(target)
+            if group is None:
+                groups[target] = [i]
+            else:
+                group.append(i)
         results: list[Any] = [None] * len(calls)
-        pending = list(range(len(calls)))
         asking: set[int] = set()
         for _ in range(MAX_ROUNDS):
-            groups: dict[str | None, list[int]] = {}
-            for i in pending:
-                groups.setdefault(targets[i], []).append(i)
             orphans = groups.pop(None, None)
             if orphans:  # slots nobody serves (the map is not known yet, or a shard is lost)
                 self.refresh_soon()
@@ -145,19 +152,32 @@ class ClusterRouting:
                     results[i] = StoreUnavailable("redis cluster: no node serves this slot now")
             if not groups:
                 return results
+            live = cast(dict[str, list[int]], groups)  # None was popped
             self._on_round()
-            sends = [self._send(address, indices, commands, asking) for address, indices in groups.items()]
-            outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
-            pending = []
+            # Written to every node before the first reply is awaited: one round trip of latency.
+            sent = [self._submit(address, self._batch(indices, commands, asking)) for address, indices in live.items()]
+            pending: list[int] = []
             again: set[str] = set()
             wait = False
-            for (address, indices), outcome in zip(groups.items(), outcomes, strict=True):
+            for (address, indices), (link, waitable) in zip(live.items(), sent, strict=True):
+                try:
+                    outcome = await waitable
+                except PipeBroken as error:
+                    outcome = link.broken(error)
+                except asyncio.CancelledError:
+                    for _, other in sent:
+                        if isinstance(other, asyncio.Task):
+                            other.cancel()
+                    raise
                 if isinstance(outcome, StoreError):
                     self.refresh_soon()  # its replica may be taking over
                     for i in indices:
                         results[i] = outcome
                     continue
-                for i, reply in zip(indices, outcome, strict=True):
+                if link.down_until:
+                    link.mark_up()
+                replies = self._unasked(indices, outcome, asking) if asking else outcome
+                for i, reply in zip(indices, replies, strict=True):
                     if type(reply) is not ReplyError:
                         results[i] = reply
                         continue
@@ -195,38 +215,54 @@ class ClusterRouting:
                     pending = [i for i in pending if targets[i] != address]
             if wait:
                 await asyncio.sleep(0.005)
-        for i in pending:
-            results[i] = StoreUnavailable(f"redis cluster: still redirected after {MAX_ROUNDS} tries")
+            groups = {}
+            for i in pending:
+                groups.setdefault(targets[i], []).append(i)
+        for group in groups.values():
+            for i in group:
+                results[i] = StoreUnavailable(f"redis cluster: still redirected after {MAX_ROUNDS} tries")
         return results
 
-    async def _send(self, address: str, indices: list[int], commands: list[bytes],
-                    asking: set[int]) -> list[Any] | StoreError:
-        link = self.link(address)
+    @staticmethod
+    def _batch(indices: list[int], commands: list[bytes], asking: set[int]) -> list[bytes]:
+        if not asking:
+            return [commands[i] for i in indices]
+        # ASKING holds for the one command after it, on the same connection: the pair leaves in
+        # one write, and its +OK is dropped (``_unasked``).
+        batch: list[bytes] = []
+        for i in indices:
+            if i in asking:
+                batch.append(_ASKING)
+            batch.append(commands[i])
+        return batch
+
+    @staticmethod
+    def _unasked(indices: list[int], raw: list[Any], asking: set[int]) -> list[Any]:
+        replies, position = [], 0
+        for i in indices:
+            if i in asking:
+                position += 1
+                asking.discard(i)
+            replies.append(raw[position])
+            position += 1
+        return replies
+
+    def _submit(self, address: str, batch: list[bytes]) -> tuple[NodeLink, Awaitable[Any]]:
+        """The batch written to the node now when its connection is open (a future of the
+        replies); else a task that connects first (its outcome: the replies or the StoreError)."""
+        link = self.links.get(address) or self.link(address)
+        future = link.submit(batch)
+        if future is not None:
+            return link, future
+        return link, asyncio.ensure_future(self._connect_and_send(link, batch))
+
+    @staticmethod
+    async def _connect_and_send(link: NodeLink, batch: list[bytes]) -> list[Any] | StoreError:
         try:
             link.refuse_while_down()
-            if not asking:
-                replies = await link.send([commands[i] for i in indices])
-            else:
-                # ASKING holds for the one command after it, on the same connection: the pair
-                # leaves in one write, and its +OK is dropped.
-                batch: list[bytes] = []
-                for i in indices:
-                    if i in asking:
-                        batch.append(_ASKING)
-                    batch.append(commands[i])
-                raw = await link.send(batch)
-                replies, position = [], 0
-                for i in indices:
-                    if i in asking:
-                        position += 1
-                        asking.discard(i)
-                    replies.append(raw[position])
-                    position += 1
+            return await link.send(batch)
         except StoreError as error:
             return error
-        if link.down_until:
-            link.mark_up()
-        return replies
 
     # -- health ---------------------------------------------------------------------------------
 
