@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 from app.background import stop_tasks
 from app.store.base import ScriptCall, StoreError, StoreUnavailable
@@ -61,7 +61,7 @@ class ClusterRouting:
         self._on_round = on_round or (lambda: None)
         self.links: dict[str, NodeLink] = {}
         self.owners: list[str | None] = [None] * SLOTS
-        self.slot_of = SlotCache()
+        self.slots = SlotCache()  # slots[key]: the key's slot
         self._refresh: asyncio.Task[bool] | None = None
         self._refreshed_at = 0.0
 
@@ -127,45 +127,57 @@ class ClusterRouting:
     async def run_each(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Each call's reply, or the ``StoreError`` of that call alone."""
         evalsha = self.scripts.evalsha
-        slot_of = self.slot_of
+        slots = self.slots
         owners = self.owners
         commands: list[bytes] = []
         targets: list[str | None] = []
-        groups: dict[str | None, list[int]] = {}
+        # Per owner, the calls' indexes and their commands: the batch that node gets.
+        groups: dict[str | None, tuple[list[int], list[bytes]]] = {}
         for i, call in enumerate(calls):
-            commands.append(evalsha(call))
+            command = evalsha(call)
+            commands.append(command)
             keys = call.keys
-            target = owners[slot_of(keys[0])] if keys else owners[0]
+            target = owners[slots[keys[0]]] if keys else owners[0]
             targets.append(target)
             group = groups.get(target)
             if group is None:
-                groups[target] = [i]
+                groups[target] = ([i], [command])
             else:
-                group.append(i)
+                group[0].append(i)
+                group[1].append(command)
         results: list[Any] = [None] * len(calls)
         asking: set[int] = set()
+        links = self.links
         for _ in range(MAX_ROUNDS):
             orphans = groups.pop(None, None)
             if orphans:  # slots nobody serves (the map is not known yet, or a shard is lost)
                 self.refresh_soon()
-                for i in orphans:
+                for i in orphans[0]:
                     results[i] = StoreUnavailable("redis cluster: no node serves this slot now")
             if not groups:
                 return results
-            live = cast(dict[str, list[int]], groups)  # None was popped
+            live: dict[str, tuple[list[int], list[bytes]]] = groups  # type: ignore[assignment]  # None was popped
             self._on_round()
             # Written to every node before the first reply is awaited: one round trip of latency.
-            sent = [self._submit(address, self._batch(indices, commands, asking)) for address, indices in live.items()]
+            sent: list[tuple[str, list[int], NodeLink, Awaitable[Any]]] = []
+            for address, (indices, batch) in live.items():
+                link = links.get(address) or self.link(address)
+                if asking:
+                    batch = self._asking_batch(indices, commands, asking)
+                future = link.submit(batch)
+                # Without an open connection: a task connects, and sends when it can.
+                sent.append((address, indices, link, future if future is not None else
+                             asyncio.ensure_future(self._connect_and_send(link, batch))))
             pending: list[int] = []
             again: set[str] = set()
             wait = False
-            for (address, indices), (link, waitable) in zip(live.items(), sent, strict=True):
+            for address, indices, link, waitable in sent:
                 try:
                     outcome = await waitable
                 except PipeBroken as error:
                     outcome = link.broken(error)
                 except asyncio.CancelledError:
-                    for _, other in sent:
+                    for *_, other in sent:
                         if isinstance(other, asyncio.Task):
                             other.cancel()
                     raise
@@ -217,16 +229,16 @@ class ClusterRouting:
                 await asyncio.sleep(0.005)
             groups = {}
             for i in pending:
-                groups.setdefault(targets[i], []).append(i)
-        for group in groups.values():
-            for i in group:
+                indices, batch = groups.setdefault(targets[i], ([], []))
+                indices.append(i)
+                batch.append(commands[i])
+        for indices, _ in groups.values():
+            for i in indices:
                 results[i] = StoreUnavailable(f"redis cluster: still redirected after {MAX_ROUNDS} tries")
         return results
 
     @staticmethod
-    def _batch(indices: list[int], commands: list[bytes], asking: set[int]) -> list[bytes]:
-        if not asking:
-            return [commands[i] for i in indices]
+    def _asking_batch(indices: list[int], commands: list[bytes], asking: set[int]) -> list[bytes]:
         # ASKING holds for the one command after it, on the same connection: the pair leaves in
         # one write, and its +OK is dropped (``_unasked``).
         batch: list[bytes] = []
@@ -246,15 +258,6 @@ class ClusterRouting:
             replies.append(raw[position])
             position += 1
         return replies
-
-    def _submit(self, address: str, batch: list[bytes]) -> tuple[NodeLink, Awaitable[Any]]:
-        """The batch written to the node now when its connection is open (a future of the
-        replies); else a task that connects first (its outcome: the replies or the StoreError)."""
-        link = self.links.get(address) or self.link(address)
-        future = link.submit(batch)
-        if future is not None:
-            return link, future
-        return link, asyncio.ensure_future(self._connect_and_send(link, batch))
 
     @staticmethod
     async def _connect_and_send(link: NodeLink, batch: list[bytes]) -> list[Any] | StoreError:
