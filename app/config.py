@@ -121,6 +121,14 @@ class CacheSection(_Section):
     # circuits, so that a full cache can never refuse their writes; None: the cache shares redis.
     redis: RedisSection | None = None
 
+    @field_validator("redis")
+    @classmethod
+    def _names_a_redis(cls, section: RedisSection | None) -> RedisSection | None:
+        # Without a server the cache would sit in each process's memory, shared with no one.
+        if section is not None and not section.configured:
+            raise ValueError("names no Redis: set url, cluster_nodes or sentinel (or leave cache.redis out)")
+        return section
+
     @property
     def budget(self) -> int:
         """The most bytes the cache's entries may take: max_bytes, or max_size full-sized bodies."""
@@ -659,6 +667,13 @@ ENV_OVERRIDES: dict[str, str] = {
     "API_GATEWAY_REDIS_SENTINEL_NODES": "redis.sentinel.nodes",     # comma-separated host:port
     "API_GATEWAY_REDIS_SENTINEL_MASTER": "redis.sentinel.master",
     "API_GATEWAY_REDIS_SENTINEL_PASSWORD": "redis.sentinel.password",
+    # The cache's own Redis (cache.redis), named the same way.
+    "API_GATEWAY_CACHE_REDIS_URL": "cache.redis.url",
+    "API_GATEWAY_CACHE_REDIS_PREFIX": "cache.redis.prefix",
+    "API_GATEWAY_CACHE_REDIS_CLUSTER_NODES": "cache.redis.cluster_nodes",       # comma-separated host:port
+    "API_GATEWAY_CACHE_REDIS_SENTINEL_NODES": "cache.redis.sentinel.nodes",     # comma-separated host:port
+    "API_GATEWAY_CACHE_REDIS_SENTINEL_MASTER": "cache.redis.sentinel.master",
+    "API_GATEWAY_CACHE_REDIS_SENTINEL_PASSWORD": "cache.redis.sentinel.password",
 }
 
 

@@ -97,7 +97,8 @@ class Gateway(EdgeApp):
             config=config, router=orchestrator.router, config_sync=self.config_sync, store=self.store,
             rate_limiter=orchestrator.rate_limiter, breakers=orchestrator.circuit_breaker_stage,
             cache=orchestrator.cache_manager, activity=orchestrator.client_activity, lifecycle=self.lifecycle,
-            reload=self._reload if self.reloader is not None else None)
+            reload=self._reload if self.reloader is not None else None,
+            cache_store=self.cache_store if self.cache_store is not self.store else None)
         websocket = WebSocketProxy(orchestrator, config.server.websocket.max_message_size, proxy_app.observe)
         return Generation(config, orchestrator, proxy_app, proxy, plane, build_control_app(plane), websocket)
 

@@ -68,7 +68,7 @@ def build_control_app(plane: ControlPlane) -> FastAPI:
         log.exception("admin API failed on %s %s", request.method, request.url.path)
         return JSONResponse({"error": "internal gateway error"}, status_code=500)
 
-    api.include_router(health.build_router(plane.store, plane.config_sync, plane.lifecycle))
+    api.include_router(health.build_router(plane.stores, plane.config_sync, plane.lifecycle))
     api.include_router(status.build_page_router())  # the page holds no data: it asks for the token
 
     admin = plane.config.admin

@@ -35,3 +35,10 @@ class ControlPlane:
     lifecycle: Lifecycle  # readiness: false once the process drains
     # Reads the config file again and applies it (the config reload admin); None: no reloading here.
     reload: Callable[[str], Awaitable[ReloadReport]] | None = None
+    # The cache's own store (cache.redis), for readiness and the status page; None: it shares store.
+    cache_store: Store | None = None
+
+    @property
+    def stores(self) -> dict[str, Store]:
+        """Each store the request path needs, by the config section that names it."""
+        return {"redis": self.store} if self.cache_store is None else {"redis": self.store, "cache.redis": self.cache_store}

@@ -29,6 +29,7 @@ from app.control.audit import AdminAudit
 from app.control.plane import ControlPlane
 from app.ratelimit.limits import RateLimitState
 from app.ratelimit.protocol import usage_reply
+from app.store import Store
 
 BUSIEST = 10
 LATEST_CHANGES = 5
@@ -113,15 +114,21 @@ async def _clients(plane: ControlPlane) -> dict[str, Any]:
         for (client, count), quota in zip(busiest, quotas, strict=True)]}
 
 
+async def _answers(store: Store) -> bool:
+    try:
+        return await store.ping()
+    except Exception:
+        return False
+
+
 async def _replica(plane: ControlPlane) -> dict[str, Any]:
     store = plane.store
-    try:
-        store_ok = await store.ping()
-    except Exception:
-        store_ok = False
-    return {"id": REPLICA, "store": type(store).__name__,
-            "shared": store.shared, "store_ok": store_ok, "uptime_seconds": round(time.time() - STARTED, 1),
-            "config_version": plane.config_sync.version}
+    replica = {"id": REPLICA, "store": type(store).__name__,
+               "shared": store.shared, "store_ok": await _answers(store), "uptime_seconds": round(time.time() - STARTED, 1),
+               "config_version": plane.config_sync.version}
+    if plane.cache_store is not None:  # the cache's own Redis (cache.redis)
+        replica["cache_store_ok"] = await _answers(plane.cache_store)
+    return replica
 
 
 async def _audit(audit: AdminAudit) -> dict[str, Any]:

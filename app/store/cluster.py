@@ -29,7 +29,7 @@ from typing import Any
 from app.background import stop_tasks
 from app.store.base import ScriptCall, StoreError, StoreUnavailable
 from app.store.node import NodeLink
-from app.store.pipe import ReplyError, encode
+from app.store.pipe import PipeBroken, ReplyError, encode
 from app.store.script_set import ScriptSet
 from app.store.slots import SLOTS, SlotCache
 
@@ -61,7 +61,7 @@ class ClusterRouting:
         self._on_round = on_round or (lambda: None)
         self.links: dict[str, NodeLink] = {}
         self.owners: list[str | None] = [None] * SLOTS
-        self.slot_of = SlotCache()
+        self.slots = SlotCache()  # slots[key]: the key's slot
         self._refresh: asyncio.Task[bool] | None = None
         self._refreshed_at = 0.0
 
@@ -127,37 +127,69 @@ class ClusterRouting:
     async def run_each(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Each call's reply, or the ``StoreError`` of that call alone."""
         evalsha = self.scripts.evalsha
-        slot_of = self.slot_of
+        slots = self.slots
         owners = self.owners
-        commands = [evalsha(call) for call in calls]
-        targets = [owners[slot_of(call.keys[0])] if call.keys else owners[0] for call in calls]
+        commands: list[bytes] = []
+        targets: list[str | None] = []
+        # Per owner, the calls' indexes and their commands: the batch that node gets.
+        groups: dict[str | None, tuple[list[int], list[bytes]]] = {}
+        for i, call in enumerate(calls):
+            command = evalsha(call)
+            commands.append(command)
+            keys = call.keys
+            target = owners[slots[keys[0]]] if keys else owners[0]
+            targets.append(target)
+            group = groups.get(target)
+            if group is None:
+                groups[target] = ([i], [command])
+            else:
+                group[0].append(i)
+                group[1].append(command)
         results: list[Any] = [None] * len(calls)
-        pending = list(range(len(calls)))
         asking: set[int] = set()
+        links = self.links
         for _ in range(MAX_ROUNDS):
-            groups: dict[str | None, list[int]] = {}
-            for i in pending:
-                groups.setdefault(targets[i], []).append(i)
             orphans = groups.pop(None, None)
             if orphans:  # slots nobody serves (the map is not known yet, or a shard is lost)
                 self.refresh_soon()
-                for i in orphans:
+                for i in orphans[0]:
                     results[i] = StoreUnavailable("redis cluster: no node serves this slot now")
             if not groups:
                 return results
+            live: dict[str, tuple[list[int], list[bytes]]] = groups  # type: ignore[assignment]  # None was popped
             self._on_round()
-            sends = [self._send(address, indices, commands, asking) for address, indices in groups.items()]
-            outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
-            pending = []
+            # Written to every node before the first reply is awaited: one round trip of latency.
+            sent: list[tuple[str, list[int], NodeLink, Awaitable[Any]]] = []
+            for address, (indices, batch) in live.items():
+                link = links.get(address) or self.link(address)
+                if asking:
+                    batch = self._asking_batch(indices, commands, asking)
+                future = link.submit(batch)
+                # Without an open connection: a task connects, and sends when it can.
+                sent.append((address, indices, link, future if future is not None else
+                             asyncio.ensure_future(self._connect_and_send(link, batch))))
+            pending: list[int] = []
             again: set[str] = set()
             wait = False
-            for (address, indices), outcome in zip(groups.items(), outcomes, strict=True):
+            for address, indices, link, waitable in sent:
+                try:
+                    outcome = await waitable
+                except PipeBroken as error:
+                    outcome = link.broken(error)
+                except asyncio.CancelledError:
+                    for *_, other in sent:
+                        if isinstance(other, asyncio.Task):
+                            other.cancel()
+                    raise
                 if isinstance(outcome, StoreError):
                     self.refresh_soon()  # its replica may be taking over
                     for i in indices:
                         results[i] = outcome
                     continue
-                for i, reply in zip(indices, outcome, strict=True):
+                if link.down_until:
+                    link.mark_up()
+                replies = self._unasked(indices, outcome, asking) if asking else outcome
+                for i, reply in zip(indices, replies, strict=True):
                     if type(reply) is not ReplyError:
                         results[i] = reply
                         continue
@@ -195,43 +227,52 @@ class ClusterRouting:
                     pending = [i for i in pending if targets[i] != address]
             if wait:
                 await asyncio.sleep(0.005)
-        for i in pending:
-            results[i] = StoreUnavailable(f"redis cluster: still redirected after {MAX_ROUNDS} tries")
+            groups = {}
+            for i in pending:
+                indices, batch = groups.setdefault(targets[i], ([], []))
+                indices.append(i)
+                batch.append(commands[i])
+        for indices, _ in groups.values():
+            for i in indices:
+                results[i] = StoreUnavailable(f"redis cluster: still redirected after {MAX_ROUNDS} tries")
         return results
 
-    async def _send(self, address: str, indices: list[int], commands: list[bytes],
-                    asking: set[int]) -> list[Any] | StoreError:
-        link = self.link(address)
+    @staticmethod
+    def _asking_batch(indices: list[int], commands: list[bytes], asking: set[int]) -> list[bytes]:
+        # ASKING holds for the one command after it, on the same connection: the pair leaves in
+        # one write, and its +OK is dropped (``_unasked``).
+        batch: list[bytes] = []
+        for i in indices:
+            if i in asking:
+                batch.append(_ASKING)
+            batch.append(commands[i])
+        return batch
+
+    @staticmethod
+    def _unasked(indices: list[int], raw: list[Any], asking: set[int]) -> list[Any]:
+        replies, position = [], 0
+        for i in indices:
+            if i in asking:
+                position += 1
+                asking.discard(i)
+            replies.append(raw[position])
+            position += 1
+        return replies
+
+    @staticmethod
+    async def _connect_and_send(link: NodeLink, batch: list[bytes]) -> list[Any] | StoreError:
         try:
             link.refuse_while_down()
-            if not asking:
-                replies = await link.send([commands[i] for i in indices])
-            else:
-                # ASKING holds for the one command after it, on the same connection: the pair
-                # leaves in one write, and its +OK is dropped.
-                batch: list[bytes] = []
-                for i in indices:
-                    if i in asking:
-                        batch.append(_ASKING)
-                    batch.append(commands[i])
-                raw = await link.send(batch)
-                replies, position = [], 0
-                for i in indices:
-                    if i in asking:
-                        position += 1
-                        asking.discard(i)
-                    replies.append(raw[position])
-                    position += 1
+            return await link.send(batch)
         except StoreError as error:
             return error
-        if link.down_until:
-            link.mark_up()
-        return replies
 
     # -- health ---------------------------------------------------------------------------------
 
     async def ready(self) -> bool:
-        """Every slot has an owner, and every owner answers and knows every script."""
+        """Every slot has an owner, and every owner answers and knows every script. A master that
+        does not answer has the map asked for again (in the background), so that readiness follows
+        its promoted replica even while no request touches the lost slots."""
         if not self.covered and not await self.refresh():
             return False
         if not self.covered:
@@ -243,6 +284,7 @@ class ClusterRouting:
                 if not await link.has_scripts():
                     return False
             except StoreError:
+                self.refresh_soon()
                 return False
         return True
 

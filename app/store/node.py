@@ -10,6 +10,7 @@ again (it may have run: a rate limit would be charged twice).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -69,11 +70,26 @@ class NodeLink:
         except PipeUnavailable as error:
             raise self.mark_down(error) from None
         except PipeBroken as error:
-            if error.timed_out:  # a stalled Redis: pause rather than queue every request behind it
-                raise self.mark_down(error) from None
-            # Gone while the calls were in flight: they may have run, so they are not sent again;
-            # the next call connects anew (and pauses only if that fails).
-            raise StoreUnavailable(str(error)) from None
+            raise self.broken(error) from None
+
+    def submit(self, commands: list[bytes]) -> asyncio.Future[list[Any]] | None:
+        """``send`` without a coroutine when the connection is open and the server is not paused:
+        the batch leaves now, and the future gets its replies or ``PipeBroken`` (for ``broken``).
+        None otherwise: then ``send`` it. A batch to several servers is written to each at once
+        this way, and its caller wakes once per reply, with no task per server."""
+        if self.down_until:
+            return None
+        future = self.pipe.submit(commands)
+        if future is not None:
+            self.round_trips += 1
+        return future
+
+    def broken(self, error: PipeBroken) -> StoreUnavailable:
+        if error.timed_out:  # a stalled Redis: pause rather than queue every request behind it
+            return self.mark_down(error)
+        # Gone while the calls were in flight: they may have run, so they are not sent again;
+        # the next call connects anew (and pauses only if that fails).
+        return StoreUnavailable(str(error))
 
     async def load_scripts(self) -> None:
         """Every script, so that the calls that got NOSCRIPT (a restart, a failover, a flush) can be

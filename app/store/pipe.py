@@ -208,6 +208,15 @@ class RedisPipe:
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
 
+    def submit(self, commands: list[bytes]) -> asyncio.Future[list[Any]] | None:
+        """``execute`` without a coroutine, for encoded commands on an open connection: the batch
+        is written now and the future gets its replies (or ``PipeBroken``); None when there is no
+        open connection, for the caller to ``execute`` (which connects)."""
+        connection = self._connection
+        if connection is None or connection.closed or not commands:
+            return None
+        return connection.send(b"".join(commands), len(commands))
+
     async def execute(self, commands: Sequence[Command | bytes]) -> list[Any]:
         """Commands already encoded (bytes) are sent as they are."""
         if not commands:

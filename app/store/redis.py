@@ -289,8 +289,9 @@ class RedisStore(Store):
         return replies
 
     async def run_each(self, *calls: ScriptCall) -> list[Any]:
-        if self.cluster is not None:
-            return await self._run_on_cluster(calls)
+        cluster = self.cluster
+        if cluster is not None:
+            return await cluster.run_each(calls)
         return await super().run_each(*calls)
 
     async def _run_on_cluster(self, calls: Sequence[ScriptCall]) -> list[Any]:

@@ -50,19 +50,29 @@ def redis_cli(url: str) -> str:
     return " ".join(words)
 
 
-class StateReader:
-    def __init__(self, store: RedisStore, config: GatewayConfig | None = None) -> None:
-        self.store = store
-        self.config = config or GatewayConfig()
-        # A Sentinel group's master as the sentinels named it when the store started.
-        sentinel = store.sentinel
-        self._redis_cli = redis_cli(sentinel.data_url(sentinel.address) if sentinel is not None and sentinel.address
-                                    else store.url)
+def store_cli(store: RedisStore) -> str:
+    """The redis-cli command that reaches a started store: a Sentinel group's master as the
+    sentinels named it, a cluster with ``-c`` (redis-cli then follows the redirections)."""
+    sentinel = store.sentinel
+    command = redis_cli(sentinel.data_url(sentinel.address) if sentinel is not None and sentinel.address
+                        else store.url)
+    return command.replace("redis-cli ", "redis-cli -c ", 1) if store.cluster is not None else command
 
-    def _cli(self, *words: str) -> str:
-        """A redis-cli command line for the Redis read, keys quoted (they hold braces)."""
+
+class StateReader:
+    def __init__(self, store: RedisStore, config: GatewayConfig | None = None,
+                 cache_store: RedisStore | None = None) -> None:
+        """``cache_store``: the cache's own Redis (cache.redis), started; None, the cache is on ``store``."""
+        self.store = store
+        self.cache_store = cache_store or store
+        self.config = config or GatewayConfig()
+        self._redis_cli = store_cli(store)
+        self._cache_cli = store_cli(self.cache_store)
+
+    def _cli(self, *words: str, cli: str | None = None) -> str:
+        """A redis-cli command line for the Redis read (``cli``: another one), keys quoted (they hold braces)."""
         quoted = (w if w.isupper() or w.lstrip("-").isdigit() else f"'{w}'" for w in words)
-        return " ".join([self._redis_cli, *quoted])
+        return " ".join([cli or self._redis_cli, *quoted])
 
     async def config(self, args: Any = None) -> Section:
         keys = config_keys(self.store)
@@ -77,16 +87,18 @@ class StateReader:
                        [self._cli("GET", keys.version), self._cli("HGETALL", keys.routes)])
 
     async def cache(self, args: Any = None) -> Section:
-        keys = CacheKeys(self.store)
-        fields = await self.store.hgetall(keys.stats)
-        stats = CacheStats.from_hash(fields, await self._zcard(keys.lru))
+        store, cli = self.cache_store, self._cache_cli
+        keys = CacheKeys(store)
+        fields = await store.hgetall(keys.stats)
+        stats = CacheStats.from_hash(fields, int(await store.redis.zcard(keys.lru)))
         hits, misses = stats.hits, stats.misses
         data = {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
                 "evictions": stats.evictions, "entries": stats.size,
                 # What cache.max_bytes bounds: the entries' heads and bodies summed (cache_set.lua).
                 "bytes": int(fields.get(b"bytes", 0))}
         return Section("cache", "cache (fleet-wide)", data, [
-            self._cli("HGETALL", keys.stats), self._cli("ZCARD", keys.lru), self._cli("ZREVRANGE", keys.lru, "0", "9", "WITHSCORES")])
+            self._cli("HGETALL", keys.stats, cli=cli), self._cli("ZCARD", keys.lru, cli=cli),
+            self._cli("ZREVRANGE", keys.lru, "0", "9", "WITHSCORES", cli=cli)])
 
     async def clients(self, args: Any = None, count: int = BUSIEST) -> Section:
         from app.control.activity import WINDOW_SECONDS
@@ -174,9 +186,6 @@ class StateReader:
 
         return ApiGatewayRateLimiter(self.store, self.config.rate_limiter)
 
-    async def _zcard(self, key: str) -> int:
-        return int(await self.store.redis.zcard(key))
-
 
 Reader = Callable[[StateReader, Any], Coroutine[Any, Any, Section]]
 SECTIONS: dict[str, Reader] = {
@@ -219,23 +228,34 @@ async def read_state(url: str | None, config: GatewayConfig, prefix: str, wanted
     sentinel = None if url else config.redis.sentinel
     store = RedisStore(url, prefix, sentinel=sentinel, retry_after_failure=0.01)
     where = url or (f"the master of Sentinel group {sentinel.master!r}" if sentinel else "")
+    # The cache's own Redis when cache.redis names one: the cache section is read there.
+    own = config.cache.redis
+    cache_store = None if own is None else RedisStore(own.url, own.prefix, cluster_nodes=own.cluster_nodes,
+                                                      sentinel=own.sentinel, retry_after_failure=0.01)
+    cache_where = "" if own is None else (own.url or ",".join(own.cluster_nodes or ()) or (
+        f"the master of Sentinel group {own.sentinel.master!r}" if own.sentinel else "")) + " (cache.redis)"
+    reading = where
     try:
         await store.start()
         if sentinel is not None and store.sentinel is not None and store.sentinel.address is None:
             raise StoreUnavailable(f"no sentinel of {', '.join(sentinel.nodes)} names a master {sentinel.master!r}")
-        reader = StateReader(store, config)
-        sections = [await SECTIONS[name](reader, args) for name in wanted]
+        if cache_store is not None:
+            await cache_store.start()
+        reader = StateReader(store, config, cache_store)
+        sections = []
+        for name in wanted:
+            reading = cache_where if name == "cache" and cache_store is not None else where
+            sections.append(await SECTIONS[name](reader, args))
     except StoreError as error:
-        print(f"state: cannot read Redis at {where}: {error}", file=sys.stderr)
+        print(f"state: cannot read Redis at {reading}: {error}", file=sys.stderr)
         return 1
     except ValueError as error:
         print(f"state: {error}", file=sys.stderr)
         return 1
     finally:
         await store.close()
-    if store.cluster is not None:  # redis-cli -c follows the cluster's redirections
-        for section in sections:
-            section.commands = [c.replace("redis-cli ", "redis-cli -c ", 1) for c in section.commands]
+        if cache_store is not None:
+            await cache_store.close()
     if getattr(args, "json", False):
         print(orjson.dumps({s.key: {"data": s.data, "redis_cli": s.commands} for s in sections},
                            option=orjson.OPT_INDENT_2).decode())

@@ -178,3 +178,40 @@ def test_state_reads_the_master_a_sentinel_group_names(redis_sentinel: object, b
     down = subprocess.run([sys.executable, "-m", "app", "state", "--config", str(path)],
                           capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
     assert down.returncode == 1 and "cannot read Redis" in down.stderr and "Traceback" not in down.stderr, down.stderr
+
+
+def test_state_reads_the_cache_on_its_own_redis(redis_url: str, key_prefix: str, redis_client: object,
+                                                 redis_cluster: object, backend: BackendServer,
+                                                 tmp_path: object) -> None:
+    """cache.redis on a Redis Cluster, the rest on the one Redis: the cache section is read on the
+    cluster, with ``redis-cli -c`` commands that reach it; the others stay on redis."""
+    from pathlib import Path
+
+    from tests.redis_topologies import RedisClusterProcesses
+
+    assert isinstance(redis_cluster, RedisClusterProcesses) and isinstance(tmp_path, Path)
+    tree = {"redis": {"url": redis_url, "prefix": key_prefix},
+            "cache": {"redis": {"cluster_nodes": redis_cluster.seeds[:1], "prefix": f"c{key_prefix}"}},
+            "router": {"routes": [{"id": "a", "path": "/a/*", "target": backend.url}]}}
+    with GatewayThread(parse_config(tree, {})) as gateway:
+        for _ in range(3):
+            httpx.get(gateway.url + "/a/x")
+        gateway.run(gateway.gateway.orchestrator.cache_stage.filler.settled())
+    path = tmp_path / "gateway.yaml"
+    path.write_text(json.dumps(tree))
+    run = subprocess.run([sys.executable, "-m", "app", "state", "--config", str(path), "--json"],
+                         capture_output=True, text=True, timeout=30, cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    state = json.loads(run.stdout)
+    cache = state["cache"]
+    assert (cache["data"]["hits"], cache["data"]["misses"], cache["data"]["entries"]) == (2, 1, 1)
+    cluster_port = redis_cluster.seeds[0].rsplit(":", 1)[1]
+    assert cache["redis_cli"] and all(c.startswith(f"redis-cli -c -h 127.0.0.1 -p {cluster_port} ")
+                                      for c in cache["redis_cli"])
+    main_port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    assert all(f"-p {main_port} " in c and " -c " not in c for c in state["config"]["redis_cli"])
+    if shutil.which("redis-cli"):
+        for command in cache["redis_cli"]:
+            shown = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)
+            assert shown.returncode == 0 and shown.stdout.strip() and "ERR" not in shown.stdout, command
+            assert "MOVED" not in shown.stdout, command

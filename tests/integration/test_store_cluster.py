@@ -72,6 +72,36 @@ async def test_a_batch_over_three_shards_is_one_round_trip(redis_cluster: RedisC
             assert client.get(cluster_store.key("x", tag)) == tag.encode()
 
 
+async def test_a_batch_over_open_connections_makes_no_task(redis_cluster: RedisClusterProcesses,
+                                                          cluster_store: RedisStore) -> None:
+    """The request path's cost on a cluster: a batch over three shards is written to each node and
+    its replies awaited in turn, with no task per node (a task, and a gather's wakeups, cost more
+    CPU than the rest of the split); a batch that was cancelled while waiting leaves nothing behind."""
+    tags = _tags_on_each_master(redis_cluster, cluster_store)
+    calls = [ScriptCall("echo", [cluster_store.key("x", tag)], [tag]) for tag in tags.values()]
+    await cluster_store.run(*calls)  # every node's connection is open now
+    loop = asyncio.get_running_loop()
+    made: list[object] = []
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> asyncio.Task[object]:
+        made.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[arg-type]
+
+    loop.set_task_factory(counting)  # type: ignore[arg-type]
+    try:
+        for _ in range(3):
+            assert await cluster_store.run(*calls) == [tag.encode() for tag in tags.values()]
+    finally:
+        loop.set_task_factory(None)
+    assert made == []
+    waiting = asyncio.ensure_future(cluster_store.run(*calls))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await cluster_store.run(*calls) == [tag.encode() for tag in tags.values()]  # the replies stayed in step
+
+
 async def test_a_url_naming_a_cluster_node_is_used_as_its_seed(redis_cluster: RedisClusterProcesses,
                                                                scripts: Path) -> None:
     settings = RedisSection(url=redis_cluster.nodes[1].url, prefix=f"t{uuid.uuid4().hex[:8]}")

@@ -6,17 +6,22 @@ and the aiohttp client's, not uvicorn's, not C code or system calls) are exactly
 so a change's effect on them shows even when the timing cannot. It is a proxy for Python-level
 work only: a change that moves work into C shows up here as a saving it may not fully be.
 
-    python -m tests.perf.opcount [--source DIR] [--requests N] [--case gw_proxy]
+    python -m tests.perf.opcount [--source DIR] [--requests N] [--case gw_proxy] [--store redis|cluster]
 
 ``--source`` runs another checkout's ``app`` (tests.perf.ab exports an older commit there).
 ``--edge`` sends each request as bytes through the gateway's client-side HTTP protocol (uvicorn's
 httptools protocol and what app/edge/http_protocol.py adds to it) on a stand-in transport, so the
 count includes the request head's parsing and checks; without it the ASGI app is called directly.
+``--store redis`` or ``--store cluster`` puts the state on a redis-server of its own or on a Redis
+Cluster of 3 masters of its own (started and stopped here) instead of the memory store, so that the
+count includes the store's request path (app/store/): the two read as a ratio, as bench_cluster's
+CPU figures do. The count of a request waiting for Redis includes no waiting: only the code it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -143,12 +148,26 @@ async def _measure_edge(app: Any, server: Any, requests: int, unique: bool = Fal
     return _count / requests
 
 
+def _redis_for(store: str) -> Any:
+    """A started redis-server or Redis Cluster of this run's own (never a shared one: the run
+    leaves keys behind), or None for the memory store."""
+    if store == "memory":
+        return None
+    from tests.redis_topologies import RedisClusterProcesses
+    from tests.support import RedisProcess
+
+    return RedisProcess() if store == "redis" else RedisClusterProcesses(masters=3, replicas_each=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.perf.opcount", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, help="the checkout whose app/ to measure (default: this one)")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--case", default="gw_proxy")
     parser.add_argument("--edge", action="store_true", help="feed request bytes through the HTTP protocol")
+    parser.add_argument("--store", choices=("memory", "redis", "cluster"), default="memory",
+                        help="where the state lives: the memory store (default), a redis-server or a Redis "
+                             "Cluster of 3 masters, each started here")
     args = parser.parse_args(argv)
     if args.source is not None:
         sys.path.insert(0, str(args.source.resolve()))
@@ -169,8 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     case = next(c for c in CASES if c.name == args.case)
     port = free_port()
     backend = backend_nginx(port).start(port)
+    stack = contextlib.ExitStack()
+    topology = _redis_for(args.store)
+    redis = stack.enter_context(topology) if topology is not None else None
     try:
-        config = parse_config(case.config(f"http://127.0.0.1:{port}"), {}, "opcount")
+        tree = case.config(f"http://127.0.0.1:{port}")
+        if redis is not None:
+            tree["redis"] = {"url": redis.url if hasattr(redis, "url") else redis.nodes[0].url}
+        config = parse_config(tree, {}, "opcount")
 
         async def run() -> float:
             gateway = Gateway(config)  # the memory store: no Redis traffic in the count
@@ -185,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         per_request = uvloop.run(run())
     finally:
         backend.stop()
+        stack.close()
     through = ", through the HTTP protocol" if args.edge else ""
-    print(f"{per_request:.0f} bytecodes per request ({case.name}, {args.requests} requests{through})")
+    on = "" if args.store == "memory" else f", on {'one Redis' if args.store == 'redis' else 'a 3-master cluster'}"
+    print(f"{per_request:.0f} bytecodes per request ({case.name}, {args.requests} requests{through}{on})")
     return 0
 
 

@@ -141,6 +141,38 @@ def test_redis_cluster_and_sentinel_from_the_environment() -> None:
     assert not load_config(env={}).redis.configured
 
 
+def test_the_caches_own_redis_from_the_environment() -> None:
+    """cache.redis is named as redis is, by API_GATEWAY_CACHE_REDIS_*; each is in the README's table."""
+    from pathlib import Path
+
+    config = load_config(env={"API_GATEWAY_CACHE_REDIS_CLUSTER_NODES": "10.0.0.1:7000,10.0.0.2:7000",
+                              "API_GATEWAY_CACHE_REDIS_PREFIX": "cache", "API_GATEWAY_REDIS_URL": "redis://main:6379"})
+    assert config.cache.redis is not None and config.cache.redis.cluster_nodes == ["10.0.0.1:7000", "10.0.0.2:7000"]
+    assert config.cache.redis.prefix == "cache" and config.redis.url == "redis://main:6379"
+    config = load_config(env={"API_GATEWAY_CACHE_REDIS_URL": "redis://cache:6379/1"})
+    assert config.cache.redis is not None and config.cache.redis.url == "redis://cache:6379/1"
+    assert not config.redis.configured
+    config = load_config(env={"API_GATEWAY_CACHE_REDIS_SENTINEL_NODES": "s1:26379,s2:26379",
+                              "API_GATEWAY_CACHE_REDIS_SENTINEL_MASTER": "cache",
+                              "API_GATEWAY_CACHE_REDIS_SENTINEL_PASSWORD": "secret"})
+    sentinel = config.cache.redis.sentinel if config.cache.redis is not None else None
+    assert sentinel is not None and (sentinel.nodes, sentinel.master, sentinel.password) == (
+        ["s1:26379", "s2:26379"], "cache", "secret")
+    assert load_config(env={}).cache.redis is None
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    environment = readme[readme.index("### Environment"):]
+    for name in ("URL", "PREFIX", "CLUSTER_NODES", "SENTINEL_NODES", "SENTINEL_MASTER", "SENTINEL_PASSWORD"):
+        assert f"| `API_GATEWAY_CACHE_REDIS_{name}` |" in environment, name
+
+
+def test_a_cache_redis_that_names_no_server_is_refused() -> None:
+    # Else the cache would sit in each process's memory, shared with no replica.
+    with pytest.raises(ConfigError, match="cache.redis: names no Redis"):
+        load_config(env={"API_GATEWAY_CACHE_REDIS_PREFIX": "cache"})
+    with pytest.raises(ConfigError, match="cache.redis: names no Redis"):
+        parse_config({"cache": {"redis": {"prefix": "x"}}}, {})
+
+
 @pytest.mark.parametrize(("redis", "field", "why"), [
     ({"cluster_nodes": ["nohost"]}, "redis.cluster_nodes", "expected host:port"),
     ({"cluster_nodes": []}, "redis.cluster_nodes", "at least one node"),

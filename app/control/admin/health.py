@@ -3,7 +3,9 @@ every load balancer and Prometheus expects (no secrets in them)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter
@@ -16,7 +18,9 @@ from app.observability import replica_metrics
 from app.store import Store
 
 
-def build_router(store: Store, sync: ConfigSync, lifecycle: Lifecycle) -> APIRouter:
+def build_router(stores: Mapping[str, Store], sync: ConfigSync, lifecycle: Lifecycle) -> APIRouter:
+    """``stores``: every store the request path needs, by the config section that names it
+    (``redis``, and ``cache.redis`` when the cache has a Redis of its own)."""
     router = APIRouter(prefix="/_gateway", tags=["health"])
 
     @router.get("/health")
@@ -29,15 +33,21 @@ def build_router(store: Store, sync: ConfigSync, lifecycle: Lifecycle) -> APIRou
 
     @router.get("/ready")
     async def ready() -> JSONResponse:
-        """Ready when the shared store can serve the request path (on Redis: every master answers
-        and knows the scripts), and the process is not draining (SIGTERM came: take it out)."""
+        """Ready when every store can serve the request path (on Redis: every master answers and
+        knows the scripts), the cache's own one included, and the process is not draining (SIGTERM
+        came: take it out). ``down`` names the stores that cannot, by their config section."""
+        down: list[str] = []
         if lifecycle.draining:
             ok, status = False, "draining"
         else:
-            ok = await store.ready()
-            status = "ready" if ok else "store unavailable"
-        body = {"status": status, "store": type(store).__name__,
-                "config_version": sync.version}
+            verdicts = await asyncio.gather(*(store.ready() for store in stores.values()))
+            down = [name for name, ready in zip(stores, verdicts, strict=True) if not ready]
+            ok = not down
+            status = "ready" if ok else "store unavailable: " + ", ".join(down)
+        body: dict[str, Any] = {"status": status, "store": type(stores["redis"]).__name__,
+                                "config_version": sync.version}
+        if down:
+            body["down"] = down
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @router.get("/metrics", response_class=Response,
