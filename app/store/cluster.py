@@ -1,7 +1,7 @@
 """The request path on a Redis Cluster.
 
 A batch of script calls is split by the owner of each call's slot (every key of a script shares
-one hash tag, so the first key names the slot) and sent to every node involved at once, one
+one hash tag, so the first key names the slot, unless the call carries its slot already) and sent to every node involved at once, one
 multiplexed connection per node: one round trip of latency, whatever the number of shards. The
 replies that say the call did not run are sent again, in one more round:
 
@@ -130,7 +130,8 @@ class ClusterRouting:
         slot_of = self.slot_of
         owners = self.owners
         commands = [evalsha(call) for call in calls]
-        targets = [owners[slot_of(call.keys[0])] if call.keys else owners[0] for call in calls]
+        targets = [owners[call.slot if call.slot is not None else slot_of(call.keys[0]) if call.keys else 0]
+                   for call in calls]
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
         asking: set[int] = set()
