@@ -14,7 +14,7 @@ replica keeps a copy of an entry of its own.
 A URI is named as the cache lists its entries (``policy.uri_id``): host, path and sorted query. Each
 URI is purged under two names, with the host (the entries of routes with a host condition) and
 without (those of routes that answer every host alike); both are in the bucket of the path and
-query (``protocol.CacheKeys.of``), so a URI's purge is one call, and the URIs of one answer in
+query (``ApiCacheManager.bucket``), so a URI's purge is one call, and the URIs of one answer in
 several buckets are one call per bucket, in the same round trip. ``Location`` and ``Content-Location`` are
 read as the client receives them, as URIs of the gateway; a relative reference is resolved against
 the request's URI, and the path normalised as the edge normalises request paths.

@@ -14,12 +14,13 @@ import itertools
 import os
 from typing import Any
 from urllib.parse import urlencode
+from zlib import crc32
 
 import orjson
 
 from app.cache import protocol
 from app.cache.entry import CacheEntry, decode_entry, encode_body, encode_head
-from app.cache.policy import CacheRequest, CacheStrategy, DefaultCacheStrategy, StoreDecision, uri_id
+from app.cache.policy import CacheRequest, CacheStrategy, DefaultCacheStrategy, StoreDecision, sorted_query, uri_id
 from app.cache.protocol import FINAL, HIT, STALE, VARY, BucketKeys, CacheKeys, lookup_reply, share, stats_total
 from app.config import CacheSection
 from app.store import MemoryStore, ScriptCall, Store
@@ -148,8 +149,14 @@ class ApiCacheManager:
         """The bucket of a URI's entries: chosen by its path and query when the strategy's key is
         the default one (which names both), else by its path alone, so that the requests a custom
         key puts together (one that leaves tracking parameters out) share a bucket. A custom key
-        must keep the path."""
-        return self.keys.of(path, query if type(self.strategy).cache_key is _DEFAULT_KEY else b"")
+        must keep the path. A CRC-32 of what ``policy.uri_id`` names, the host aside: a URI's entries
+        with and without it share a bucket."""
+        if type(self.strategy).cache_key is not _DEFAULT_KEY:
+            query = b""
+        elif b"&" in query:
+            query = sorted_query(query)
+        keys = self.keys
+        return keys.buckets[crc32(query, crc32(path.encode())) % keys.count]
 
     def lookup_call(self, path: str, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
                     token: str = "", margin: int = 0, query: bytes = b"") -> ScriptCall:

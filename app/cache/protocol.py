@@ -3,8 +3,8 @@ times field, spelt out here once. Every caller builds its calls and reads its re
 
 Keys: the cache is N buckets (``cache.buckets``, default 16; ``CacheKeys``), bucket ``i`` under the
 hash tag ``{c<i>}``, hence one Redis Cluster slot each. A URI's entries (every Vary variant), its
-uri index and its fill locks are in the bucket ``CacheKeys.of`` chooses from its path and sorted
-query, so one script call sees them all. Each bucket (``BucketKeys``) has these keys:
+uri index and its fill locks are in the bucket its path and sorted query choose
+(``ApiCacheManager.bucket``), so one script call sees them all. Each bucket (``BucketKeys``) has these keys:
   entry    ``apigw:cache:{c<i>}:e2:<id>`` HASH: ``t`` the times (``EntryTimes``), ``h`` the head and
            ``b`` the body (both opaque to the scripts: app/cache/entry.py)
   lock     ``...:lock:<id>``              the fill lock: the filler's token, "!" appended once a
@@ -82,9 +82,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
-from zlib import crc32
 
-from app.cache.policy import sorted_query, vary_names
+from app.cache.policy import vary_names
 from app.store import ScriptCall, Store
 from app.store.slots import key_slot
 
@@ -134,21 +133,14 @@ class BucketKeys:
 
 
 class CacheKeys:
-    """The cache's ``buckets`` (``cache.buckets``), and which one holds a URI's entries."""
+    """The cache's ``buckets`` (``cache.buckets``). A URI's bucket: ``ApiCacheManager.bucket``."""
 
-    __slots__ = ("buckets", "channel")
+    __slots__ = ("buckets", "count", "channel")
 
     def __init__(self, store: Store, buckets: int = 16) -> None:
         self.channel = store.channel("cache")
         self.buckets = tuple(BucketKeys(store, i, self.channel) for i in range(buckets))
-
-    def of(self, path: str, query: bytes) -> BucketKeys:
-        """The bucket of the URI's entries, variants, uri index and fill locks: a CRC-32 of what
-        ``policy.uri_id`` names, the host aside (a URI's entries with and without it share a bucket)."""
-        buckets = self.buckets
-        if len(buckets) == 1:
-            return buckets[0]
-        return buckets[crc32(sorted_query(query), crc32(path.encode("utf-8", "surrogatepass"))) % len(buckets)]
+        self.count = buckets
 
 
 def share(total: int, buckets: int) -> int:
