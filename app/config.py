@@ -127,9 +127,10 @@ class CacheSection(_Section):
 
     @property
     def budget(self) -> int:
-        """The most bytes the cache's entries may take: max_bytes, or max_size full-sized bodies."""
-        most = self.max_size * self.max_body_size
-        return most if self.max_bytes is None else min(most, self.max_bytes)
+        """The most bytes the cache's entries may take: max_bytes, or as many full-sized bodies as
+        the buckets may hold (each its share of max_size, rounded up; of max_bytes likewise)."""
+        most = self.buckets * -(-self.max_size // self.buckets) * self.max_body_size
+        return most if self.max_bytes is None else min(most, self.buckets * -(-self.max_bytes // self.buckets))
     # Bodies above this many bytes are stored compressed; above max_body_size, not at all.
     compress_min_size: int = Field(default=4096, ge=0)
     max_body_size: int = Field(default=1024 * 1024, gt=0)

@@ -1,4 +1,4 @@
--- Store one response: entry, indexes, fleet-wide LRU bound, lock release, waiters woken (a
+-- Store one response: entry, its bucket's indexes and LRU bound, lock release, waiters woken (a
 -- message only when a lookup marked the lock: someone waits; see cache_get.lua).
 -- KEYS, ARGV and the reply: app/cache/protocol.py.
 -- The three indexes share their members, "<path>\0<id>": an entry found in one (the least
@@ -79,8 +79,8 @@ for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT
   purged = purged + 1
 end
 
--- The fleet-wide bounds, in entries (ARGV[7]) and in bytes (ARGV[14], 0: none): the least
--- recently read entries go first.
+-- The bucket's bounds, its share of max_size (ARGV[7]) and of max_bytes (ARGV[14], 0: none): its
+-- least recently read entries go first.
 local evicted = 0
 local function evict_one()
   local victim = redis.call('ZPOPMIN', KEYS[2])[1]
