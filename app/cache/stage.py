@@ -266,14 +266,14 @@ class CacheStage(Stage):
         # meanwhile. One that holds no lock (filed under another variant than the one locked, or
         # after a lookup that waited) lands first, or the client's next request would miss. A purge
         # lands before the answer goes out (a client that wrote must not read the old entry back).
-        if isinstance(call, CallGroup):  # purges
+        if ex.method not in SAFE_METHODS:  # a purge, or one per bucket (a CallGroup)
             return BEFORE_ANSWER
         return AFTER_ANSWER if releases_fill_lock(call) else BEFORE_ANSWER
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
         pending: Pending | None = ex.cache
-        if isinstance(store_reply, BaseException) or \
-                isinstance(store_reply, list) and any(isinstance(r, BaseException) for r in store_reply):
+        if isinstance(store_reply, BaseException) or ex.method not in SAFE_METHODS and isinstance(store_reply, list) \
+                and any(isinstance(r, BaseException) for r in store_reply):  # purges in several buckets
             STORE_ERRORS.labels("cache").inc()
         if pending is not None:
             self.waiters.wake(pending.entry_id)
