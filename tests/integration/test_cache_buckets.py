@@ -4,9 +4,12 @@ invalidation over every bucket, and the buckets spread over a cluster's masters.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 from app.cache import protocol
+from app.cache.policy import CacheRequest, StoreDecision
+from app.cache.protocol import HIT, MAY_LOCK, MISS, WAIT, lookup_reply
 from app.cache_manager import ApiCacheManager
 from app.store import Store
 from app.store.redis import RedisStore
@@ -70,3 +73,60 @@ async def test_the_buckets_spread_over_the_clusters_masters(redis_cluster: Redis
         assert await cache.invalidate("/spread") == 64
     finally:
         await store.close()
+
+
+def test_a_purge_is_one_call_per_bucket_its_uris_are_in() -> None:
+    cache = ApiCacheManager(buckets=BUCKETS)
+    uris = [f"/u/{i}" for i in range(40)]
+    first = uris[0]
+    elsewhere = next(u for u in uris if cache.bucket(u, b"").index != cache.bucket(first, b"").index)
+    beside = next(u for u in uris[1:] if cache.bucket(u, b"").index == cache.bucket(first, b"").index)
+    target = protocol.UriTarget(first, b"", ("id-a", "id-a-host"))
+    # A URI's ids with and without the host, and another URI of the same bucket: one call.
+    same = protocol.purge_calls(cache.bucket, [target, protocol.UriTarget(beside, b"", ("id-b",))])
+    assert len(same) == 1 and same[0].slot == cache.bucket(first, b"").slot
+    assert [k.rsplit(":", 1)[1] for k in same[0].keys[5:]] == ["id-a", "id-a-host", "id-b"]
+    # A Location in another bucket: a second call, to that bucket's keys.
+    split = protocol.purge_calls(cache.bucket, [target, protocol.UriTarget(elsewhere, b"", ("id-c",))])
+    assert [call.slot for call in split] == [cache.bucket(first, b"").slot, cache.bucket(elsewhere, b"").slot]
+    assert all(key.startswith(split[1].args[0].rsplit(":e2:", 1)[0]) for key in split[1].keys)
+
+
+async def test_fills_coalesce_in_every_bucket_across_the_clusters_masters(
+        redis_cluster: RedisClusterProcesses, key_prefix: str) -> None:
+    """One filler per key and the others wait, whichever master the key's bucket is on; the fill's
+    wake-up reaches the waiting replica over the cluster's pub/sub."""
+    filler = RedisStore(cluster_nodes=redis_cluster.seeds, prefix=key_prefix)
+    waiter = RedisStore(cluster_nodes=redis_cluster.seeds, prefix=key_prefix)
+    heard: list[bytes] = []
+    await filler.start()
+    await waiter.start()
+    try:
+        cache = ApiCacheManager(store=filler)
+        waiter.subscribe(cache.keys.channel, heard.append)
+        assert await waiter.listening()
+        owners = {}
+        for i in range(64):  # a path on each master
+            path = f"/co/{i}"
+            owners.setdefault(filler.cluster.owners[cache.bucket(path, b"").slot], path)
+        assert len(owners) == 3
+        requests = {path: CacheRequest(method="GET", route="r", path=path) for path in owners.values()}
+        ids = {path: cache.strategy.cache_key(request) for path, request in requests.items()}
+        for path, entry_id in ids.items():
+            first = lookup_reply((await filler.run(cache.lookup_call(path, entry_id, entry_id, (), MAY_LOCK, "f")))[0])
+            second = lookup_reply((await waiter.run(cache.lookup_call(path, entry_id, entry_id, (), MAY_LOCK, "w")))[0])
+            assert (first.code, first.locked, second.code) == (MISS, 1, WAIT)
+        decision = StoreDecision(ttl_ms=60_000, grace_ms=0, swr_ms=0, vary=(), headers=[])
+        await filler.run(*(cache.store_call(requests[path], entry_id, entry_id, decision, 200, b"v", "f")
+                           for path, entry_id in ids.items()))
+        for _ in range(100):
+            if len(heard) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(heard) == sorted(entry_id.encode() for entry_id in ids.values())
+        for path, entry_id in ids.items():
+            hit = lookup_reply((await waiter.run(cache.lookup_call(path, entry_id, entry_id, (), MAY_LOCK, "w")))[0])
+            assert (hit.code, hit.body) == (HIT, b"v")
+    finally:
+        await waiter.close()
+        await filler.close()
