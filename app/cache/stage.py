@@ -266,9 +266,9 @@ class CacheStage(Stage):
         # meanwhile. One that holds no lock (filed under another variant than the one locked, or
         # after a lookup that waited) lands first, or the client's next request would miss. A purge
         # lands before the answer goes out (a client that wrote must not read the old entry back).
-        if ex.method not in SAFE_METHODS:  # a purge, or one per bucket (a CallGroup)
+        if ex.method not in SAFE_METHODS:  # a purge, or one per bucket (a CallGroup): only these
             return BEFORE_ANSWER
-        return AFTER_ANSWER if releases_fill_lock(call) else BEFORE_ANSWER
+        return AFTER_ANSWER if releases_fill_lock(call) else BEFORE_ANSWER  # type: ignore[arg-type]
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
         pending: Pending | None = ex.cache
