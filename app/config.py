@@ -117,6 +117,10 @@ class CacheSection(_Section):
     # (None: only max_size bounds it); the least recently read go first. Keep it well below the
     # Redis's maxmemory, so that the rate limits always have room.
     max_bytes: int | None = Field(default=None, gt=0)
+    # The entries are spread over this many hash-tag buckets (one Redis Cluster slot each), chosen
+    # by the URI's path and query; each has its own LRU and its share (rounded up) of max_size and
+    # max_bytes. 1: one fleet-wide LRU, on one shard. A change starts an empty cache (a restart).
+    buckets: int = Field(default=16, gt=0, le=1024)
     # A Redis of the cache's own (url, cluster_nodes or sentinel), apart from the rate limits and
     # circuits, so that a full cache can never refuse their writes; None: the cache shares redis.
     redis: RedisSection | None = None
@@ -131,9 +135,10 @@ class CacheSection(_Section):
 
     @property
     def budget(self) -> int:
-        """The most bytes the cache's entries may take: max_bytes, or max_size full-sized bodies."""
-        most = self.max_size * self.max_body_size
-        return most if self.max_bytes is None else min(most, self.max_bytes)
+        """The most bytes the cache's entries may take: max_bytes, or as many full-sized bodies as
+        the buckets may hold (each its share of max_size, rounded up; of max_bytes likewise)."""
+        most = self.buckets * -(-self.max_size // self.buckets) * self.max_body_size
+        return most if self.max_bytes is None else min(most, self.buckets * -(-self.max_bytes // self.buckets))
     # Bodies above this many bytes are stored compressed; above max_body_size, not at all.
     compress_min_size: int = Field(default=4096, ge=0)
     max_body_size: int = Field(default=1024 * 1024, gt=0)
@@ -653,6 +658,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "API_GATEWAY_CACHE_TTL": "cache.ttl",
     "API_GATEWAY_CACHE_MAX_SIZE": "cache.max_size",
     "API_GATEWAY_CACHE_MAX_BYTES": "cache.max_bytes",
+    "API_GATEWAY_CACHE_BUCKETS": "cache.buckets",
     "API_GATEWAY_CB_FAILURE_THRESHOLD": "circuit_breaker.default.failure_threshold",
     "API_GATEWAY_CB_RECOVERY_TIMEOUT": "circuit_breaker.default.recovery_timeout",
     "API_GATEWAY_CB_SUCCESS_THRESHOLD": "circuit_breaker.default.success_threshold",

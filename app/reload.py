@@ -23,11 +23,11 @@ log = logging.getLogger("apigw.reload")
 
 # Dotted paths of the settings read once, when the process starts: its sockets and their protocol
 # (server.host, server.port, server.limits, server.paths, admin.listen and what it serves), the store
-# and the connection pools, the access log's writer.
+# and the connection pools, the access log's writer, the cache's bucket layout.
 RESTART_ONLY: tuple[str, ...] = (
     "server.host", "server.port", "server.limits", "server.paths", "server.upstream_max_connections",
-    "server.upstream_keepalive", "server.access_log", "server.websocket", "redis", "cache.redis", "admin.listen",
-    "admin.metrics_on_data_port",
+    "server.upstream_keepalive", "server.access_log", "server.websocket", "redis", "cache.redis", "cache.buckets",
+    "admin.listen", "admin.metrics_on_data_port",
 )
 
 

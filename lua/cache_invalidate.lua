@@ -1,4 +1,5 @@
--- Remove the entries whose request path matches: a path and everything below it, or a glob.
+-- Remove the bucket's entries whose request path matches: a path and everything below it, or a glob
+-- (the caller asks every bucket).
 -- KEYS, ARGV and the reply: app/cache/protocol.py.
 -- Work is proportional to the entries under the path (prefix) or the glob's literal head, read
 -- off the lexicographic path index: never a scan of the keyspace. Deleted entries are named from

@@ -1,4 +1,4 @@
--- Store one response: entry, indexes, fleet-wide LRU bound, lock release, waiters woken (a
+-- Store one response: entry, its bucket's indexes and LRU bound, lock release, waiters woken (a
 -- message only when a lookup marked the lock: someone waits; see cache_get.lua).
 -- KEYS, ARGV and the reply: app/cache/protocol.py.
 -- The three indexes share their members, "<path>\0<id>": an entry found in one (the least
@@ -8,17 +8,6 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local member = ARGV[1]
--- The LRU's score for a read or a write (the same as cache_get.lua's): the time in microseconds, raised past the last score given
--- (kept in the stats hash as "clock"), so that no two touches tie, within a microsecond or on a
--- clock that stepped back: eviction follows the order of the touches exactly.
-local function lru_score(stats)
-  local at = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local last = tonumber(redis.call('HGET', stats, 'clock'))
-  if last and at <= last then at = last + 1 end
-  at = string.format('%d', at)
-  redis.call('HSET', stats, 'clock', at)
-  return at
-end
 local fresh = now + tonumber(ARGV[2])
 local swr = fresh + tonumber(ARGV[3])
 local stale = fresh + math.max(tonumber(ARGV[4]), tonumber(ARGV[3]))
@@ -26,13 +15,17 @@ local stale = fresh + math.max(tonumber(ARGV[4]), tonumber(ARGV[3]))
 local kept = math.max(stale, fresh + tonumber(ARGV[13]))
 local keep = kept - now
 
--- The bytes each entry's head and body take (KEYS[10], member -> bytes) and their sum (the stats
--- hash's "bytes"): whatever leaves the indexes leaves these too, so the sum follows the indexes.
+-- The stats hash's "clock" (the last LRU score given) and "bytes" (the sizes in KEYS[10], member ->
+-- bytes, summed) are read once and written once for the entry. Whatever leaves the indexes later
+-- leaves the sum too (forget_size), and the local "bytes" follows it.
+local counters = redis.call('HMGET', KEYS[8], 'clock', 'bytes')
+local bytes = tonumber(counters[2] or '0')
 local function forget_size(m)
   local size = redis.call('HGET', KEYS[10], m)
   if size then
     redis.call('HDEL', KEYS[10], m)
     redis.call('HINCRBY', KEYS[8], 'bytes', -tonumber(size))
+    bytes = bytes - tonumber(size)
   end
 end
 
@@ -45,13 +38,23 @@ end
 -- Every write replaces all three fields: no DEL first.
 redis.call('HSET', KEYS[1], 't', fresh .. ' ' .. swr .. ' ' .. stale .. ' ' .. now, 'h', ARGV[5], 'b', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('ZADD', KEYS[2], lru_score(KEYS[8]), member)
+-- The LRU's score for a write (cache_get.lua's lru_score, with the clock read above): the time in
+-- microseconds, raised past the last score given, so that no two touches tie, within a
+-- microsecond or on a clock that stepped back: eviction follows the order of the touches exactly.
+local score = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(counters[1])
+if last and score <= last then score = last + 1 end
+score = string.format('%d', score)
+local added = redis.call('ZADD', KEYS[2], score, member)
 redis.call('ZADD', KEYS[3], kept, member)
 redis.call('ZADD', KEYS[4], 0, member)
+-- A member new to the LRU index has no size yet: the indexes and the sizes leave together.
 local size = #ARGV[5] + #ARGV[6]
-local before = tonumber(redis.call('HGET', KEYS[10], member) or '0')
+local before = 0
+if added == 0 then before = tonumber(redis.call('HGET', KEYS[10], member) or '0') end
 redis.call('HSET', KEYS[10], member, size)
-redis.call('HINCRBY', KEYS[8], 'bytes', size - before)
+bytes = bytes + size - before
+redis.call('HSET', KEYS[8], 'clock', score, 'bytes', bytes)
 if ARGV[9] ~= '' then
   redis.call('SET', KEYS[6], ARGV[9], 'PX', keep)
   redis.call('DEL', KEYS[7])
@@ -79,9 +82,10 @@ for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT
   purged = purged + 1
 end
 
--- The fleet-wide bounds, in entries (ARGV[7]) and in bytes (ARGV[14], 0: none): the least
--- recently read entries go first.
+-- The bucket's bounds, its share of max_size (ARGV[7]) and of max_bytes (ARGV[14], 0: none): its
+-- least recently read entries go first. The count, read once, and the sum follow the evictions.
 local evicted = 0
+local count = redis.call('ZCARD', KEYS[2])
 local function evict_one()
   local victim = redis.call('ZPOPMIN', KEYS[2])[1]
   redis.call('ZREM', KEYS[3], victim)
@@ -89,17 +93,12 @@ local function evict_one()
   forget_size(victim)
   redis.call('DEL', entry_key(victim))
   evicted = evicted + 1
+  count = count - 1
 end
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
-while excess > 0 do
-  evict_one()
-  excess = excess - 1
-end
+while count > tonumber(ARGV[7]) do evict_one() end
 local max_bytes = tonumber(ARGV[14])
 if max_bytes > 0 then
-  while tonumber(redis.call('HGET', KEYS[8], 'bytes') or '0') > max_bytes and redis.call('ZCARD', KEYS[2]) > 0 do
-    evict_one()
-  end
+  while bytes > max_bytes and count > 0 do evict_one() end
 end
 if evicted > 0 then redis.call('HINCRBY', KEYS[8], 'evictions', evicted) end
 

@@ -1,4 +1,5 @@
--- Fleet-wide cache statistics, after dropping index entries whose grace is over.
+-- One bucket's cache statistics (the caller sums the buckets'), after dropping index entries whose
+-- grace is over.
 -- KEYS, ARGV and the reply: app/cache/protocol.py.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

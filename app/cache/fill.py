@@ -23,7 +23,6 @@ from app.cache.entry import read_answer
 from app.cache.manager import ApiCacheManager
 from app.cache.pending import Pending
 from app.cache.policy import StoreDecision
-from app.cache.protocol import release_call
 from app.cache.singleflight import FillWaiters
 from app.cache.tee import TeeResponse
 from app.cache.vary_hints import VaryHints
@@ -42,7 +41,6 @@ class Filler:
         self.manager = manager
         self.settings = manager.settings
         self.store = manager.store
-        self.keys = manager.keys
         self.waiters = waiters
         self.hints = hints
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -78,7 +76,7 @@ class Filler:
             # A failure may pass, and a 304 answers the client's own conditions; anything else will
             # not be kept next time either: skip the lock.
             pass_ms = 0 if reply.status >= 500 or reply.status == 304 else PASS_MS
-            return release_call(self.keys, pending.entry_id, pending.token, pass_ms)
+            return self.manager.release_call(pending.request, pending.entry_id, pending.token, pass_ms)
         return self._store_call(pending, decision, reply.status, reply.body)
 
     def _freshen(self, pending: Pending, reply: Reply) -> ScriptCall | None:
@@ -98,7 +96,9 @@ class Filler:
         pending.freshened = True
         decision = self.manager.strategy.storable(pending.request, status, headers)
         if decision is None:
-            return release_call(self.keys, pending.entry_id, pending.token, 0) if pending.holds_lock else None
+            if not pending.holds_lock:
+                return None
+            return self.manager.release_call(pending.request, pending.entry_id, pending.token, 0)
         return self._store_call(pending, decision, status, body)
 
     def _store_call(self, pending: Pending, decision: StoreDecision, status: int, body: bytes) -> ScriptCall:
@@ -122,7 +122,7 @@ class Filler:
         def abandon(too_large: bool) -> None:
             if pending.holds_lock:
                 pass_ms = PASS_MS if too_large else 0
-                call = release_call(self.keys, pending.entry_id, pending.token, pass_ms)
+                call = self.manager.release_call(pending.request, pending.entry_id, pending.token, pass_ms)
                 self.spawn(self._write_later(pending, call))
 
         reply.stream = TeeResponse(reply.stream, self.settings.max_body_size, complete, abandon)  # type: ignore[assignment]
@@ -139,7 +139,7 @@ class Filler:
     async def release_quietly(self, pending: Pending) -> None:
         """Give the fill lock back (its waiters look again), whatever the store says."""
         try:
-            await self.store.run(release_call(self.keys, pending.entry_id, pending.token, 0))
+            await self.store.run(self.manager.release_call(pending.request, pending.entry_id, pending.token, 0))
         except StoreError:
             pass
         self.waiters.wake(pending.entry_id)

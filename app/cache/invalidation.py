@@ -13,7 +13,9 @@ replica keeps a copy of an entry of its own.
 
 A URI is named as the cache lists its entries (``policy.uri_id``): host, path and sorted query. Each
 URI is purged under two names, with the host (the entries of routes with a host condition) and
-without (those of routes that answer every host alike). ``Location`` and ``Content-Location`` are
+without (those of routes that answer every host alike); both are in the bucket of the path and
+query (``ApiCacheManager.bucket``), so a URI's purge is one call, and the URIs of one answer in
+several buckets are one call per bucket, in the same round trip. ``Location`` and ``Content-Location`` are
 read as the client receives them, as URIs of the gateway; a relative reference is resolved against
 the request's URI, and the path normalised as the edge normalises request paths.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 from urllib.parse import urljoin, urlsplit
 
 from app.cache.policy import uri_id
+from app.cache.protocol import UriTarget
 from app.edge.paths import BadPath, PathRules, normalise
 from app.pipeline.exchange import Exchange, RawHeaders
 from app.routing.router import request_host
@@ -35,14 +38,14 @@ _PATH_RULES = PathRules()
 _NO_HOST = "gateway.invalid"
 
 
-def target_uris(ex: Exchange) -> tuple[str, ...]:
-    """The uri ids of the request's own URI (what the admission round trip peeks at)."""
-    host = request_host(ex)
-    return _ids({(ex.path, ex.query_string)}, host)
+def target_uri(ex: Exchange) -> UriTarget:
+    """The request's own URI (what the admission round trip peeks at)."""
+    return _target(ex.path, ex.query_string, request_host(ex))
 
 
-def invalidated_uris(ex: Exchange, status: int, headers: RawHeaders, target_stored: bool = True) -> tuple[str, ...]:
-    """The uri ids (``policy.uri_id``) that the answer to ``ex`` invalidates; () for a safe method
+def invalidated_uris(ex: Exchange, status: int, headers: RawHeaders,
+                     target_stored: bool = True) -> tuple[UriTarget, ...]:
+    """The URIs that the answer to ``ex`` invalidates; () for a safe method
     or an error status. ``target_stored``: False when the admission's peek found no entry of the
     request's own URI (then only Location and Content-Location are left to purge)."""
     if ex.method in SAFE_METHODS or not 200 <= status < 400:
@@ -54,16 +57,12 @@ def invalidated_uris(ex: Exchange, status: int, headers: RawHeaders, target_stor
             target = _same_origin(value, ex, host)
             if target is not None:
                 targets.add(target)
-    return _ids(targets, host)
+    return tuple(_target(path, query, host) for path, query in sorted(targets))
 
 
-def _ids(targets: set[tuple[str, bytes]], host: str) -> tuple[str, ...]:
-    ids = []
-    for path, query in sorted(targets):
-        ids.append(uri_id("", path, query))
-        if host:
-            ids.append(uri_id(host, path, query))
-    return tuple(ids)
+def _target(path: str, query: bytes, host: str) -> UriTarget:
+    ids = (uri_id("", path, query), uri_id(host, path, query)) if host else (uri_id("", path, query),)
+    return UriTarget(path, query, ids)
 
 
 def _same_origin(value: bytes, ex: Exchange, host: str) -> tuple[str, bytes] | None:

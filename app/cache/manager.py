@@ -1,9 +1,10 @@
 """``ApiCacheManager``: the seed's library API, and the store calls the pipeline stage batches.
 
 Every shared-state change is one script (lua/cache_*.lua, called through app/cache/protocol.py): a
-lookup reads the entry and, in the same call, updates the fleet-wide LRU order and counters, and
-takes the fill lock on a miss; a store writes the entry, its indexes, enforces ``max_size`` and
-releases the lock.
+lookup reads the entry and, in the same call, updates its bucket's LRU order and counters, and
+takes the fill lock on a miss; a store writes the entry, its bucket's indexes, enforces the
+bucket's share of ``max_size`` and ``max_bytes`` and releases the lock. ``invalidate`` and
+``get_stats`` ask every bucket, in one batch.
 """
 
 from __future__ import annotations
@@ -13,19 +14,21 @@ import itertools
 import os
 from typing import Any
 from urllib.parse import urlencode
+from zlib import crc32
 
 import orjson
 
 from app.cache import protocol
 from app.cache.entry import CacheEntry, decode_entry, encode_body, encode_head
-from app.cache.policy import CacheRequest, CacheStrategy, DefaultCacheStrategy, StoreDecision, uri_id
-from app.cache.protocol import FINAL, HIT, STALE, VARY, CacheKeys, lookup_reply, stats_reply
+from app.cache.policy import CacheRequest, CacheStrategy, DefaultCacheStrategy, StoreDecision, sorted_query, uri_id
+from app.cache.protocol import FINAL, HIT, STALE, VARY, BucketKeys, CacheKeys, lookup_reply, share, stats_total
 from app.config import CacheSection
 from app.store import MemoryStore, ScriptCall, Store
 
 _JSON = [(b"content-type", b"application/json")]
 
 
+_DEFAULT_KEY = DefaultCacheStrategy.cache_key
 _TOKENS = itertools.count()
 _TOKEN_PREFIX = os.urandom(6).hex()
 
@@ -67,7 +70,11 @@ class ApiCacheManager:
         base = settings or CacheSection()
         self.settings = base.model_validate({**base.model_dump(), **{k: v for k, v in chosen.items() if v is not None}})
         self.store = store or MemoryStore()
-        self.keys = CacheKeys(self.store)
+        self.keys = CacheKeys(self.store, self.settings.buckets)
+        buckets = self.settings.buckets
+        # Each bucket's share of the bounds (cache_set enforces them per bucket).
+        self.bucket_max_size = share(self.settings.max_size, buckets)
+        self.bucket_max_bytes = share(self.settings.max_bytes, buckets) if self.settings.max_bytes else 0
         self.strategy = strategy or load_strategy(self.settings)
         self._lock_ms = int(self.settings.lock_wait * 1000)
 
@@ -102,11 +109,11 @@ class ApiCacheManager:
     async def invalidate(self, pattern: str) -> int:
         """Remove the entries whose request path matches ``pattern``: a glob (``*``, ``?``,
         ``[...]``), or a path, which covers that path and everything below it. Answers how many."""
-        return int((await self.store.run(protocol.invalidate_call(self.keys, pattern)))[0])
+        return sum(map(int, await self.store.run(*protocol.invalidate_calls(self.keys, pattern))))
 
     async def get_stats(self) -> dict[str, Any]:
         """Fleet-wide: the same numbers from every replica."""
-        stats = stats_reply((await self.store.run(protocol.stats_call(self.keys, self.settings.max_size)))[0])
+        stats = stats_total(await self.store.run(*protocol.stats_calls(self.keys, self.bucket_max_size)))
         looked = stats.hits + stats.misses
         return {"hits": stats.hits, "misses": stats.misses, "hit_rate": stats.hits / looked if looked else 0.0,
                 "size": stats.size}
@@ -123,7 +130,7 @@ class ApiCacheManager:
         base_id = entry_id
         for _ in range(2):
             reply = lookup_reply((await self.store.run(self.lookup_call(request.path, entry_id, base_id, names,
-                                                                        FINAL)))[0])
+                                                                        FINAL, query=request.query)))[0])
             if reply.code != VARY:
                 break
             names = reply.vary
@@ -138,16 +145,36 @@ class ApiCacheManager:
 
     # -- store calls (batched by the pipeline) --------------------------------------------------
 
+    def bucket(self, path: str, query: bytes) -> BucketKeys:
+        """The bucket of a URI's entries: chosen by its path and query when the strategy's key is
+        the default one (which names both), else by its path alone, so that the requests a custom
+        key puts together (one that leaves tracking parameters out) share a bucket. A custom key
+        must keep the path. A CRC-32 of what ``policy.uri_id`` names, the host aside: a URI's entries
+        with and without it share a bucket."""
+        if type(self.strategy).cache_key is not _DEFAULT_KEY:
+            query = b""
+        elif b"&" in query:
+            query = sorted_query(query)
+        keys = self.keys
+        return keys.buckets[crc32(query, crc32(path.encode())) % keys.count]
+
     def lookup_call(self, path: str, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
-                    token: str = "", margin: int = 0) -> ScriptCall:
-        """``path``: the request's (the indexes name the entry with it)."""
-        return protocol.lookup_call(self.keys, path, entry_id, base_id, names, mode, token, self._lock_ms, margin)
+                    token: str = "", margin: int = 0, query: bytes = b"") -> ScriptCall:
+        """``path`` and ``query``: the request's (they choose the bucket; the indexes name the
+        entry with the path)."""
+        return protocol.lookup_call(self.bucket(path, query), path, entry_id, base_id, names, mode, token,
+                                    self._lock_ms, margin)
+
+    def release_call(self, request: CacheRequest, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
+        """Give back the fill lock ``token`` holds on ``entry_id`` (``pass_ms``: then skip the lock that long)."""
+        return protocol.release_call(self.bucket(request.path, request.query), entry_id, token, pass_ms)
 
     def store_call(self, request: CacheRequest, entry_id: str, base_id: str, decision: StoreDecision,
                    status: int, body: bytes, token: str, metadata: dict[str, Any] | None = None) -> ScriptCall:
         stored, compressed = encode_body(body, self.settings.compress_min_size)
         head = encode_head(status, decision.headers, compressed, decision.age, decision.vary, metadata)
-        return protocol.store_call(self.keys, request.path, entry_id, base_id, decision.ttl_ms, decision.swr_ms,
-                                   decision.grace_ms, head, stored, self.settings.max_size, token, decision.vary,
+        return protocol.store_call(self.bucket(request.path, request.query), request.path, entry_id, base_id,
+                                   decision.ttl_ms, decision.swr_ms, decision.grace_ms, head, stored,
+                                   self.bucket_max_size, token, decision.vary,
                                    uri_id(request.host, request.path, request.query), decision.revalidate_ms,
-                                   self.settings.max_bytes or 0)
+                                   self.bucket_max_bytes)

@@ -1,8 +1,11 @@
 """The cache's Redis scripts (``lua/cache_*.lua``): their keys, arguments and replies, and the entry's
 times field, spelt out here once. Every caller builds its calls and reads its replies through this.
 
-Keys (``CacheKeys``), all under one hash tag, ``{c}``:
-  entry    ``apigw:cache:{c}:e2:<id>``    HASH: ``t`` the times (``EntryTimes``), ``h`` the head and
+Keys: the cache is N buckets (``cache.buckets``, default 16; ``CacheKeys``), bucket ``i`` under the
+hash tag ``{c<i>}``, hence one Redis Cluster slot each. A URI's entries (every Vary variant), its
+uri index and its fill locks are in the bucket its path and sorted query choose
+(``ApiCacheManager.bucket``), so one script call sees them all. Each bucket (``BucketKeys``) has these keys:
+  entry    ``apigw:cache:{c<i>}:e2:<id>`` HASH: ``t`` the times (``EntryTimes``), ``h`` the head and
            ``b`` the body (both opaque to the scripts: app/cache/entry.py)
   lock     ``...:lock:<id>``              the fill lock: the filler's token, "!" appended once a
                                           lookup waits on it (only then is the fill announced)
@@ -11,15 +14,19 @@ Keys (``CacheKeys``), all under one hash tag, ``{c}``:
   uri      ``...:uri:<uri id>``           HASH index member -> "1": the entries stored for one URI
                                           (``policy.uri_id``), every variant; what an unsafe
                                           request purges. Kept as long as its longest-kept entry
-  lru      ``...:lru``                    ZSET index member -> its last read or write (us, never a tie): the LRU order
+  lru      ``...:lru``                    ZSET index member -> its last read or write (us, never a tie):
+                                          the bucket's LRU order
   exp      ``...:exp``                    ZSET index member -> when the entry is let go (ms): the end of
                                           its grace, or of its revalidation time; index cleanup
   paths    ``...:paths``                  ZSET index member, all scored 0: lexicographic, by path
   sizes    ``...:sizes``                  HASH index member -> the bytes its head and body take
-  stats    ``...:stats``                  HASH ``hits``, ``misses``, ``evictions``, ``clock`` (the last LRU score given),
-                                          ``bytes`` (the sizes summed; what leaves the indexes leaves both)
-  channel  ``apigw:events:cache``         the ids of filled entries someone waits for
+  stats    ``...:stats``                  HASH the bucket's ``hits``, ``misses``, ``evictions``, ``clock`` (the
+                                          last LRU score given), ``bytes`` (the sizes summed; what leaves
+                                          the indexes leaves both)
+  channel  ``apigw:events:cache``         the ids of filled entries someone waits for (one for all buckets)
 An index member names an entry in all three indexes alike: ``"<path>\\0<id>"`` (``index_member``).
+Every call below names the keys of one bucket; ``invalidate_calls`` and ``stats_calls`` make one call
+per bucket, ``purge_calls`` one per bucket its URIs are in, each batch sent in one round trip.
 
 cache_get (``lookup_call``; reply ``LookupReply``)
   KEYS  entry, lru, stats, lock, pass, vary
@@ -36,44 +43,49 @@ cache_set (``store_call``)
   ARGV  index member, fresh ms, stale-while-revalidate ms, grace ms, head, body, most entries,
         lock token ("" none), Vary names ("" none), entry key prefix, channel, entry id, revalidate
         ms (the entry is kept that long past its freshness, to be revalidated; its times say when
-        it may be served stale, which this does not change), most bytes (0 none)
+        it may be served stale, which this does not change), most bytes (0 none); the most entries
+        and bytes are the bucket's share of ``max_size`` and ``max_bytes`` (``share``)
   reply [evicted, purged]
 cache_release (``release_call``)
   KEYS  lock, pass
   ARGV  lock token, pass ms (0 none; else for that long lookups go straight to the backend), channel,
         entry id
   reply 1 when the caller held the lock, else 0
-cache_invalidate (``invalidate_call``)
+cache_invalidate (``invalidate_calls``)
   KEYS  lru, exp, paths, sizes, stats
   ARGV  "prefix" or "glob", the path (prefix) or the glob's literal head, the glob, entry key prefix
   reply how many entries were removed
 cache_peek (``peek_call``)
-  KEYS  one uri key per URI
+  KEYS  the URI's uri keys (with and without the host)
   ARGV  none
   reply 1 when one of them lists entries, else 0
-cache_purge (``purge_call``)
-  KEYS  lru, exp, paths, sizes, stats, then one uri key per URI to purge
+cache_purge (``purge_calls``)
+  KEYS  lru, exp, paths, sizes, stats, then the uri keys to purge (of this bucket's URIs)
   ARGV  entry key prefix
   reply how many entries were removed
-cache_stats (``stats_call``; reply ``CacheStats``)
+cache_stats (``stats_calls``; replies summed by ``stats_total``)
   KEYS  stats, lru, exp, paths, sizes
   ARGV  most expired index entries to drop in this call
   reply [hits, misses, size, evictions]
 
 Entries and the indexes are deleted by name from the entry key prefix, not from KEYS: they carry the
-same hash tag, so Redis Cluster runs the script on one slot (README "Caching"). One tag for the
-whole cache is a deliberate cost: the fleet-wide LRU index, the path index and the counters are
-single keys that every store and lookup script updates atomically with the entry, so they must
-share a slot with every entry. On Redis Cluster the whole cache therefore lives on one shard.
+bucket's hash tag, so Redis Cluster runs the script on the bucket's slot (README "Caching"). The LRU
+index, the path index and the counters are single keys that every store and lookup script updates
+atomically with the entry, so they must share a slot with the entries they index: hence one set of
+them per bucket, not one for the cache. What that costs: ``max_size`` holds per bucket (each keeps
+at most its share, rounded up, evicting its own least recently read entry even when another bucket
+has room), so the cache holds at most ``buckets`` x ``share(max_size)`` entries. With one bucket the
+LRU is fleet-wide and exact, and the whole cache lives on one shard.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from app.cache.policy import vary_names
 from app.store import ScriptCall, Store
+from app.store.slots import key_slot
 
 TAG = "c"
 
@@ -86,12 +98,18 @@ _GLOB = frozenset("*?[")
 _new = tuple.__new__  # builds the replies below from their fields without a Python-level __new__
 
 
-class CacheKeys:
-    __slots__ = ("entry_prefix", "lock_prefix", "pass_prefix", "vary_prefix", "uri_prefix", "lru", "exp", "paths",
-                 "sizes", "stats", "channel")
+class BucketKeys:
+    """The keys of one bucket: its entries and their locks, and its own indexes and counters."""
 
-    def __init__(self, store: Store) -> None:
-        base = store.key("cache", TAG)
+    __slots__ = ("index", "slot", "entry_prefix", "lock_prefix", "pass_prefix", "vary_prefix", "uri_prefix", "lru",
+                 "exp", "paths", "sizes", "stats", "channel")
+
+    def __init__(self, store: Store, index: int, channel: str) -> None:
+        tag = f"{TAG}{index}"
+        base = store.key("cache", tag)
+        self.index = index
+        # Computed once: the cluster store routes the bucket's calls without hashing their keys.
+        self.slot = key_slot(tag)
         # Per-entry keys are a prefix and the id (the lookup builds them on every request). "e2" is
         # the entry layout's version: replicas of builds with another layout (a fleet mid-upgrade)
         # never read each other's entries, they just do not share them until all are upgraded.
@@ -105,13 +123,30 @@ class CacheKeys:
         self.paths = f"{base}:paths"
         self.sizes = f"{base}:sizes"
         self.stats = f"{base}:stats"
-        self.channel = store.channel("cache")
+        self.channel = channel
 
     def entry(self, entry_id: str) -> str:
         return self.entry_prefix + entry_id
 
     def lock(self, entry_id: str) -> str:
         return self.lock_prefix + entry_id
+
+
+class CacheKeys:
+    """The cache's ``buckets`` (``cache.buckets``). A URI's bucket: ``ApiCacheManager.bucket``."""
+
+    __slots__ = ("buckets", "count", "channel")
+
+    def __init__(self, store: Store, buckets: int = 16) -> None:
+        self.channel = store.channel("cache")
+        self.buckets = tuple(BucketKeys(store, i, self.channel) for i in range(buckets))
+        self.count = buckets
+
+
+def share(total: int, buckets: int) -> int:
+    """A bucket's share of a bound for the whole cache (``max_size``, ``max_bytes``): rounded up, so
+    that the cache holds at most ``buckets`` x this."""
+    return -(-total // buckets)
 
 
 def index_member(path: str, entry_id: str) -> str:
@@ -185,29 +220,29 @@ class CacheStats(NamedTuple):
                    int(fields.get(b"evictions", 0)))
 
 
-def lookup_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
+def lookup_call(keys: BucketKeys, path: str, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
                 token: str, lock_ms: int, margin: int = 0) -> ScriptCall:
-    """``path``: the request's (the indexes name the entry with it); ``names``: the Vary names
-    ``entry_id`` was keyed with. Every request makes one: the key builders and ``index_member``
-    are written out."""
+    """``keys``: the request URI's bucket; ``path``: the request's (the indexes name the entry with
+    it); ``names``: the Vary names ``entry_id`` was keyed with. Every request makes one: the key
+    builders and ``index_member`` are written out."""
     return ScriptCall("cache_get",
                       (keys.entry_prefix + entry_id, keys.lru, keys.stats, keys.lock_prefix + entry_id,
                        keys.pass_prefix + entry_id, keys.vary_prefix + base_id),
                       (mode, token, lock_ms, path.replace("\0", "") + "\0" + entry_id,  # index_member
-                       ",".join(names) if names else "", margin))
+                       ",".join(names) if names else "", margin), slot=keys.slot)
 
 
-def store_call(keys: CacheKeys, path: str, entry_id: str, base_id: str, fresh_ms: int, swr_ms: int, grace_ms: int,
+def store_call(keys: BucketKeys, path: str, entry_id: str, base_id: str, fresh_ms: int, swr_ms: int, grace_ms: int,
                head: bytes, body: bytes, max_entries: int, token: str, names: tuple[str, ...],
                uri_id: str, revalidate_ms: int = 0, max_bytes: int = 0) -> ScriptCall:
     """``uri_id``: the URI the entry answers (``policy.uri_id``), under which a purge finds it;
-    ``max_bytes``: the entries' heads and bodies together, at most (0: no bound)."""
+    ``max_entries`` and ``max_bytes``: the bucket's (``share``; 0 bytes: no bound)."""
     return ScriptCall(
         "cache_set",
         (keys.entry(entry_id), keys.lru, keys.exp, keys.paths, keys.lock(entry_id), keys.vary_prefix + base_id,
          keys.pass_prefix + entry_id, keys.stats, keys.uri_prefix + uri_id, keys.sizes),
         (index_member(path, entry_id), fresh_ms, swr_ms, grace_ms, head, body, max_entries, token, ",".join(names),
-         keys.entry_prefix, keys.channel, entry_id, revalidate_ms, max_bytes))
+         keys.entry_prefix, keys.channel, entry_id, revalidate_ms, max_bytes), slot=keys.slot)
 
 
 def is_store(call: ScriptCall) -> bool:
@@ -220,38 +255,61 @@ def releases_fill_lock(call: ScriptCall) -> bool:
     return call.script == "cache_set" and call.args[7] != ""
 
 
-def release_call(keys: CacheKeys, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
+def release_call(keys: BucketKeys, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
     return ScriptCall("cache_release", (keys.lock(entry_id), keys.pass_prefix + entry_id),
-                      (token, pass_ms, keys.channel, entry_id))
+                      (token, pass_ms, keys.channel, entry_id), slot=keys.slot)
 
 
-def invalidate_call(keys: CacheKeys, pattern: str) -> ScriptCall:
-    """``pattern``: a glob (``*``, ``?``, ``[...]``), or a path, which covers that path and
-    everything below it."""
+def invalidate_calls(keys: CacheKeys, pattern: str) -> list[ScriptCall]:
+    """One call per bucket (sent in one batch; their replies summed). ``pattern``: a glob (``*``,
+    ``?``, ``[...]``), or a path, which covers that path and everything below it."""
     pattern = pattern.replace("\0", "")
     first_glob = next((i for i, c in enumerate(pattern) if c in _GLOB), -1)
     if first_glob >= 0:
-        args = ("glob", pattern[:first_glob], pattern, keys.entry_prefix)
+        head: tuple[str, ...] = ("glob", pattern[:first_glob], pattern)
     else:
-        args = ("prefix", pattern.rstrip("/"), "", keys.entry_prefix)
-    return ScriptCall("cache_invalidate", (keys.lru, keys.exp, keys.paths, keys.sizes, keys.stats), args)
+        head = ("prefix", pattern.rstrip("/"), "")
+    return [ScriptCall("cache_invalidate", (b.lru, b.exp, b.paths, b.sizes, b.stats), (*head, b.entry_prefix),
+                       slot=b.slot) for b in keys.buckets]
 
 
-def peek_call(keys: CacheKeys, uri_ids: tuple[str, ...]) -> ScriptCall:
-    """Whether any of these URIs (``policy.uri_id``) has entries stored."""
-    return ScriptCall("cache_peek", tuple(keys.uri_prefix + u for u in uri_ids), ())
+class UriTarget(NamedTuple):
+    """A URI an unsafe request invalidates: its path and query (which choose its bucket) and the
+    uri ids it is listed under (``policy.uri_id``, with and without the host)."""
+
+    path: str
+    query: bytes
+    uri_ids: tuple[str, ...]
 
 
-def purge_call(keys: CacheKeys, uri_ids: tuple[str, ...]) -> ScriptCall:
-    """Remove every entry stored for these URIs (``policy.uri_id``), all their variants."""
-    return ScriptCall("cache_purge", (keys.lru, keys.exp, keys.paths, keys.sizes, keys.stats,
-                                      *(keys.uri_prefix + u for u in uri_ids)),
-                      (keys.entry_prefix,))
+BucketOf = Callable[[str, bytes], BucketKeys]
 
 
-def stats_call(keys: CacheKeys, most_purged: int) -> ScriptCall:
-    return ScriptCall("cache_stats", (keys.stats, keys.lru, keys.exp, keys.paths, keys.sizes), (most_purged,))
+def peek_call(bucket_of: BucketOf, target: UriTarget) -> ScriptCall:
+    """Whether the URI has entries stored. ``bucket_of(path, query)``: the manager's ``bucket``."""
+    bucket = bucket_of(target.path, target.query)
+    return ScriptCall("cache_peek", tuple(bucket.uri_prefix + u for u in target.uri_ids), (), slot=bucket.slot)
 
 
-def stats_reply(raw: list[Any]) -> CacheStats:
-    return _new(CacheStats, raw)
+def purge_calls(bucket_of: BucketOf, targets: Iterable[UriTarget]) -> list[ScriptCall]:
+    """Remove every entry stored for these URIs, all their variants: one call per bucket involved
+    (a Location may be in another bucket than the request's URI), sent in one batch."""
+    by_bucket: dict[int, tuple[BucketKeys, list[str]]] = {}
+    for target in targets:
+        bucket = bucket_of(target.path, target.query)
+        by_bucket.setdefault(bucket.index, (bucket, []))[1].extend(target.uri_ids)
+    return [ScriptCall("cache_purge", (b.lru, b.exp, b.paths, b.sizes, b.stats, *(b.uri_prefix + u for u in ids)),
+                       (b.entry_prefix,), slot=b.slot) for b, ids in by_bucket.values()]
+
+
+def stats_calls(keys: CacheKeys, most_purged: int) -> list[ScriptCall]:
+    """One call per bucket (sent in one batch; ``stats_total`` sums their replies)."""
+    return [ScriptCall("cache_stats", (b.stats, b.lru, b.exp, b.paths, b.sizes), (most_purged,), slot=b.slot)
+            for b in keys.buckets]
+
+
+def stats_total(replies: Sequence[Any]) -> CacheStats:
+    hits = misses = size = evictions = 0
+    for raw in replies:
+        hits, misses, size, evictions = hits + raw[0], misses + raw[1], size + raw[2], evictions + raw[3]
+    return _new(CacheStats, (hits, misses, size, evictions))

@@ -24,19 +24,19 @@ from app.background import stop_tasks
 from app.cache.entry import inflate, read_answer
 from app.cache.fill import Filler
 from app.cache.conditional import CLIENT_CONDITIONS, not_modified, not_modified_headers, revalidation_fields
-from app.cache.invalidation import SAFE_METHODS, invalidated_uris, target_uris
+from app.cache.invalidation import SAFE_METHODS, invalidated_uris, target_uri
 from app.cache.manager import ApiCacheManager, new_token
 from app.cache.pending import Pending, cache_request
 from app.cache.policy import CacheStrategy, Lookup
 from app.cache.protocol import (FINAL, HIT, MAY_LOCK, MISS, STALE, VARY, WAIT, LookupReply, as_miss, lookup_reply,
-                                peek_call, purge_call, releases_fill_lock, took_fill_lock)
+                                peek_call, purge_calls, releases_fill_lock, took_fill_lock)
 from app.cache.refresh import Refresher
 from app.cache.singleflight import FillWaiters
 from app.cache.vary_hints import VaryHints
 from app.cache.warming import CacheWarmer
 from app.observability.metrics import CACHE_LOOKUPS, STORE_ERRORS
 from app.pipeline.exchange import Exchange, RawHeaders, Reply
-from app.pipeline.stage import AFTER_ANSWER, BEFORE_ANSWER, Stage
+from app.pipeline.stage import AFTER_ANSWER, BEFORE_ANSWER, CallGroup, Stage
 from app.routing.router import Route
 from app.store import ScriptCall, StoreError, StoreUnavailable
 
@@ -94,7 +94,7 @@ class CacheStage(Stage):
         if ex.method not in SAFE_METHODS:
             # Whether its own URI has entries to purge should it succeed: asked in this round trip.
             self._mark(ex, route, None, b"BYPASS")
-            return peek_call(self.manager.keys, target_uris(ex))
+            return peek_call(self.manager.bucket, target_uri(ex))
         request = cache_request(ex, route)
         strategy = self.manager.strategy
         decision = strategy.lookup(request)
@@ -114,8 +114,9 @@ class CacheStage(Stage):
             return None
         if ex.method == "GET":
             pending.token = new_token()
-            return self.manager.lookup_call(ex.path, entry_id, base_id, names, MAY_LOCK, pending.token)
-        return self.manager.lookup_call(ex.path, entry_id, base_id, names, FINAL)
+            return self.manager.lookup_call(ex.path, entry_id, base_id, names, MAY_LOCK, pending.token,
+                                            query=ex.query_string)
+        return self.manager.lookup_call(ex.path, entry_id, base_id, names, FINAL, query=ex.query_string)
 
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
         if ex.method not in SAFE_METHODS:
@@ -195,8 +196,9 @@ class CacheStage(Stage):
         return reply
 
     async def _look(self, pending: Pending, mode: str) -> LookupReply:
-        call = self.manager.lookup_call(pending.request.path, pending.entry_id, pending.base_id, pending.names,
-                                        mode, pending.token)
+        request = pending.request
+        call = self.manager.lookup_call(request.path, pending.entry_id, pending.base_id, pending.names, mode,
+                                        pending.token, query=request.query)
         return lookup_reply((await self.store.run(call))[0])
 
     def _answer(self, ex: Exchange, route: Route, pending: Pending, status: int, headers: RawHeaders,
@@ -240,12 +242,16 @@ class CacheStage(Stage):
 
     # -- after the backend ----------------------------------------------------------------------
 
-    def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
+    def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | CallGroup | None:
         if ex.method not in SAFE_METHODS:
-            # Before the answer goes out, in this round trip: the entries its success made stale.
+            # Before the answer goes out, in this round trip: the entries its success made stale,
+            # one call per bucket they are in.
             uris = invalidated_uris(ex, reply.status, reply.headers, ex.cache_target_stored) \
                 if reply.from_backend else ()
-            return purge_call(self.manager.keys, uris) if uris else None
+            if not uris:
+                return None
+            purges = purge_calls(self.manager.bucket, uris)
+            return purges[0] if len(purges) == 1 else CallGroup(purges)
         pending: Pending | None = ex.cache
         if pending is None or pending.done:
             return None
@@ -254,17 +260,20 @@ class CacheStage(Stage):
             ex.response_headers[pending.header_at] = (X_CACHE, b"REVALIDATED")
         return call
 
-    def completion_order(self, ex: Exchange, call: ScriptCall) -> int:
+    def completion_order(self, ex: Exchange, call: ScriptCall | CallGroup) -> int:
         # A store (the entry, its body, the indexes) goes after the answer when it releases the
         # entry's fill lock: the lock keeps the key's other requests, on any replica, waiting for it
         # meanwhile. One that holds no lock (filed under another variant than the one locked, or
         # after a lookup that waited) lands first, or the client's next request would miss. A purge
         # lands before the answer goes out (a client that wrote must not read the old entry back).
-        return AFTER_ANSWER if releases_fill_lock(call) else BEFORE_ANSWER
+        if ex.method not in SAFE_METHODS:  # a purge, or one per bucket (a CallGroup): only these
+            return BEFORE_ANSWER
+        return AFTER_ANSWER if releases_fill_lock(call) else BEFORE_ANSWER  # type: ignore[arg-type]
 
     async def completed(self, ex: Exchange, route: Route, reply: Reply, store_reply: Any) -> None:
         pending: Pending | None = ex.cache
-        if isinstance(store_reply, BaseException):
+        if isinstance(store_reply, BaseException) or ex.method not in SAFE_METHODS and isinstance(store_reply, list) \
+                and any(isinstance(r, BaseException) for r in store_reply):  # purges in several buckets
             STORE_ERRORS.labels("cache").inc()
         if pending is not None:
             self.waiters.wake(pending.entry_id)

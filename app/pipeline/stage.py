@@ -64,11 +64,11 @@ class Stage:
         """Decide with the store's reply to ``admission_call`` (or the ``StoreUnavailable``)."""
         return None
 
-    def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | None:
+    def completion_call(self, ex: Exchange, route: Route, reply: Reply) -> ScriptCall | CallGroup | None:
         """What to write after the backend answered (or failed: ``reply`` is then the error)."""
         return None
 
-    def completion_order(self, ex: Exchange, call: ScriptCall) -> int:
+    def completion_order(self, ex: Exchange, call: ScriptCall | CallGroup) -> int:
         """Whether ``call`` (this stage's ``completion_call``) must land before the client is
         answered (BEFORE_ANSWER), may land after (EITHER), or had better land after
         (AFTER_ANSWER: the answer does not depend on it, and its cost should not delay it). The

@@ -38,6 +38,10 @@ class ScriptCall:
     # A Redis store's encoding of this call (with the script head it was made with), kept on it:
     # a call object made once and sent on every request (a client's rate-limit plan) is encoded once.
     wire: tuple[bytes, bytes] | None = field(default=None, compare=False, repr=False)
+    # The Redis Cluster slot of the call's hash tag when its maker knows it (the cache's buckets
+    # have a fixed set of tags, their slots computed once): the cluster store then routes the call
+    # without hashing its first key.
+    slot: int | None = field(default=None, compare=False, repr=False)
 
 
 class Store(abc.ABC):

@@ -1,9 +1,10 @@
 """The request path on a Redis Cluster.
 
 A batch of script calls is split by the owner of each call's slot (every key of a script shares
-one hash tag, so the first key names the slot) and sent to every node involved at once, one
-multiplexed connection per node: one round trip of latency, whatever the number of shards. The
-replies that say the call did not run are sent again, in one more round:
+one hash tag, so the first key names the slot, unless the call carries its slot already) and sent
+to every node involved at once, one multiplexed connection per node: one round trip of latency,
+whatever the number of shards. The replies that say the call did not run are sent again, in one
+more round:
 
 - ``MOVED slot host:port``: the slot has a new owner; the map is corrected for it at once and
   refreshed in the background;
@@ -137,7 +138,8 @@ class ClusterRouting:
             command = evalsha(call)
             commands.append(command)
             keys = call.keys
-            target = owners[slots[keys[0]]] if keys else owners[0]
+            slot = call.slot
+            target = owners[slot if slot is not None else slots[keys[0]] if keys else 0]
             targets.append(target)
             group = groups.get(target)
             if group is None:

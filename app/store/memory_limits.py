@@ -45,8 +45,8 @@ def memory_warnings(limits: list[MemoryLimit], cache_budget: int | None, cache_o
         smallest = min(bounded, key=lambda limit: limit.maxmemory)
         if cache_budget >= smallest.maxmemory:
             warnings.append(
-                f"the cache may hold up to {cache_budget} bytes (cache.max_bytes, or cache.max_size x "
-                f"cache.max_body_size)"
+                f"the cache may hold up to {cache_budget} bytes (cache.max_bytes, or cache.max_size, as "
+                f"its buckets round it up, x cache.max_body_size)"
                 f" but redis at {smallest.address} has maxmemory {smallest.maxmemory}: "
                 + ("a full cache can fill it, and then cache writes are refused; " if cache_only else
                    "a full cache can fill it, and then rate limits fail open or keys are evicted; ")

@@ -88,17 +88,23 @@ class StateReader:
 
     async def cache(self, args: Any = None) -> Section:
         store, cli = self.cache_store, self._cache_cli
-        keys = CacheKeys(store)
-        fields = await store.hgetall(keys.stats)
-        stats = CacheStats.from_hash(fields, int(await store.redis.zcard(keys.lru)))
-        hits, misses = stats.hits, stats.misses
+        keys = CacheKeys(store, self.config.cache.buckets)
+        hits = misses = evictions = entries = stored = 0
+        fullest, most = keys.buckets[0], -1
+        for bucket in keys.buckets:
+            fields = await store.hgetall(bucket.stats)
+            stats = CacheStats.from_hash(fields, int(await store.redis.zcard(bucket.lru)))
+            hits, misses, evictions = hits + stats.hits, misses + stats.misses, evictions + stats.evictions
+            # What cache.max_bytes bounds: the entries' heads and bodies summed (cache_set.lua).
+            entries, stored = entries + stats.size, stored + int(fields.get(b"bytes", 0))
+            if stats.size > most:
+                fullest, most = bucket, stats.size
         data = {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
-                "evictions": stats.evictions, "entries": stats.size,
-                # What cache.max_bytes bounds: the entries' heads and bodies summed (cache_set.lua).
-                "bytes": int(fields.get(b"bytes", 0))}
-        return Section("cache", "cache (fleet-wide)", data, [
-            self._cli("HGETALL", keys.stats, cli=cli), self._cli("ZCARD", keys.lru, cli=cli),
-            self._cli("ZREVRANGE", keys.lru, "0", "9", "WITHSCORES", cli=cli)])
+                "evictions": evictions, "entries": entries, "bytes": stored, "buckets": len(keys.buckets)}
+        # The commands show the fullest bucket; every bucket has the same keys under its own tag.
+        return Section("cache", f"cache (fleet-wide: the sum of its {len(keys.buckets)} buckets)", data, [
+            self._cli("HGETALL", fullest.stats, cli=cli), self._cli("ZCARD", fullest.lru, cli=cli),
+            self._cli("ZREVRANGE", fullest.lru, "0", "9", "WITHSCORES", cli=cli)])
 
     async def clients(self, args: Any = None, count: int = BUSIEST) -> Section:
         from app.control.activity import WINDOW_SECONDS

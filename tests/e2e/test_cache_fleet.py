@@ -124,7 +124,7 @@ def test_stats_are_the_fleets_and_admin_calls_need_the_token(fleet: list[Gateway
 def test_max_size_holds_for_the_fleet_and_the_most_recently_read_survive(
         redis_url: str, key_prefix: str, redis_client: redis.Redis) -> None:
     with BackendServer("lru-backend") as backend, \
-            replicas(_config(backend, redis_url, key_prefix, max_size=10), 3) as fleet:
+            replicas(_config(backend, redis_url, key_prefix, max_size=10, buckets=1), 3) as fleet:  # one LRU
         for i in range(10):
             assert _get(fleet[i % 3], f"/c/k/{i}").headers["x-cache"] == "MISS"
         for i in range(5):  # read the five oldest again, through other replicas

@@ -310,7 +310,7 @@ def test_waiters_go_to_the_backend_themselves_after_lock_wait(
                       client_addr="127.0.0.1")
         entry_id = cache.strategy.cache_key(cache_request(ex, route))
         # Someone else (a stuck replica) holds the fill lock for 10 s.
-        redis_client.set(cache.keys.lock(entry_id), "stuck", px=10_000)
+        redis_client.set(cache.bucket("/c/held", b"").lock(entry_id), "stuck", px=10_000)
         started = time.monotonic()
         answer = _get(gateway, "/c/held")
         waited = time.monotonic() - started

@@ -10,19 +10,13 @@ import pytest
 
 from app.cache_manager import ApiCacheManager
 from app.store import Store
-from app.store.redis import RedisStore
 
 
-@pytest.fixture
-def one_store(store: Store) -> Store:
-    """The memory store and a single Redis: where the bound is exact (a cluster's is per shard)."""
-    if isinstance(store, RedisStore) and store.cluster is not None:
-        pytest.skip("on a cluster the bound is per shard")
-    return store
+# One bucket (cache.buckets: 1): one LRU for the whole cache, exact on every store.
 
 
-async def test_eviction_follows_recency_exactly(one_store: Store) -> None:
-    cache = ApiCacheManager(max_size=10, store=one_store)
+async def test_eviction_follows_recency_exactly(store: Store) -> None:
+    cache = ApiCacheManager(max_size=10, store=store, buckets=1)
     for i in range(10):  # all within a millisecond or two: equal times must not decide
         await cache.set(f"/k/{i}", None, {"i": i})
     assert await cache.get("/k/0") == {"i": 0}  # now the most recent
@@ -32,8 +26,8 @@ async def test_eviction_follows_recency_exactly(one_store: Store) -> None:
     assert kept == [0, 6, 7, 8, 9, 10, 11, 12, 13, 14]
 
 
-async def test_a_read_of_a_later_written_entry_counts_over_an_earlier_write(one_store: Store) -> None:
-    cache = ApiCacheManager(max_size=3, store=one_store)
+async def test_a_read_of_a_later_written_entry_counts_over_an_earlier_write(store: Store) -> None:
+    cache = ApiCacheManager(max_size=3, store=store, buckets=1)
     for name in ("b", "a", "c"):
         await cache.set(f"/{name}", None, name)
     await cache.get("/b")

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import redis
 
-from app.cache.protocol import DUE, FINAL, FRESH, HIT, MAY_LOCK, MISS, WAIT, WARM, release_call
+from app.cache.protocol import DUE, FINAL, FRESH, HIT, MAY_LOCK, MISS, WAIT, WARM
 from app.cache.policy import CacheRequest, StoreDecision
 from app.cache_manager import ApiCacheManager, DefaultCacheStrategy
 from app.store import Store
@@ -94,7 +94,7 @@ async def test_invalidate_the_root_removes_everything(store: Store) -> None:
 
 
 async def test_max_size_keeps_the_most_recently_read(store: Store) -> None:
-    cache = ApiCacheManager(max_size=10, store=store)
+    cache = ApiCacheManager(max_size=10, store=store, buckets=1)  # one LRU: exact
     for i in range(10):
         await cache.set(f"/item/{i}", None, i)
         await asyncio.sleep(0.002)  # distinct millisecond scores: a clear LRU order
@@ -110,14 +110,16 @@ async def test_max_size_keeps_the_most_recently_read(store: Store) -> None:
 
 
 async def _stored_bytes(cache: ApiCacheManager, store: Store) -> tuple[int, int]:
-    """The stats hash's running sum, and the per-entry sizes summed afresh."""
-    stats = await store.hgetall(cache.keys.stats)
-    sizes = await store.hgetall(cache.keys.sizes)
-    return int(stats.get(b"bytes", 0)), sum(int(v) for v in sizes.values())
+    """The stats hashes' running sums, and the per-entry sizes summed afresh, over the buckets."""
+    counted = summed = 0
+    for bucket in cache.keys.buckets:
+        counted += int((await store.hgetall(bucket.stats)).get(b"bytes", 0))
+        summed += sum(int(v) for v in (await store.hgetall(bucket.sizes)).values())
+    return counted, summed
 
 
 async def test_max_bytes_keeps_the_most_recently_read_within_the_budget(store: Store) -> None:
-    cache = ApiCacheManager(max_size=1000, max_bytes=10_000, store=store)
+    cache = ApiCacheManager(max_size=1000, max_bytes=10_000, store=store, buckets=1)  # one LRU: exact
     value = "x" * 1500  # ~1.5 KB a body, under compress_min_size: kept as it is
     for i in range(6):
         await cache.set(f"/item/{i}", None, value)
@@ -137,7 +139,7 @@ async def test_max_bytes_keeps_the_most_recently_read_within_the_budget(store: S
 
 
 async def test_bytes_of_expired_entries_leave_the_count(store: Store) -> None:
-    cache = ApiCacheManager(max_bytes=10_000, store=store, ttl=300, stale_grace=0)
+    cache = ApiCacheManager(max_bytes=10_000, store=store, ttl=300, stale_grace=0, buckets=1)
     for i in range(3):
         await cache.set(f"/short/{i}", None, "x" * 1000, metadata={"cache_time": 0.2})
     await cache.set("/long", None, "x" * 1000)
@@ -149,20 +151,21 @@ async def test_bytes_of_expired_entries_leave_the_count(store: Store) -> None:
 
 async def test_index_entries_of_an_older_build_are_evicted_too(store: Store, redis_client: redis.Redis) -> None:
     # Its index members were bare ids (now "<path>\0<id>"): eviction still deletes the entry.
-    cache = ApiCacheManager(max_size=1, store=store)
+    cache = ApiCacheManager(max_size=1, store=store, buckets=1)
+    bucket = cache.keys.buckets[0]
     if store.shared:
-        redis_client.zadd(cache.keys.lru, {"old": 1})
-        redis_client.hset(cache.keys.entry("old"), "t", "1 1 1 1")
+        redis_client.zadd(bucket.lru, {"old": 1})
+        redis_client.hset(bucket.entry("old"), "t", "1 1 1 1")
     else:
-        store.db.set(cache.keys.lru, {b"old": 1})
-        store.db.set(cache.keys.entry("old"), {b"t": b"1 1 1 1"})
+        store.db.set(bucket.lru, {b"old": 1})
+        store.db.set(bucket.entry("old"), {b"t": b"1 1 1 1"})
     await cache.set("/new", None, "v")
     assert (await cache.get_stats())["size"] == 1
     assert await cache.get("/new") == "v"
     if store.shared:
-        assert not redis_client.exists(cache.keys.entry("old"))
+        assert not redis_client.exists(bucket.entry("old"))
     else:
-        assert not store.db.exists(cache.keys.entry("old"))
+        assert not store.db.exists(bucket.entry("old"))
 
 
 async def test_big_bodies_are_compressed_and_too_big_ones_not_kept(store: Store) -> None:
@@ -174,7 +177,7 @@ async def test_big_bodies_are_compressed_and_too_big_ones_not_kept(store: Store)
     assert await cache.get("/huge") is None
     if hasattr(store, "redis"):  # in Redis the body is kept compressed
         entry_id = cache.strategy.cache_key(CacheRequest(method="GET", route="", path="/big"))
-        stored = await store.redis.hget(cache.keys.entry(entry_id), "b")
+        stored = await store.redis.hget(cache.bucket("/big", b"").entry(entry_id), "b")
         assert len(stored) < 1000
 
 
@@ -217,7 +220,7 @@ async def test_a_fill_is_announced_only_when_someone_waits(store: Store, redis_c
     for entry_id in ids[0::2]:
         await store.run(cache.store_call(request, entry_id, entry_id, _decision(), 200, b"body", "filler"))
     for entry_id in ids[1::2]:
-        assert await store.call(*_args(release_call(cache.keys, entry_id, "filler", 0))) == 1
+        assert await store.call(*_args(cache.release_call(request, entry_id, "filler", 0))) == 1
     heard = []
     while (message := pubsub.get_message(timeout=0.2 if store.shared else 0.01)) is not None:
         heard.append(message["data"].decode())
@@ -230,10 +233,11 @@ async def test_a_fill_is_announced_only_when_someone_waits(store: Store, redis_c
 
 async def test_an_answer_that_cannot_be_kept_frees_waiters_from_the_lock(store: Store) -> None:
     cache = ApiCacheManager(store=store)
-    entry_id = cache.strategy.cache_key(CacheRequest(method="GET", route="r", path="/nocache"))
+    request = CacheRequest(method="GET", route="r", path="/nocache")
+    entry_id = cache.strategy.cache_key(request)
     assert (await store.call(*_args(cache.lookup_call("/nocache", entry_id, entry_id, (), MAY_LOCK, "a"))))[1] == 1
-    assert await store.call(*_args(release_call(cache.keys, entry_id, "wrong", 10_000))) == 0
-    assert await store.call(*_args(release_call(cache.keys, entry_id, "a", 10_000))) == 1
+    assert await store.call(*_args(cache.release_call(request, entry_id, "wrong", 10_000))) == 0
+    assert await store.call(*_args(cache.release_call(request, entry_id, "a", 10_000))) == 1
     again = await store.call(*_args(cache.lookup_call("/nocache", entry_id, entry_id, (), MAY_LOCK, "b")))
     assert (again[0], again[1]) == (MISS, 0)  # "pass": straight to the backend, no lock
 

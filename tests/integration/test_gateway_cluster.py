@@ -71,7 +71,7 @@ def test_round_trips_per_request_on_a_cluster(redis_cluster: RedisClusterProcess
     with GatewayThread(config) as gateway, httpx.Client(base_url=gateway.url) as client:
         store = gateway.gateway.orchestrator.store
         assert isinstance(store, RedisStore) and store.cluster is not None
-        cache_slot = key_slot(store.key("cache", "c"))
+        cache_slot = gateway.gateway.orchestrator.cache_manager.bucket("/cached/r", b"").slot  # its bucket's
         # A client whose limit lives on another shard than the cache.
         name = next(f"u{i}" for i in range(1000) if store.cluster.owners[key_slot(store.key("rl", f"u{i}"))]
                     != store.cluster.owners[cache_slot])

@@ -66,10 +66,10 @@ async def test_noeviction_with_a_cache_that_fits_is_quiet(small_redis: RedisProc
 async def test_a_cache_budget_past_maxmemory_is_warned_about(small_redis: RedisProcess,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     _configure(small_redis, "20mb", "noeviction")
-    # The default: 1000 entries of up to 1 MB, no byte budget.
+    # The default: 1000 entries of up to 1 MB (16 buckets of 63: 1008), no byte budget.
     records = await _start_logs(_config(small_redis.url), caplog)
     assert len(records) == 1 and records[0].levelno == logging.WARNING
-    assert f"up to {1000 * MB} bytes" in records[0].getMessage() and f"maxmemory {20 * MB}" in records[0].getMessage()
+    assert f"up to {1008 * MB} bytes" in records[0].getMessage() and f"maxmemory {20 * MB}" in records[0].getMessage()
     # A byte budget above maxmemory, and max_size x max_body_size under it: the smaller one counts.
     records = await _start_logs(_config(small_redis.url, max_bytes=30 * MB), caplog)
     assert len(records) == 1 and f"up to {30 * MB} bytes" in records[0].getMessage()

@@ -89,6 +89,14 @@ def test_bad_environment_value_is_named() -> None:
         parse_config({}, {"API_GATEWAY_RATE_LIMIT_PER_MINUTE": "lots"})
 
 
+def test_cache_buckets_from_the_environment_and_bounded() -> None:
+    assert parse_config({}, {}).cache.buckets == 16
+    assert parse_config({}, {"API_GATEWAY_CACHE_BUCKETS": "64"}).cache.buckets == 64
+    for bad in ("0", "1025", "many"):
+        with pytest.raises(ConfigError, match="cache.buckets"):
+            parse_config({}, {"API_GATEWAY_CACHE_BUCKETS": bad})
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)

@@ -17,11 +17,11 @@ def test_restart_only_settings_keep_their_running_values() -> None:
     running = parse_config({"server": {"port": 8080}, "router": {"routes": [{"path": "/a", "target": "http://a"}]}})
     loaded = parse_config({"server": {"port": 9090, "max_body_size": 10, "limits": {"max_fields": 5}},
                            "redis": {"url": "redis://elsewhere:6379"}, "admin": {"listen": {"port": 9999}},
-                           "cache": {"ttl": 7, "redis": {"url": "redis://cache:6379"}},
+                           "cache": {"ttl": 7, "redis": {"url": "redis://cache:6379"}, "buckets": 4},
                            "router": {"routes": [{"path": "/b", "target": "http://b"}]}})
     config, changed = keep_restart_only(running, loaded)
-    assert changed == ["server.port", "server.limits", "redis", "cache.redis", "admin.listen"]
-    assert config.cache.redis is None
+    assert changed == ["server.port", "server.limits", "redis", "cache.redis", "cache.buckets", "admin.listen"]
+    assert config.cache.redis is None and config.cache.buckets == 16  # another layout: only at start
     assert config.server.port == 8080 and config.server.limits == running.server.limits
     assert config.redis == running.redis and config.admin.listen is None
     # Everything else is the file's.

@@ -1,0 +1,62 @@
+"""What a cache script costs Redis, counted (INFO commandstats on a redis-server of the test's own,
+where nothing else runs): the commands of a new entry's store and of a hit."""
+
+from __future__ import annotations
+
+import redis
+
+from app.cache.policy import CacheRequest, StoreDecision
+from app.cache.protocol import HIT, MAY_LOCK, MISS, lookup_reply
+from app.cache_manager import ApiCacheManager
+from app.store.redis import RedisStore
+from tests.support import RedisProcess
+
+_DECISION = StoreDecision(ttl_ms=60_000, grace_ms=0, swr_ms=0, vary=(), headers=[(b"content-type", b"text/plain")])
+
+
+def _calls(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}
+
+
+def _commands_run(client: redis.Redis, before: dict[str, int]) -> dict[str, int]:
+    """The commands since ``before``, but the EVALSHA itself and the INFO that reads them."""
+    after = _calls(client)
+    ran = {name: n - before.get(name, 0) for name, n in after.items() if n != before.get(name, 0)}
+    ran.pop("info", None)
+    ran.pop("evalsha", None)
+    return ran
+
+
+async def test_a_new_entrys_store_and_a_hit_count_their_redis_commands() -> None:
+    with RedisProcess() as server:
+        client = redis.Redis(port=server.port)
+        store = RedisStore(server.url)
+        await store.start()
+        try:
+            for max_bytes in (None, 10_000_000):
+                cache = ApiCacheManager(store=store, max_bytes=max_bytes, buckets=1)
+                request = CacheRequest(method="GET", route="r", path=f"/cost/{max_bytes}")
+                entry_id = cache.strategy.cache_key(request)
+                for i in range(3):  # the bucket has entries and counters already
+                    other = CacheRequest(method="GET", route="r", path=f"/other/{max_bytes}/{i}")
+                    other_id = cache.strategy.cache_key(other)
+                    await store.run(cache.store_call(other, other_id, other_id, _DECISION, 200, b"x", ""))
+                miss = lookup_reply((await store.run(cache.lookup_call(request.path, entry_id, entry_id, (),
+                                                                       MAY_LOCK, "tok")))[0])
+                assert (miss.code, miss.locked) == (MISS, 1)
+                before = _calls(client)
+                await store.run(cache.store_call(request, entry_id, entry_id, _DECISION, 200, b"body", "tok"))
+                stored = _commands_run(client, before)
+                # TIME; the entry's HSET and PEXPIRE; HMGET clock and bytes; 3 ZADD; the size's
+                # HSET; HSET clock and bytes; DEL vary and pass; the uri index's HSET, PTTL, PEXPIRE
+                # and HLEN; ZRANGEBYSCORE for expired entries; ZCARD; GET and DEL of the lock.
+                assert sum(stored.values()) == 18, stored
+                before = _calls(client)
+                hit = lookup_reply((await store.run(cache.lookup_call(request.path, entry_id, entry_id, (),
+                                                                      MAY_LOCK, "again")))[0])
+                assert hit.code == HIT
+                assert sum(_commands_run(client, before).values()) == 6  # TIME, HMGET, HGET and HSET clock, ZADD, HINCRBY hits
+        finally:
+            await store.close()
+            client.close()
