@@ -68,16 +68,11 @@ def bulk(value: bytes | str | int | float) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(raw), raw)
 
 
-def encode(command: Command, head: bytes = b"", head_count: int = 0) -> bytes:
-    """One command in RESP: an array of bulk strings. ``head`` is its first ``head_count``
-    arguments already encoded with ``bulk`` (a script's EVALSHA and SHA, made once)."""
+def encode(command: Command) -> bytes:
+    """One command in RESP: an array of bulk strings."""
     # hiredis packs the arguments in C, as ``bulk`` would each (numbers as redis-py sends them;
     # a bool or None refused with TypeError): this runs for every argument of every script call.
-    packed = _pack(command if command.__class__ is tuple else tuple(command))
-    if not head_count:
-        return packed
-    # The array's length counts ``head`` too: its line is made again, the rest joined as packed.
-    return b"".join((b"*%d\r\n" % (head_count + len(command)), head, memoryview(packed)[packed.index(b"\n") + 1:]))
+    return _pack(command if command.__class__ is tuple else tuple(command))
 
 
 class _Waiter:
