@@ -9,6 +9,10 @@ work only: a change that moves work into C shows up here as a saving it may not 
     python -m tests.perf.opcount [--source DIR] [--requests N] [--case gw_proxy]
 
 ``--source`` runs another checkout's ``app`` (tests.perf.ab exports an older commit there).
+``--redis`` runs the gateway on a Redis of its own instead of the memory store: the count then
+holds the Redis client's work (packing the calls, reading the replies) in place of the memory
+store's Python twins of the scripts. The after-answer writes then overlap the next request's, so
+the count may move by a few bytecodes from run to run.
 ``--edge`` sends each request as bytes through the gateway's client-side HTTP protocol (uvicorn's
 httptools protocol and what app/edge/http_protocol.py adds to it) on a stand-in transport, so the
 count includes the request head's parsing and checks; without it the ASGI app is called directly.
@@ -149,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--case", default="gw_proxy")
     parser.add_argument("--edge", action="store_true", help="feed request bytes through the HTTP protocol")
+    parser.add_argument("--redis", action="store_true", help="on a Redis of its own, not the memory store")
     args = parser.parse_args(argv)
     if args.source is not None:
         sys.path.insert(0, str(args.source.resolve()))
@@ -164,16 +169,20 @@ def main(argv: list[str] | None = None) -> int:
         from app.edge.server import Gateway  # type: ignore[attr-defined, no-redef]
     from tests.perf.configs import CASES
     from tests.perf.servers import backend_nginx
-    from tests.support import free_port
+    from tests.support import RedisProcess, free_port
 
     case = next(c for c in CASES if c.name == args.case)
     port = free_port()
     backend = backend_nginx(port).start(port)
+    redis_server = RedisProcess().start() if args.redis else None
     try:
-        config = parse_config(case.config(f"http://127.0.0.1:{port}"), {}, "opcount")
+        raw = case.config(f"http://127.0.0.1:{port}")
+        if redis_server is not None:
+            raw["redis"] = {"url": redis_server.url}
+        config = parse_config(raw, {}, "opcount")
 
         async def run() -> float:
-            gateway = Gateway(config)  # the memory store: no Redis traffic in the count
+            gateway = Gateway(config)  # by default the memory store: no Redis traffic in the count
             await gateway.orchestrator.start()
             try:
                 if args.edge:
@@ -185,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         per_request = uvloop.run(run())
     finally:
         backend.stop()
+        if redis_server is not None:
+            redis_server.stop()
     through = ", through the HTTP protocol" if args.edge else ""
-    print(f"{per_request:.0f} bytecodes per request ({case.name}, {args.requests} requests{through})")
+    on = ", on Redis" if args.redis else ""
+    print(f"{per_request:.0f} bytecodes per request ({case.name}, {args.requests} requests{through}{on})")
     return 0
 
 
