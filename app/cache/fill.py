@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import Any
 
 from app.background import stop_tasks
@@ -53,9 +53,9 @@ class Filler:
         while self._tasks:
             await asyncio.wait(list(self._tasks))
 
-    def spawn(self, coro: Awaitable[Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` off the request's path; it is cancelled by ``close``."""
-        task = asyncio.ensure_future(coro)
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

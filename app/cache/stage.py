@@ -237,8 +237,8 @@ class CacheStage(Stage):
         counters = route.compiled.cache_lookups
         if counters is None:
             counters = route.compiled.cache_lookups = {
-                value: CACHE_LOOKUPS.labels(route.key, label).inc for value, label in _LABELS.items()}
-        counters[how](1)
+                value: CACHE_LOOKUPS.cell(route.key, label) for value, label in _LABELS.items()}
+        counters[how][0] += 1.0
 
     # -- after the backend ----------------------------------------------------------------------
 

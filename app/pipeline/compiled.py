@@ -9,7 +9,6 @@ attribute lookup.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -50,9 +49,9 @@ class CompiledRoute:
     # The route's circuit breakers. Filled on first use by the breaker stage (breakers_for), which
     # reads it per request; the admin API's circuit list fills it for routes no request used yet.
     breakers: RouteBreakers | None = None
-    # The cache stage's lookup counters by X-Cache verdict (the prometheus children's inc). Filled
+    # The cache stage's lookup counters by X-Cache verdict (one-float cells of CACHE_LOOKUPS). Filled
     # on first use and read by the cache stage.
-    cache_lookups: dict[bytes, Callable[[float], None]] | None = None
+    cache_lookups: dict[bytes, list[float]] | None = None
     # The route's request series. Filled on first use and read by the proxy (app.edge.proxy).
     metrics: RouteMetrics | None = None
     # The route's authentication (methods, roles, refusals). Filled on first use by the auth stage

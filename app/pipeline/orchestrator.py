@@ -40,6 +40,7 @@ from app.breaker.manager import CircuitBreakerManager
 from app.breaker.stage import CircuitBreakerStage
 from app.cache_manager import ApiCacheManager, CacheStage
 from app.config import GatewayConfig
+from app.pipeline.after_answer import AfterAnswer
 from app.pipeline.compiled import CompiledRoute
 from app.pipeline.exchange import JSON_CONTENT, BackendCall, Exchange, Reply, error_reply, new_request_id
 from app.breaker.health import HealthChecker
@@ -116,6 +117,9 @@ class ApiGatewayOrchestrator:
         self._own_cache_field = own.lower().encode("latin-1") if own else None
         self.cache_stage = CacheStage(self.cache_manager, forward=self._forward, match=self._match_route)
         self.stages.append(self.cache_stage)
+        # Writes sent after the answer, one batch per turn of the loop; tracked by the cache's
+        # filler, whose close cancels what has not landed (boundedly).
+        self._after_answer = AfterAnswer(self.cache_stage.filler.spawn, self._run_calls)
         # After the rate limit stage: it counts the client that stage identified, and answers nothing.
         self.client_activity = ClientActivity(self.store)
         self.stages.append(self.client_activity)
@@ -283,8 +287,7 @@ class ApiGatewayOrchestrator:
                     break
                 after = after or order == AFTER_ANSWER
         if after:
-            # Tracked by the cache's filler: its close cancels what has not landed (boundedly).
-            self.cache_stage.filler.spawn(self._land_after(ex, route, reply, stages, calls))
+            self._after_answer.add((ex, route, reply, stages, calls))
             return
         await self._land(ex, route, reply, stages, calls)
 
@@ -294,13 +297,6 @@ class ApiGatewayOrchestrator:
         for stage, call, store_reply in zip(stages, calls, replies, strict=True):
             if call is not None:
                 await stage.completed(ex, route, reply, store_reply)
-
-    async def _land_after(self, ex: Exchange, route: Route[CompiledRoute], reply: Reply,
-                          stages: tuple[Stage, ...], calls: list[ScriptCall | None]) -> None:
-        try:
-            await self._land(ex, route, reply, stages, calls)
-        except Exception:  # nobody awaits this task: its failure is logged, not lost
-            log.exception("completion writes after the answer failed for %s", route.key)
 
     async def _run_calls(self, calls: Sequence[ScriptCall | CallGroup | None]) -> list[Any]:
         """The non-None calls in one round trip; each stage gets its reply, None when it asked

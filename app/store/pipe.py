@@ -36,6 +36,7 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, 
 from app.edge.coalescing import CoalescingTransport
 
 ReplyError = hiredis.ReplyError
+_pack = hiredis.pack_command
 Command = Sequence[bytes | str | int | float]
 
 
@@ -67,23 +68,11 @@ def bulk(value: bytes | str | int | float) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(raw), raw)
 
 
-def encode(command: Command, head: bytes = b"", head_count: int = 0) -> bytes:
-    """One command in RESP: an array of bulk strings. ``head`` is its first ``head_count``
-    arguments already encoded with ``bulk`` (a script's EVALSHA and SHA, made once)."""
-    # The common types dispatched inline: this runs for every argument of every script call.
-    parts = [b"*%d\r\n" % (head_count + len(command)), head]
-    append = parts.append
-    for value in command:
-        kind = value.__class__
-        if kind is str:
-            value = value.encode()  # type: ignore[union-attr]
-        elif kind is int:
-            value = b"%d" % value
-        elif kind is not bytes:
-            append(bulk(value))
-            continue
-        append(b"$%d\r\n%s\r\n" % (len(value), value))  # type: ignore[arg-type]
-    return b"".join(parts)
+def encode(command: Command) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    # hiredis packs the arguments in C, as ``bulk`` would each (numbers as redis-py sends them;
+    # a bool or None refused with TypeError): this runs for every argument of every script call.
+    return _pack(command if command.__class__ is tuple else tuple(command))
 
 
 class _Waiter:

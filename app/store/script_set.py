@@ -16,7 +16,7 @@ class ScriptSet:
         self.sources = script_sources() if scripts_dir is None else {
             p.stem: p.read_text() for p in sorted(scripts_dir.glob("*.lua"))}
         self.shas = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in self.sources.items()}
-        # "EVALSHA <sha>" of each script, encoded once.
+        # "EVALSHA <sha>" of each script, encoded once: the mark of the script set a call's wire was made for.
         self._heads = {name: bulk("EVALSHA") + bulk(sha) for name, sha in self.shas.items()}
         # What a node is sent to learn every script (after a start, a restart or a failover).
         self.load_commands = [encode(("SCRIPT", "LOAD", source)) for source in self.sources.values()]
@@ -28,6 +28,7 @@ class ScriptSet:
             raise StoreError(f"no script named {call.script!r}")
         wire = call.wire
         if wire is None or wire[0] is not head:  # not encoded yet, or by another store's scripts
-            wire = (head, encode((len(call.keys), *call.keys, *call.args), head, 2))
+            # Packed whole in one C call (cheaper than joining the made-once head to the rest).
+            wire = (head, encode(("EVALSHA", self.shas[call.script], len(call.keys), *call.keys, *call.args)))
             object.__setattr__(call, "wire", wire)  # a cache on a frozen value, not a change of it
         return wire[1]

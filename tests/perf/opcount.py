@@ -9,6 +9,10 @@ work only: a change that moves work into C shows up here as a saving it may not 
     python -m tests.perf.opcount [--source DIR] [--requests N] [--case gw_proxy] [--store redis|cluster]
 
 ``--source`` runs another checkout's ``app`` (tests.perf.ab exports an older commit there).
+``--store redis`` (or ``cluster``) runs the gateway on a Redis (a Redis Cluster) of its own instead of
+the memory store: the count then holds the Redis client's work (packing the calls, reading the
+replies) in place of the memory store's Python twins of the scripts. The after-answer writes then
+overlap the next request's, so the count may move by a few bytecodes from run to run.
 ``--edge`` sends each request as bytes through the gateway's client-side HTTP protocol (uvicorn's
 httptools protocol and what app/edge/http_protocol.py adds to it) on a stand-in transport, so the
 count includes the request head's parsing and checks; without it the ASGI app is called directly.
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.edge.server import Gateway  # type: ignore[attr-defined, no-redef]
     from tests.perf.configs import CASES
     from tests.perf.servers import backend_nginx
-    from tests.support import free_port
+    from tests.support import RedisProcess, free_port
 
     case = next(c for c in CASES if c.name == args.case)
     port = free_port()
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         config = parse_config(tree, {}, "opcount")
 
         async def run() -> float:
-            gateway = Gateway(config)  # the memory store: no Redis traffic in the count
+            gateway = Gateway(config)  # by default the memory store: no Redis traffic in the count
             await gateway.orchestrator.start()
             try:
                 if args.edge:
