@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.edge.server import Gateway  # type: ignore[attr-defined, no-redef]
     from tests.perf.configs import CASES
     from tests.perf.servers import backend_nginx
-    from tests.support import RedisProcess, free_port
+    from tests.support import free_port
 
     case = next(c for c in CASES if c.name == args.case)
     port = free_port()
