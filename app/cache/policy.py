@@ -17,9 +17,9 @@ Every miss is judged, so ``storable`` does not build hishel's objects per respon
 verdict they reduce to for a shared cache that stores GET only (see ``storable``), with hishel's
 Cache-Control parser (its results kept per header value). Lifetimes and ages are read strictly
 (freshness.py): what cannot be read makes the response stale, never long-lived. A valid targeted
-field (targeted.py: the gateway's own, then CDN-Cache-Control) takes the place of Cache-Control
-and Expires. Header names are
-lower-case, as ASGI and the proxy give them.
+field (targeted.py: the gateway's own, then CDN-Cache-Control), else Surrogate-Control's
+directives for the gateway (surrogate.py), takes the place of Cache-Control and Expires. Header
+names are lower-case, as ASGI and the proxy give them.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any
 from hishel._core._headers import CacheControl, parse_cache_control
 
 from app.cache.freshness import NO_DELTAS, age_seconds, delta_directives, expires_lifetime, heuristic_lifetime
+from app.cache.surrogate import SURROGATE_CONTROL, surrogate_policy
 from app.cache.targeted import CDN_CACHE_CONTROL, TargetedPolicy, targeted_policy
 from app.config import CacheSection, RouteCacheSpec
 
@@ -177,7 +178,7 @@ class DefaultCacheStrategy(CacheStrategy):
         own = self.settings.targeted_field
         self._targets = tuple(dict.fromkeys(
             ((own.lower().encode("latin-1"),) if own else ()) + (CDN_CACHE_CONTROL,)))
-        self._watched = _WATCHED | frozenset(self._targets)
+        self._watched = _WATCHED | frozenset(self._targets) | {SURROGATE_CONTROL}
         # The gateway's own field is addressed to it alone: never kept (nor forwarded: orchestrator).
         self._never_kept = _NEVER_KEPT | frozenset(self._targets[:1] if own else ())
         # A route's statuses when it lists none, by its mode (None: cache.mode's).
@@ -313,14 +314,16 @@ class DefaultCacheStrategy(CacheStrategy):
                              headers=kept, age=age, revalidate_ms=self.settings.ttl * 1000 if validated else 0)
 
     def _targeted(self, found: dict[bytes, bytes]) -> TargetedPolicy | None:
-        """The first targeted field of the list with a valid, non-empty value (RFC 9213 2.1)."""
+        """The first targeted field of the list with a valid, non-empty value (RFC 9213 2.1), else
+        Surrogate-Control's directives for the gateway (surrogate.py)."""
         for name in self._targets:
             value = found.get(name)
             if value is not None:
                 policy = targeted_policy(value)
                 if policy is not None:
                     return policy
-        return None
+        value = found.get(SURROGATE_CONTROL)
+        return surrogate_policy(value) if value is not None else None
 
     def _plain_decision(self, request: CacheRequest, route: RouteCacheSpec | None, headers: RawHeaders,
                         metadata: dict[str, Any] | None) -> StoreDecision | None:
