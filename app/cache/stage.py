@@ -153,15 +153,16 @@ class CacheStage(Stage):
         pending.holds_lock = code == MISS and reply.locked == 1
         if reply.head is not None:
             pending.stale = reply
-            if pending.holds_lock and ex.method == "GET" and route.compiled.transform is None:
+            if ex.method == "GET" and route.compiled.transform is None:
                 self._revalidate(ex, pending, reply)
         self._mark(ex, route, pending, b"MISS")
         return None
 
     @staticmethod
     def _revalidate(ex: Exchange, pending: Pending, reply: LookupReply) -> None:
-        """This request fills the key and an expired entry is kept: ask the backend with the entry's
-        validators (none when the client sent conditions of its own), so that a 304 freshens it."""
+        """An expired entry is kept and this request goes to the backend (it fills the key, or it
+        did not wait for the one that does): ask with the entry's validators (none when the client
+        sent conditions of its own), so that a 304 freshens it instead of a body sent again."""
         for name in CLIENT_CONDITIONS:
             if ex.header(name) is not None:
                 return
@@ -187,6 +188,10 @@ class CacheStage(Stage):
             reply = await self._look(pending, FINAL if not pending.token else MAY_LOCK)
             if reply.code == VARY:  # the resource's Vary changed under us: a plain miss
                 return as_miss(reply)
+        if reply.code == WAIT and not _ever_fresh(reply):
+            # Kept only to be revalidated before each use (no-cache, stale on arrival): another
+            # request's revalidation would not do for this one, so it does not wait for it.
+            return reply
         if reply.code == WAIT:
             reply = await self.waiters.wait(pending.entry_id, self.settings.lock_wait,
                                             lambda final: self._look(pending, FINAL if final else MAY_LOCK))
@@ -204,10 +209,8 @@ class CacheStage(Stage):
         """``headers``: a list of the entry's, decoded for this answer (this adds to it)."""
         pending.done = True
         self._mark(ex, route, pending, how)
-        if status == 200:
-            if_none_match, if_modified_since = ex.header(b"if-none-match"), ex.header(b"if-modified-since")
-            if (if_none_match is not None or if_modified_since is not None) \
-                    and not_modified(if_none_match, if_modified_since, headers):
+        if status == 200 and (ex.header(b"if-none-match") is not None or ex.header(b"if-modified-since") is not None):
+            if not_modified(ex.header(b"if-none-match"), ex.header(b"if-modified-since"), headers):
                 # The client's own copy is current: 304, without the body.
                 fields = not_modified_headers(headers)
                 fields.append((b"age", b"%d" % age))
@@ -295,3 +298,10 @@ class CacheStage(Stage):
         body = stale.body or b""
         return self._answer(ex, route, pending, status, headers, zlib.decompress(body) if compressed else body,
                             age, b"STALE")
+
+
+def _ever_fresh(reply: LookupReply) -> bool:
+    """Whether the entry a lookup carries was stored with some freshness (else it was kept only to
+    be revalidated: policy.py); True when it carries none."""
+    times = reply.times
+    return times is None or times.fresh_ms > times.stored_ms

@@ -28,7 +28,8 @@ class Origin(AiohttpOrigin):
     """GET /<any path>?status=&cc=&lm=&etag= answers that status (200), that Cache-Control, a
     Last-Modified ``lm`` seconds before its first answer for the URI, and that ETag; a request
     whose If-None-Match (else If-Modified-Since) matches gets a 304 with the same fields. Each body
-    names the URI and the answer's number, so a stored answer is told from a new one. While
+    names the URI and the answer's number, so a stored answer is told from a new one. A
+    conditional request to a URI with ``delay`` is answered that many seconds late. While
     ``failing``, every request gets a 503."""
 
     def __init__(self) -> None:
@@ -36,6 +37,7 @@ class Origin(AiohttpOrigin):
         self.seen: list[tuple[str, bool]] = []  # (URI, whether the request was conditional)
         self.modified: dict[str, str] = {}
         self.failing = False
+        self.in_flight = self.most_in_flight = 0
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/{tail:.*}", self._answer)
@@ -48,6 +50,11 @@ class Origin(AiohttpOrigin):
         query, uri = request.query, request.path_qs
         inm, ims = request.headers.get("If-None-Match"), request.headers.get("If-Modified-Since")
         self.seen.append((uri, inm is not None or ims is not None))
+        if "delay" in query and (inm is not None or ims is not None):
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            await asyncio.sleep(float(query["delay"]))
+            self.in_flight -= 1
         if self.failing:
             return web.Response(status=503)
         headers = {}
@@ -230,3 +237,20 @@ async def test_a_no_cache_entry_never_answers_a_failure(store: str, request: pyt
         else:
             assert answer.status_code == 503 and answer.content != first.content
         assert origin.asked(uri) == [False, True]
+
+
+async def test_concurrent_uses_of_a_no_cache_entry_are_each_revalidated_at_once(
+        store: str, request: pytest.FixtureRequest, key_prefix: str, origin: Origin) -> None:
+    """Each use revalidates with the entry's validators (the origin sends no body again), and none
+    waits for another's revalidation, which would not do for it: a hot no-cache resource is not
+    served one request at a time."""
+    uri = "/nc-many?cc=no-cache&etag=v1&delay=0.3"
+    async with fleet(store, request, key_prefix, origin, {"mode": "rfc9111"}) as replicas:
+        a, b = replicas
+        first = await a.get(uri)
+        answers = await asyncio.gather(*(replica.get(uri) for replica in (a, b, a, b, a, b)))
+        assert [answer.status_code for answer in answers] == [200] * 6
+        assert all(answer.content == first.content for answer in answers)
+        assert all(answer.headers["x-cache"] == "REVALIDATED" for answer in answers)
+        assert origin.asked(uri) == [False] + [True] * 6
+        assert origin.most_in_flight > 1
