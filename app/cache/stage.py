@@ -111,7 +111,11 @@ class CacheStage(Stage):
             ex.read_body_up_to = self.settings.max_body_size
         if decision is Lookup.REFRESH:
             self._mark(ex, route, pending, b"MISS")
-            return None
+            if ex.method != "GET":
+                return None
+            # The client wants an answer the backend confirmed: an entry kept for it is looked up
+            # (never locked, never waited for) only to be revalidated (_refresh).
+            return self.manager.lookup_call(ex.path, entry_id, base_id, names, FINAL)
         if ex.method == "GET":
             pending.token = new_token()
             return self.manager.lookup_call(ex.path, entry_id, base_id, names, MAY_LOCK, pending.token)
@@ -124,7 +128,9 @@ class CacheStage(Stage):
             return None
         pending: Pending | None = ex.cache
         if pending is None or route is None or pending.header_at >= 0:
-            return None  # no lookup made (bypassed or refreshing)
+            if pending is not None and route is not None and ex.method == "GET":  # marked: a refresh
+                await self._refresh(ex, route, pending, store_reply)
+            return None  # no lookup made (bypassed), or one made only to revalidate (refresh)
         pending.admitted = True
         try:
             if isinstance(store_reply, BaseException):
@@ -157,6 +163,25 @@ class CacheStage(Stage):
                 self._revalidate(ex, pending, reply)
         self._mark(ex, route, pending, b"MISS")
         return None
+
+    async def _refresh(self, ex: Exchange, route: Route, pending: Pending, store_reply: Any) -> None:
+        """A request with Cache-Control: no-cache (max-age=0, Pragma: no-cache) goes to the backend;
+        with the entry kept for it, fresh or not, it asks with that entry's validators (RFC 9111
+        section 5.2.1.4), and a 304 answers it with the stored body. Whatever goes wrong in the
+        lookup leaves it a plain miss."""
+        pending.admitted = True
+        if not isinstance(store_reply, list):
+            return
+        try:
+            reply = lookup_reply(store_reply)
+            if reply.code == VARY:
+                reply = await self._settle(pending, reply)
+        except (StoreError, ValueError):
+            return
+        if reply.head is not None:
+            pending.stale = reply
+            if route.compiled.transform is None:
+                self._revalidate(ex, pending, reply)
 
     @staticmethod
     def _revalidate(ex: Exchange, pending: Pending, reply: LookupReply) -> None:
@@ -291,6 +316,8 @@ class CacheStage(Stage):
         pending: Pending | None = ex.cache
         if pending is None or pending.stale is None:
             return None
+        if self.strategy.lookup(pending.request) is Lookup.REFRESH:
+            return None  # the client asked for an answer the backend confirmed, not a kept one
         stale = pending.stale
         if stale.now_ms >= stale.times.stale_ms:
             return None  # past its grace

@@ -254,3 +254,24 @@ async def test_concurrent_uses_of_a_no_cache_entry_are_each_revalidated_at_once(
         assert all(answer.headers["x-cache"] == "REVALIDATED" for answer in answers)
         assert origin.asked(uri) == [False] + [True] * 6
         assert origin.most_in_flight > 1
+
+
+@pytest.mark.parametrize("mode", ["seed", "rfc9111"])
+async def test_a_clients_no_cache_revalidates_the_kept_entry(store: str, request: pytest.FixtureRequest,
+                                                            key_prefix: str, origin: Origin, mode: str) -> None:
+    """A client's no-cache (or max-age=0, or Pragma: no-cache) asks the backend with the fresh
+    entry's validators; a 304 answers it with the stored body. Should the backend fail, the client
+    gets the failure, not the entry it asked to have confirmed."""
+    uri = "/fresh?cc=max-age=600&etag=v1"
+    async with fleet(store, request, key_prefix, origin, {"mode": mode}) as replicas:
+        a, b = replicas
+        first = await a.get(uri)
+        await a.orchestrator.cache_stage.filler.settled()  # its store lands after the answer
+        for fields in ({"Cache-Control": "no-cache"}, {"Cache-Control": "max-age=0"}, {"Pragma": "no-cache"}):
+            answer = await b.get(uri, **fields)
+            assert answer.status_code == 200, fields
+            assert answer.headers["x-cache"] == "REVALIDATED" and answer.content == first.content, fields
+        assert origin.asked(uri) == [False, True, True, True]
+        origin.failing = True
+        assert (await a.get(uri, **{"Cache-Control": "no-cache"})).status_code == 503
+        assert (await b.get(uri)).headers["x-cache"] == "HIT"
