@@ -107,8 +107,15 @@ class RateLimiterSection(_Section):
 
 # -- cache -----------------------------------------------------------------------------------
 
+# What the cache keeps (docs/design.md, "Cache modes"). seed: an answer without freshness
+# information is kept for ttl, as the seed did. rfc9111: only what RFC 9111 lets a shared cache
+# keep, with heuristic freshness only as its section 4.2.2 allows.
+CacheMode = Literal["seed", "rfc9111"]
+
+
 class CacheSection(_Section):
     enabled: bool = True
+    mode: CacheMode = "seed"
     # "default", or "package.module:Name": a CacheStrategy subclass, built with this section.
     strategy: str = Field(default="default", pattern=r"^(default|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
     ttl: int = Field(default=300, gt=0)
@@ -171,8 +178,11 @@ class CacheSection(_Section):
 class RouteCacheSpec(_Section):
     enabled: bool = True
     ttl: int | None = Field(default=None, gt=0)
-    # Statuses worth keeping; docs/design.md: by default 200 only.
-    statuses: list[int] = [200]
+    # None: cache.mode.
+    mode: CacheMode | None = None
+    # Statuses worth keeping; None: the mode's (seed: 200 only; rfc9111: every status RFC 9111
+    # lets a shared cache store).
+    statuses: list[int] | None = None
 
 
 # -- circuit breaker -------------------------------------------------------------------------
@@ -659,6 +669,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "API_GATEWAY_CACHE_MAX_SIZE": "cache.max_size",
     "API_GATEWAY_CACHE_MAX_BYTES": "cache.max_bytes",
     "API_GATEWAY_CACHE_BUCKETS": "cache.buckets",
+    "API_GATEWAY_CACHE_MODE": "cache.mode",
     "API_GATEWAY_CB_FAILURE_THRESHOLD": "circuit_breaker.default.failure_threshold",
     "API_GATEWAY_CB_RECOVERY_TIMEOUT": "circuit_breaker.default.recovery_timeout",
     "API_GATEWAY_CB_SUCCESS_THRESHOLD": "circuit_breaker.default.success_threshold",

@@ -2,9 +2,10 @@
 
 Two uses. A client's ``If-None-Match`` / ``If-Modified-Since`` is answered 304 from a stored
 answer that it matches (``not_modified``). And a stale entry with an ``ETag`` or ``Last-Modified``
-is revalidated: the request that fills it asks the backend with those validators
-(``revalidation_fields``), and a 304 freshens the stored answer, whose fields are updated from it
-(``freshened_headers``, section 4.3.4) while its body is kept.
+is revalidated (so is a fresh one, for a client that sent no-cache): a request that goes to the
+backend with it at hand asks with those validators (``revalidation_fields``), and a 304 freshens
+the stored answer, whose fields are updated from it (``freshened_headers``, section 4.3.4) while
+its body is kept.
 """
 
 from __future__ import annotations

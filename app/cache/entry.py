@@ -80,11 +80,13 @@ def read_head(head: bytes) -> tuple[int, RawHeaders, bool, int, list[str], dict[
 
 def read_answer(head: bytes, stored_ms: int, now_ms: int) -> tuple[int, RawHeaders, bool, int]:
     """What an answer from the cache needs: status, headers, whether the body is compressed, and
-    its Age (RFC 9111 4.2.3: the age it arrived with plus the whole seconds it spent here)."""
+    its Age (RFC 9111 4.2.3: the age it arrived with plus the seconds it spent here, to the nearest).
+    The time here counts from the store, which lands after the client was answered: rounded down,
+    an answer read back 3 s after it arrived would say 2 (an age understated)."""
     info, _, block = head.partition(b"\n")
     status, compressed, age, _, _ = orjson.loads(info)
     parts = iter(block.split(b"\0"))
-    return status, list(zip(parts, parts)), compressed, age + max(0, now_ms - stored_ms) // 1000
+    return status, list(zip(parts, parts)), compressed, age + max(0, now_ms - stored_ms + 500) // 1000
 
 
 async def inflate(body: bytes) -> bytes:

@@ -120,3 +120,22 @@ def expires_lifetime(expires: bytes, date: bytes | None, now: float) -> int:
         return 0
     sent = http_date(date, now) if date is not None else None
     return min(int(expiry - (sent if sent is not None else now)), _LARGEST)
+
+
+# Section 4.2.2: the share of the time since Last-Modified that a heuristic may call fresh (the
+# value the section mentions, and that common caches use).
+_HEURISTIC_SHARE = 0.1
+
+
+def heuristic_lifetime(last_modified: bytes | None, date: bytes | None, now: float) -> int | None:
+    """A heuristic freshness lifetime (RFC 9111 section 4.2.2): a tenth of the time between
+    ``Last-Modified`` and the ``Date`` the response was sent with (``now`` when it has none); None
+    without a valid ``Last-Modified``, which leaves no basis for one. A ``Last-Modified`` after
+    that date gives 0."""
+    if last_modified is None:
+        return None
+    modified = http_date(last_modified, now)
+    if modified is None:
+        return None
+    sent = http_date(date, now) if date is not None else None
+    return min(max(0, int(((sent if sent is not None else now) - modified) * _HEURISTIC_SHARE)), _LARGEST)

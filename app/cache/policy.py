@@ -3,17 +3,23 @@
 The storage rules of RFC 9111 section 3 are those of hishel's sans-IO ``CacheMiss`` state (method,
 final status, no-store, private, Authorization, explicit freshness) and its header and freshness
 helpers; this module adds what a gateway needs on top (docs/design.md, "Cache"): status allow-list per
-route, no-cache responses not stored (we do not revalidate), Vary: * and Set-Cookie not stored,
-an Authorization'd request stored only when the response says ``public``, and the TTL rule
-min(metadata cache_time, route ttl, s-maxage/max-age minus Age).
+route, Vary: * and Set-Cookie not stored, an Authorization'd request stored only when the response
+says ``public``, and the TTL rule min(metadata cache_time, route ttl, s-maxage/max-age minus Age).
+An answer that is stale on arrival, or says ``no-cache``, is kept only with a validator, to be
+revalidated before it is used (app/cache/conditional.py).
+
+Two modes (``cache.mode``, or a route's own): ``seed`` keeps an answer without freshness
+information for the ttl, as the seed did; ``rfc9111`` keeps only what RFC 9111 lets a shared cache
+keep, fresh for its explicit lifetime or for the heuristic of section 4.2.2 (a tenth of the time
+since Last-Modified), and its routes' statuses default to every status it may store.
 
 Every miss is judged, so ``storable`` does not build hishel's objects per response: it applies the
 verdict they reduce to for a shared cache that stores GET only (see ``storable``), with hishel's
 Cache-Control parser (its results kept per header value). Lifetimes and ages are read strictly
 (freshness.py): what cannot be read makes the response stale, never long-lived. A valid targeted
-field (targeted.py: the gateway's own, then CDN-Cache-Control) takes the place of Cache-Control
-and Expires. Header names are
-lower-case, as ASGI and the proxy give them.
+field (targeted.py: the gateway's own, then CDN-Cache-Control), else Surrogate-Control's
+directives for the gateway (surrogate.py), takes the place of Cache-Control and Expires. Header
+names are lower-case, as ASGI and the proxy give them.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ from __future__ import annotations
 import abc
 import hashlib
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from hishel._core._headers import CacheControl, parse_cache_control
 
-from app.cache.freshness import NO_DELTAS, age_seconds, delta_directives, expires_lifetime
+from app.cache.freshness import NO_DELTAS, age_seconds, delta_directives, expires_lifetime, heuristic_lifetime
+from app.cache.surrogate import SURROGATE_CONTROL, surrogate_policy
 from app.cache.targeted import CDN_CACHE_CONTROL, TargetedPolicy, targeted_policy
 from app.config import CacheSection, RouteCacheSpec
 
@@ -44,6 +52,18 @@ _NEVER_KEPT = _NOT_STORED_HEADERS | _CONNECTION_HEADERS
 _DECIDING = frozenset({b"cache-control", b"vary", b"age", b"expires", b"set-cookie", b"etag", b"last-modified"})
 _WATCHED = _DECIDING | _NEVER_KEPT
 _OK = (200,)
+# RFC 9111 section 4.2.2 (RFC 9110 section 15.1): the statuses that may be given heuristic
+# freshness. 206 is one too, but partial answers are not stored here.
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# rfc9111 mode's default statuses: every final status a shared cache may store (with explicit
+# freshness, or heuristically cacheable), but 206 (ranges are not kept) and 304 (it freshens an
+# entry instead: conditional.py).
+_NEVER_STORED_STATUSES = frozenset({206, 304})
+RFC9111_STATUSES = frozenset(range(200, 600)) - _NEVER_STORED_STATUSES
+# The final statuses RFC 9110 defines: those this cache understands (must-understand, RFC 9111
+# section 5.2.2.3).
+UNDERSTOOD_STATUSES = frozenset({*range(200, 206), *range(300, 306), 307, 308, *range(400, 418), 421, 422, 426,
+                                 *range(500, 506)})
 _NO_DIRECTIVES = CacheControl()
 _CONTROLS: dict[bytes, CacheControl] = {}
 _CONTROLS_KEPT = 512
@@ -158,9 +178,13 @@ class DefaultCacheStrategy(CacheStrategy):
         own = self.settings.targeted_field
         self._targets = tuple(dict.fromkeys(
             ((own.lower().encode("latin-1"),) if own else ()) + (CDN_CACHE_CONTROL,)))
-        self._watched = _WATCHED | frozenset(self._targets)
+        self._watched = _WATCHED | frozenset(self._targets) | {SURROGATE_CONTROL}
         # The gateway's own field is addressed to it alone: never kept (nor forwarded: orchestrator).
         self._never_kept = _NEVER_KEPT | frozenset(self._targets[:1] if own else ())
+        # A route's statuses when it lists none, by its mode (None: cache.mode's).
+        self._rfc9111 = self.settings.mode == "rfc9111"
+        self._mode_statuses: dict[str | None, Container[int]] = {
+            "seed": _OK, "rfc9111": RFC9111_STATUSES, None: RFC9111_STATUSES if self._rfc9111 else _OK}
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -204,7 +228,10 @@ class DefaultCacheStrategy(CacheStrategy):
         if request.method != "GET":
             return None
         route = request.settings
-        if status not in (route.statuses if route is not None else _OK) or status == 206 or status == 304:
+        if route is not None and route.statuses is not None:
+            if status not in route.statuses or status in _NEVER_STORED_STATUSES:
+                return None
+        elif status not in self._mode_statuses[route.mode if route is not None else "seed"]:
             return None
         found: dict[bytes, bytes] | None = None
         watched = self._watched
@@ -222,8 +249,13 @@ class DefaultCacheStrategy(CacheStrategy):
         else:
             control = _NO_DIRECTIVES if raw_control is None else cache_control(raw_control)
             deltas = delta_directives(raw_control) if raw_control is not None else NO_DELTAS
-        if control.no_cache is True or control.no_store or control.private is True:
-            return None  # no-cache: to be revalidated before every use, which the cache does not do (only once stale)
+        if control.must_understand:
+            if status not in UNDERSTOOD_STATUSES:
+                return None
+        elif control.no_store:  # must-understand with a status understood overrides it (section 5.2.2.3)
+            return None
+        if control.private is True:
+            return None
         raw_vary = found.get(b"vary")
         vary = vary_names(raw_vary.decode("latin-1")) if raw_vary is not None else ()
         if "*" in vary:
@@ -255,30 +287,43 @@ class DefaultCacheStrategy(CacheStrategy):
         lifetime = deltas.s_maxage if deltas.s_maxage is not None else deltas.max_age
         if lifetime is None and b"expires" in found and targeted is None:
             lifetime = expires_lifetime(found[b"expires"], _field(headers, b"date"), time.time())
+        if lifetime is None and self._is_rfc9111(route):
+            # No explicit freshness: stored only when section 3 allows it, fresh only for what
+            # section 4.2.2's heuristic gives (nothing without Last-Modified).
+            if status not in HEURISTIC_STATUSES and not control.public:
+                return None
+            lifetime = heuristic_lifetime(found.get(b"last-modified"), _field(headers, b"date"), time.time()) or 0
         if lifetime is not None:
             ttl_ms = min(ttl_ms, (lifetime - age) * 1000)
-        if ttl_ms <= 0:
-            return None
+        validated = b"etag" in found or b"last-modified" in found
+        # no-cache: kept, but never used without a revalidation (section 5.2.2.4); it is stale at once.
+        no_cache = control.no_cache is True
+        if ttl_ms <= 0 or no_cache:
+            if not validated:
+                return None  # stale, and nothing to revalidate it with
+            ttl_ms = 0
         # No stale answer at all, not even one kept for stale_grace (RFC 9111 section 4.2.4):
         # s-maxage carries proxy-revalidate's meaning for a shared cache (section 5.2.2.10).
-        revalidate = control.must_revalidate or control.proxy_revalidate or deltas.s_maxage is not None
+        revalidate = (no_cache or control.must_revalidate or control.proxy_revalidate
+                      or deltas.s_maxage is not None)
         grace = 0 if revalidate else max(self.settings.stale_grace, control.stale_if_error or 0)
         swr = 0 if revalidate else (control.stale_while_revalidate
                                     if control.stale_while_revalidate is not None
                                     else self.settings.stale_while_revalidate)
-        validated = b"etag" in found or b"last-modified" in found
         return StoreDecision(ttl_ms=int(ttl_ms), grace_ms=grace * 1000, swr_ms=swr * 1000, vary=vary,
                              headers=kept, age=age, revalidate_ms=self.settings.ttl * 1000 if validated else 0)
 
     def _targeted(self, found: dict[bytes, bytes]) -> TargetedPolicy | None:
-        """The first targeted field of the list with a valid, non-empty value (RFC 9213 2.1)."""
+        """The first targeted field of the list with a valid, non-empty value (RFC 9213 2.1), else
+        Surrogate-Control's directives for the gateway (surrogate.py)."""
         for name in self._targets:
             value = found.get(name)
             if value is not None:
                 policy = targeted_policy(value)
                 if policy is not None:
                     return policy
-        return None
+        value = found.get(SURROGATE_CONTROL)
+        return surrogate_policy(value) if value is not None else None
 
     def _plain_decision(self, request: CacheRequest, route: RouteCacheSpec | None, headers: RawHeaders,
                         metadata: dict[str, Any] | None) -> StoreDecision | None:
@@ -286,15 +331,27 @@ class DefaultCacheStrategy(CacheStrategy):
         field that is never kept: the same rules with their values already known."""
         if request.header(b"authorization") is not None:
             return None  # without public
-        ttl_ms = self._route_ttl(route) * 1000
+        settings = self.settings
+        if route is None:
+            ttl_ms = settings.ttl * 1000
+        elif self._rfc9111 if route.mode is None else route.mode == "rfc9111":  # _is_rfc9111, inline
+            return None  # no freshness information, and no validator to revalidate it with
+        else:
+            ttl_ms = (route.ttl if route.ttl is not None else settings.ttl) * 1000
         if metadata and metadata.get("cache_time") is not None:
             ttl_ms = min(ttl_ms, int(float(metadata["cache_time"]) * 1000))
-        if ttl_ms <= 0:
-            return None
-        settings = self.settings
+            if ttl_ms <= 0:
+                return None
         return StoreDecision(ttl_ms=ttl_ms, grace_ms=settings.stale_grace * 1000,
                              swr_ms=settings.stale_while_revalidate * 1000,
                              vary=(CONSUMER,) if request.consumer is not None else (), headers=headers)
+
+    def _is_rfc9111(self, route: RouteCacheSpec | None) -> bool:
+        """Whether answers on this route are kept as RFC 9111 allows (else as the seed did).
+        Library calls (no route) keep their value as asked, in both modes."""
+        if route is None:
+            return False
+        return self._rfc9111 if route.mode is None else route.mode == "rfc9111"
 
     def _route_ttl(self, route: RouteCacheSpec | None) -> int:
         if route is not None and route.ttl is not None:

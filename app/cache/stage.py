@@ -111,7 +111,11 @@ class CacheStage(Stage):
             ex.read_body_up_to = self.settings.max_body_size
         if decision is Lookup.REFRESH:
             self._mark(ex, route, pending, b"MISS")
-            return None
+            if ex.method != "GET":
+                return None
+            # The client wants an answer the backend confirmed: an entry kept for it is looked up
+            # (never locked, never waited for) only to be revalidated (_refresh).
+            return self.manager.lookup_call(ex.path, entry_id, base_id, names, FINAL)
         if ex.method == "GET":
             pending.token = new_token()
             return self.manager.lookup_call(ex.path, entry_id, base_id, names, MAY_LOCK, pending.token,
@@ -125,7 +129,9 @@ class CacheStage(Stage):
             return None
         pending: Pending | None = ex.cache
         if pending is None or route is None or pending.header_at >= 0:
-            return None  # no lookup made (bypassed or refreshing)
+            if pending is not None and route is not None and ex.method == "GET":  # marked: a refresh
+                await self._refresh(ex, route, pending, store_reply)
+            return None  # no lookup made (bypassed), or one made only to revalidate (refresh)
         pending.admitted = True
         try:
             if isinstance(store_reply, BaseException):
@@ -154,15 +160,35 @@ class CacheStage(Stage):
         pending.holds_lock = code == MISS and reply.locked == 1
         if reply.head is not None:
             pending.stale = reply
-            if pending.holds_lock and ex.method == "GET" and route.compiled.transform is None:
+            if ex.method == "GET" and route.compiled.transform is None:
                 self._revalidate(ex, pending, reply)
         self._mark(ex, route, pending, b"MISS")
         return None
 
+    async def _refresh(self, ex: Exchange, route: Route, pending: Pending, store_reply: Any) -> None:
+        """A request with Cache-Control: no-cache (max-age=0, Pragma: no-cache) goes to the backend;
+        with the entry kept for it, fresh or not, it asks with that entry's validators (RFC 9111
+        section 5.2.1.4), and a 304 answers it with the stored body. Whatever goes wrong in the
+        lookup leaves it a plain miss."""
+        pending.admitted = True
+        if not isinstance(store_reply, list):
+            return
+        try:
+            reply = lookup_reply(store_reply)
+            if reply.code == VARY:
+                reply = await self._settle(pending, reply)
+        except (StoreError, ValueError):
+            return
+        if reply.head is not None:
+            pending.stale = reply
+            if route.compiled.transform is None:
+                self._revalidate(ex, pending, reply)
+
     @staticmethod
     def _revalidate(ex: Exchange, pending: Pending, reply: LookupReply) -> None:
-        """This request fills the key and an expired entry is kept: ask the backend with the entry's
-        validators (none when the client sent conditions of its own), so that a 304 freshens it."""
+        """An expired entry is kept and this request goes to the backend (it fills the key, or it
+        did not wait for the one that does): ask with the entry's validators (none when the client
+        sent conditions of its own), so that a 304 freshens it instead of a body sent again."""
         for name in CLIENT_CONDITIONS:
             if ex.header(name) is not None:
                 return
@@ -188,6 +214,10 @@ class CacheStage(Stage):
             reply = await self._look(pending, FINAL if not pending.token else MAY_LOCK)
             if reply.code == VARY:  # the resource's Vary changed under us: a plain miss
                 return as_miss(reply)
+        if reply.code == WAIT and not _ever_fresh(reply):
+            # Kept only to be revalidated before each use (no-cache, stale on arrival): another
+            # request's revalidation would not do for this one, so it does not wait for it.
+            return reply
         if reply.code == WAIT:
             reply = await self.waiters.wait(pending.entry_id, self.settings.lock_wait,
                                             lambda final: self._look(pending, FINAL if final else MAY_LOCK))
@@ -206,10 +236,8 @@ class CacheStage(Stage):
         """``headers``: a list of the entry's, decoded for this answer (this adds to it)."""
         pending.done = True
         self._mark(ex, route, pending, how)
-        if status == 200:
-            if_none_match, if_modified_since = ex.header(b"if-none-match"), ex.header(b"if-modified-since")
-            if (if_none_match is not None or if_modified_since is not None) \
-                    and not_modified(if_none_match, if_modified_since, headers):
+        if status == 200 and (ex.header(b"if-none-match") is not None or ex.header(b"if-modified-since") is not None):
+            if not_modified(ex.header(b"if-none-match"), ex.header(b"if-modified-since"), headers):
                 # The client's own copy is current: 304, without the body.
                 fields = not_modified_headers(headers)
                 fields.append((b"age", b"%d" % age))
@@ -297,6 +325,8 @@ class CacheStage(Stage):
         pending: Pending | None = ex.cache
         if pending is None or pending.stale is None:
             return None
+        if self.strategy.lookup(pending.request) is Lookup.REFRESH:
+            return None  # the client asked for an answer the backend confirmed, not a kept one
         stale = pending.stale
         if stale.now_ms >= stale.times.stale_ms:
             return None  # past its grace
@@ -304,3 +334,10 @@ class CacheStage(Stage):
         body = stale.body or b""
         return self._answer(ex, route, pending, status, headers, zlib.decompress(body) if compressed else body,
                             age, b"STALE")
+
+
+def _ever_fresh(reply: LookupReply) -> bool:
+    """Whether the entry a lookup carries was stored with some freshness (else it was kept only to
+    be revalidated: policy.py); True when it carries none."""
+    times = reply.times
+    return times is None or times.fresh_ms > times.stored_ms

@@ -1,11 +1,11 @@
 """The public HTTP cache test suite (http-cache-tests on npm, the suite behind cache-tests.fyi) run
 through the gateway: its origin server behind one catch-all route, its command-line client in
-front, on the memory store and on Redis.
+front, in each cache mode (``cache.mode``: seed and rfc9111), on the memory store and on Redis.
 
 The suite is installed with the machine's Node.js into a cache directory outside the repository and
 reused between runs. Its results are counted by the kinds its own pages show
-(http_cache_summary.mjs) and compared with http_cache_baseline.json: passes may only go up,
-conformance failures (the suite's "⛔️") only down. When a change improves them, write the new
+(http_cache_summary.mjs) and compared with the mode's counts in http_cache_baseline.json: passes
+may only go up, conformance failures (the suite's "⛔️") only down. When a change improves them, write the new
 counts into the baseline (the failure message prints them).
 """
 
@@ -109,9 +109,10 @@ def _run_suite(suite_dir: Path, base_url: str) -> dict[str, Any]:
     return json.loads(summary.stdout)
 
 
-def _gateway_config(origin: str, store: str, redis_url: str | None, prefix: str) -> dict[str, Any]:
+def _gateway_config(origin: str, mode: str, store: str, redis_url: str | None, prefix: str) -> dict[str, Any]:
     config: dict[str, Any] = {
         "router": {"routes": [{"path": "/*", "target": origin}]},
+        "cache": {"mode": mode},
         # The suite sends a few thousand requests from one client in a minute, and some of its
         # answers are 5xx on purpose: neither a rate limit nor a circuit is what it tests.
         "rate_limiter": {"enabled": False},
@@ -125,21 +126,23 @@ def _gateway_config(origin: str, store: str, redis_url: str | None, prefix: str)
 
 @pytest.mark.timeout(RUN_TIMEOUT + 120)
 @pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.parametrize("mode", ["seed", "rfc9111"])
 def test_http_cache_suite_no_worse_than_the_baseline(request: pytest.FixtureRequest, suite_dir: Path,
-                                                     origin: str, store: str, key_prefix: str) -> None:
+                                                     origin: str, mode: str, store: str, key_prefix: str) -> None:
     redis_url = None
     if store == "redis":
         request.getfixturevalue("redis_client")  # removes the run's keys afterwards
         redis_url = request.getfixturevalue("redis_url")
-    config = parse_config(_gateway_config(origin, store, redis_url, key_prefix), {})
+    config = parse_config(_gateway_config(origin, mode, store, redis_url, key_prefix), {})
     with GatewayThread(config) as gateway:
         summary = _run_suite(suite_dir, gateway.url)
     counts = summary["counts"]
-    baseline = json.loads(BASELINE.read_text())
-    report = (f"{store}: {counts['pass']} passed, {counts['fail']} conformance failures "
+    recorded = json.loads(BASELINE.read_text())
+    baseline = recorded["modes"][mode]
+    report = (f"{mode}, {store}: {counts['pass']} passed, {counts['fail']} conformance failures "
               f"(baseline {baseline['pass']} / {baseline['fail']}); all kinds: {json.dumps(counts)}; "
               f"by name: {json.dumps(summary['named'])}")
     print(report)  # the counts, for the log of a run that passes too
-    assert sum(counts.values()) == baseline["tests"], report
+    assert sum(counts.values()) == recorded["tests"], report
     assert counts["pass"] >= baseline["pass"], report
     assert counts["fail"] <= baseline["fail"], report

@@ -1,6 +1,7 @@
 """Targeted cache-control fields (RFC 9213) through the gateway, in front of a real backend that
 answers the fields each test asks for: CDN-Cache-Control over Cache-Control, the gateway's own
-field (cache.targeted_field) over both, invalid fields ignored, and the own field never forwarded."""
+field (cache.targeted_field) over both, invalid fields ignored, the own field never forwarded; and
+Surrogate-Control after them."""
 
 from __future__ import annotations
 
@@ -56,6 +57,16 @@ def _twice(gateway: GatewayThread, **fields: str) -> tuple[httpx.Response, httpx
     ({"CDN-Cache-Control": "max-age=60;x=1, must-revalidate", "Cache-Control": "no-store"}, True),
     ({"CDN-Cache-Control": "Max-Age=60", "Cache-Control": "no-store"}, False),
     ({"CDN-Cache-Control": "max-age=60 no-store", "Cache-Control": "no-store"}, False),
+    # Surrogate-Control, after the targeted fields: its directives for no device in particular.
+    ({"Surrogate-Control": "max-age=60", "Cache-Control": "no-store"}, True),
+    ({"Surrogate-Control": "MAX-AGE=60+30", "Cache-Control": "no-store"}, True),
+    ({"Surrogate-Control": "no-store", "Cache-Control": "max-age=60"}, False),
+    ({"Surrogate-Control": "max-age=0", "Cache-Control": "max-age=60"}, False),
+    ({"Surrogate-Control": "max-age =60", "Cache-Control": "max-age=600"}, False),  # a lifetime unread
+    ({"Surrogate-Control": "no-store;other-device", "Cache-Control": "max-age=60"}, True),  # not ours
+    ({"Surrogate-Control": 'content="ESI/1.0"', "Cache-Control": "max-age=60"}, True),  # nothing for us
+    ({"CDN-Cache-Control": "max-age=60", "Surrogate-Control": "no-store", "Cache-Control": "no-store"}, True),
+    ({"CDN-Cache-Control": "no-store", "Surrogate-Control": "max-age=60", "Cache-Control": "max-age=60"}, False),
 ])
 def test_which_field_decides(gateway: GatewayThread, backend: BackendServer, fields: dict[str, str],
                              kept: bool) -> None:

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from app.cache.freshness import DeltaDirectives, age_seconds, delta_directives, expires_lifetime, http_date
+from app.cache.freshness import (DeltaDirectives, age_seconds, delta_directives, expires_lifetime, heuristic_lifetime,
+                                  http_date)
 from app.cache.policy import CacheRequest, DefaultCacheStrategy
 from app.config import CacheSection, RouteCacheSpec
 
@@ -145,3 +146,54 @@ def test_directives_that_forbid_serving_stale_leave_no_grace(control: str) -> No
 def test_without_them_stale_grace_and_revalidation_windows_remain() -> None:
     decision = _store(("Cache-Control", "max-age=60"))
     assert decision is not None and (decision.grace_ms, decision.swr_ms) == (60_000, 10_000)
+
+
+# -- heuristic freshness (rfc9111 mode) --------------------------------------------------------
+
+RFC9111 = DefaultCacheStrategy(CacheSection(ttl=300, mode="rfc9111"))
+
+
+def _store_rfc9111(status: int, *fields: tuple[str, str], strategy: DefaultCacheStrategy = RFC9111):
+    raw = [(name.lower().encode(), value.encode()) for name, value in fields]
+    request = CacheRequest(method="GET", route="r", path="/a", settings=RouteCacheSpec())
+    return strategy.storable(request, status, raw)
+
+
+@pytest.mark.parametrize("last_modified, date, lifetime", [
+    (NOW - 1000, NOW, 100),            # a tenth of the time since Last-Modified
+    (NOW - 1000, NOW - 500, 50),       # ... until the Date it was sent with
+    (NOW - 9, NOW, 0),                 # less than a second
+    (NOW + 60, NOW, 0),                # modified after it was sent: no freshness
+])
+def test_heuristic_lifetime(last_modified: float, date: float, lifetime: int) -> None:
+    assert heuristic_lifetime(_imf(last_modified).encode(), _imf(date).encode(), NOW) == lifetime
+
+
+def test_heuristic_lifetime_needs_a_valid_last_modified() -> None:
+    assert heuristic_lifetime(None, _imf(NOW).encode(), NOW) is None
+    assert heuristic_lifetime(b"yesterday", _imf(NOW).encode(), NOW) is None
+    assert heuristic_lifetime(_imf(NOW - 1000).encode(), b"not a date", NOW) == 100  # the time it arrived
+
+
+def test_rfc9111_heuristic_freshness_is_capped_by_the_ttl() -> None:
+    day_old = ("Last-Modified", _imf(NOW - 86_400))
+    decision = _store_rfc9111(200, ("Date", _imf(NOW)), day_old)
+    assert decision is not None and decision.ttl_ms == 300_000  # a tenth of a day is 8640 s
+    long_ttl = DefaultCacheStrategy(CacheSection(ttl=100_000, mode="rfc9111"))
+    decision = _store_rfc9111(200, ("Date", _imf(NOW)), day_old, strategy=long_ttl)
+    assert decision is not None and decision.ttl_ms == 8_640_000
+
+
+def test_rfc9111_without_freshness_or_heuristic_keeps_only_what_it_can_revalidate() -> None:
+    assert _store_rfc9111(200) is None
+    assert _store_rfc9111(200, ("Cache-Control", "public")) is None  # no Last-Modified: no heuristic
+    decision = _store_rfc9111(200, ("ETag", '"a"'))
+    assert decision is not None and decision.ttl_ms == 0 and decision.revalidate_ms == 300_000
+    assert _store_rfc9111(302, ("ETag", '"a"')) is None  # not heuristically cacheable: not storable
+
+
+def test_a_no_cache_answer_is_kept_stale_without_grace() -> None:
+    decision = _store(("Cache-Control", "no-cache, max-age=60"), ("ETag", '"a"'))
+    assert decision is not None
+    assert (decision.ttl_ms, decision.grace_ms, decision.swr_ms, decision.revalidate_ms) == (0, 0, 0, 300_000)
+    assert _store(("Cache-Control", "no-cache, max-age=60")) is None  # nothing to revalidate with

@@ -225,3 +225,12 @@ def test_websockets_are_off_unless_a_route_turns_them_on() -> None:
     config = parse_config({"router": {"routes": [{"path": "/a", "target": "http://b"}]}}, {})
     assert config.router.routes[0].websocket.enabled is False
     assert config.server.websocket.max_message_size == 1024 * 1024
+
+
+def test_the_cache_mode_from_the_environment_and_a_bad_one_named() -> None:
+    assert parse_config({}, {}).cache.mode == "seed"
+    assert parse_config({}, {"API_GATEWAY_CACHE_MODE": "rfc9111"}).cache.mode == "rfc9111"
+    with pytest.raises(ConfigError, match="cache.mode"):
+        parse_config({}, {"API_GATEWAY_CACHE_MODE": "strict"})
+    with pytest.raises(ConfigError, match=r"router.routes.0.cache.mode"):
+        parse_config({"router": {"routes": [{"path": "/a", "target": "http://b", "cache": {"mode": "x"}}]}}, {})
