@@ -129,8 +129,8 @@ class ApiCacheManager:
         entry_id = self.strategy.cache_key(request)
         base_id = entry_id
         for _ in range(2):
-            reply = lookup_reply((await self.store.run(self.lookup_call(request.path, entry_id, base_id, names,
-                                                                        FINAL, query=request.query)))[0])
+            reply = lookup_reply((await self.store.run(self.lookup_call(request.path, request.query, entry_id,
+                                                                        base_id, names, FINAL)))[0])
             if reply.code != VARY:
                 break
             names = reply.vary
@@ -158,8 +158,8 @@ class ApiCacheManager:
         keys = self.keys
         return keys.buckets[crc32(query, crc32(path.encode())) % keys.count]
 
-    def lookup_call(self, path: str, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
-                    token: str = "", margin: int = 0, query: bytes = b"") -> ScriptCall:
+    def lookup_call(self, path: str, query: bytes, entry_id: str, base_id: str, names: tuple[str, ...],
+                    mode: str, token: str = "", margin: int = 0) -> ScriptCall:
         """``path`` and ``query``: the request's (they choose the bucket; the indexes name the
         entry with the path)."""
         return protocol.lookup_call(self.bucket(path, query), path, entry_id, base_id, names, mode, token,

@@ -42,7 +42,7 @@ async def test_a_new_entrys_store_and_a_hit_count_their_redis_commands() -> None
                     other = CacheRequest(method="GET", route="r", path=f"/other/{max_bytes}/{i}")
                     other_id = cache.strategy.cache_key(other)
                     await store.run(cache.store_call(other, other_id, other_id, _DECISION, 200, b"x", ""))
-                miss = lookup_reply((await store.run(cache.lookup_call(request.path, entry_id, entry_id, (),
+                miss = lookup_reply((await store.run(cache.lookup_call(request.path, request.query, entry_id, entry_id, (),
                                                                        MAY_LOCK, "tok")))[0])
                 assert (miss.code, miss.locked) == (MISS, 1)
                 before = _calls(client)
@@ -53,7 +53,7 @@ async def test_a_new_entrys_store_and_a_hit_count_their_redis_commands() -> None
                 # and HLEN; ZRANGEBYSCORE for expired entries; ZCARD; GET and DEL of the lock.
                 assert sum(stored.values()) == 18, stored
                 before = _calls(client)
-                hit = lookup_reply((await store.run(cache.lookup_call(request.path, entry_id, entry_id, (),
+                hit = lookup_reply((await store.run(cache.lookup_call(request.path, request.query, entry_id, entry_id, (),
                                                                       MAY_LOCK, "again")))[0])
                 assert hit.code == HIT
                 assert sum(_commands_run(client, before).values()) == 6  # TIME, HMGET, HGET and HSET clock, ZADD, HINCRBY hits
