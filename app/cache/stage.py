@@ -160,7 +160,7 @@ class CacheStage(Stage):
         pending.holds_lock = code == MISS and reply.locked == 1
         if reply.head is not None:
             pending.stale = reply
-            if ex.method == "GET" and route.compiled.transform is None:
+            if ex.method == "GET":
                 self._revalidate(ex, pending, reply)
         self._mark(ex, route, pending, b"MISS")
         return None
@@ -181,8 +181,7 @@ class CacheStage(Stage):
             return
         if reply.head is not None:
             pending.stale = reply
-            if route.compiled.transform is None:
-                self._revalidate(ex, pending, reply)
+            self._revalidate(ex, pending, reply)
 
     @staticmethod
     def _revalidate(ex: Exchange, pending: Pending, reply: LookupReply) -> None:

@@ -40,7 +40,8 @@ async def transform_request(ex: Exchange, route: Route, transform: CompiledTrans
 async def transform_reply(ex: Exchange, route: Route, transform: CompiledTransform, reply: Reply) -> Reply:
     """Rewrite the backend's answer for the client's version."""
     reply.headers = transform.response_headers(reply.headers)
-    if not transform.has_response_body_rules:
+    if not transform.has_response_body_rules or reply.status == 304:
+        # A 304 has no body: the kept entry it confirms holds the body, transformed when it was stored.
         return reply
     limit: int = route.compiled.max_body
     if reply.stream is not None:

@@ -32,7 +32,7 @@ class Seen:
 
 class Origin(AiohttpOrigin):
     """/etag/... answers with an ETag, /lm/... with a Last-Modified only, /mr/... with an ETag and
-    must-revalidate; each answer is fresh for one second. A request whose validator matches the
+    must-revalidate, /json/... with an ETag and a JSON body; each answer is fresh for one second. A request whose validator matches the
     resource's gets a 304 fresh for a minute, with X-Revalidated. ``change(path)`` makes a new
     version of a resource (another ETag and body)."""
 
@@ -62,6 +62,9 @@ class Origin(AiohttpOrigin):
         if matched:
             return web.Response(status=304, headers={**validators, "Cache-Control": "max-age=60",
                                                      "X-Revalidated": "yes"})
+        if path.startswith("/json/"):
+            return web.json_response({"name": f"{path} version {version}"},
+                                     headers={**validators, "Cache-Control": control, "X-Version": str(version)})
         return web.Response(body=f"{path} version {version}".encode(), content_type="text/plain",
                             headers={**validators, "Cache-Control": control, "X-Version": str(version)})
 
@@ -76,6 +79,20 @@ def origin() -> Iterator[Origin]:
 @pytest.fixture(params=["memory", "redis"])
 async def fleet(request: pytest.FixtureRequest, origin: Origin, key_prefix: str) -> AsyncIterator[list[Replica]]:
     raw: dict[str, Any] = {"router": {"routes": [{"path": "/*", "target": origin.url}]},
+                           "redis": {"prefix": key_prefix}, "rate_limiter": {"enabled": False},
+                           "cache": {"stale_grace": 0}}
+    async with replicas_on(request.param, parse_config(raw, {}), request, key_prefix) as replicas:
+        yield replicas
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def transforming_fleet(request: pytest.FixtureRequest, origin: Origin,
+                             key_prefix: str) -> AsyncIterator[list[Replica]]:
+    """A route that rewrites the answers' bodies and headers (a transform) in front of the origin."""
+    transform = {"response_rules": [{"op": "uppercase", "field": "name"}],
+                 "response_headers": {"add": {"X-Transformed": "yes"}}}
+    raw: dict[str, Any] = {"router": {"routes": [{"path": "/json/*", "target": origin.url, "strip_prefix": False,
+                                                  "transform": transform}]},
                            "redis": {"prefix": key_prefix}, "rate_limiter": {"enabled": False},
                            "cache": {"stale_grace": 0}}
     async with replicas_on(request.param, parse_config(raw, {}), request, key_prefix) as replicas:
@@ -112,6 +129,37 @@ async def test_a_304_freshens_the_stale_entry(fleet: list[Replica], origin: Orig
     assert again.headers["x-cache"] == "HIT"
     assert again.content == first.content and again.headers["x-revalidated"] == "yes"
     assert len(origin.seen) == 2
+
+
+async def test_a_route_with_a_transform_revalidates_its_transformed_entry(
+        transforming_fleet: list[Replica], origin: Origin) -> None:
+    """The entry holds the answer as transformed; the backend's 304 confirms it (no body to
+    transform), and the client gets the stored, transformed body."""
+    a, b = transforming_fleet
+    first = await _stale(a, "/json/a")
+    assert first.json() == {"name": "/JSON/A VERSION 1"} and first.headers["x-transformed"] == "yes"
+    answer = await b.get("/json/a")
+    assert answer.status_code == 200
+    assert answer.headers["x-cache"] == "REVALIDATED"
+    assert answer.content == first.content and answer.headers["x-transformed"] == "yes"
+    assert answer.headers["content-length"] == str(len(first.content))
+    assert [asked.if_none_match for asked in origin.conditionals("/json/a")] == ['"v1"']
+    again = await a.get("/json/a")
+    assert again.headers["x-cache"] == "HIT" and again.content == first.content
+    assert len(origin.seen) == 2
+
+
+async def test_a_route_with_a_transform_relays_the_backends_304_without_a_body_length(
+        transforming_fleet: list[Replica], origin: Origin) -> None:
+    """A client's own conditions go to the backend as sent; its 304 has no body to transform, so it
+    reaches the client with no Content-Length of an empty body (a 304's, if any, is the 200's)."""
+    a, _ = transforming_fleet
+    first = await _stale(a, "/json/c")
+    answer = await a.send("GET", "/json/c", None, **{"If-None-Match": first.headers["etag"]})
+    assert answer.status_code == 304 and answer.content == b""
+    assert answer.headers.get("content-length") in (None, str(len(first.content))), answer.headers
+    assert answer.headers["x-transformed"] == "yes"
+    assert [asked.if_none_match for asked in origin.conditionals("/json/c")] == ['"v1"']
 
 
 async def test_a_changed_resource_replaces_the_entry(fleet: list[Replica], origin: Origin) -> None:
