@@ -115,8 +115,9 @@ class CacheStage(Stage):
         if ex.method == "GET":
             pending.token = new_token()
             return self.manager.lookup_call(ex.path, entry_id, base_id, names, MAY_LOCK, pending.token,
-                                            query=ex.query_string)
-        return self.manager.lookup_call(ex.path, entry_id, base_id, names, FINAL, query=ex.query_string)
+                                            query=ex.query_string, host=request.host)
+        return self.manager.lookup_call(ex.path, entry_id, base_id, names, FINAL, query=ex.query_string,
+                                        host=request.host)
 
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
         if ex.method not in SAFE_METHODS:
@@ -198,7 +199,7 @@ class CacheStage(Stage):
     async def _look(self, pending: Pending, mode: str) -> LookupReply:
         request = pending.request
         call = self.manager.lookup_call(request.path, pending.entry_id, pending.base_id, pending.names, mode,
-                                        pending.token, query=request.query)
+                                        pending.token, query=request.query, host=request.host)
         return lookup_reply((await self.store.run(call))[0])
 
     def _answer(self, ex: Exchange, route: Route, pending: Pending, status: int, headers: RawHeaders,

@@ -68,7 +68,7 @@ class CacheWarmer:
         pending = Pending(request, strategy.cache_key(request, names) if names else base_id, base_id,
                           names, new_token())
         call = self.manager.lookup_call(request.path, pending.entry_id, base_id, names, WARM, pending.token, MARGIN,
-                                        request.query)
+                                        request.query, request.host)
         try:
             reply = lookup_reply((await self.manager.store.run(call))[0])
         except StoreError:
