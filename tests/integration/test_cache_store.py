@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import redis
 
-from app.cache.protocol import DUE, FINAL, FRESH, HIT, MAY_LOCK, MISS, WAIT, WARM
-from app.cache.policy import CacheRequest, StoreDecision
+from app.cache.protocol import DUE, FINAL, FRESH, HIT, MAY_LOCK, MISS, WAIT, WARM, UriTarget, peek_call, purge_calls
+from app.cache.policy import CacheRequest, StoreDecision, uri_id
 from app.cache_manager import ApiCacheManager, DefaultCacheStrategy
 from app.store import Store
 
@@ -280,3 +280,33 @@ def _args(call):  # ScriptCall -> store.call's arguments
 def test_only_get_and_head_are_looked_up(method: str) -> None:
     from app.cache.policy import Lookup
     assert DefaultCacheStrategy().lookup(CacheRequest(method=method, route="r", path="/")) is Lookup.BYPASS
+
+
+async def test_a_purge_during_a_fill_refuses_its_store(store: Store) -> None:
+    """The lock lists the fill under its URI: a write's peek sees it, its purge frees the lock (the
+    next lookup fills anew) and the fill's store, landing after, is refused."""
+    cache = ApiCacheManager(store=store)
+    request = CacheRequest(method="GET", route="r", path="/written")
+    entry_id = cache.strategy.cache_key(request)
+    target = UriTarget("/written", b"", (uri_id("", "/written", b""),))
+    assert await store.call(*_args(peek_call(cache.bucket, target))) == 0
+    assert (await store.call(*_args(cache.lookup_call("/written", entry_id, entry_id, (), MAY_LOCK, "f"))))[1] == 1
+    assert await store.call(*_args(peek_call(cache.bucket, target))) == 1
+    await store.run(*purge_calls(cache.bucket, [target]))
+    assert await store.call(*_args(peek_call(cache.bucket, target))) == 0
+    assert (await store.call(*_args(cache.lookup_call("/written", entry_id, entry_id, (), MAY_LOCK, "g"))))[1] == 1
+    assert (await store.run(cache.store_call(request, entry_id, entry_id, _decision(), 200, b"old", "f")))[0] == [0, 0, 0]
+    assert (await store.call(*_args(cache.lookup_call("/written", entry_id, entry_id, (), FINAL))))[0] == MISS
+    assert (await store.run(cache.store_call(request, entry_id, entry_id, _decision(), 200, b"new", "g")))[0][2] == 1
+    hit = await store.call(*_args(cache.lookup_call("/written", entry_id, entry_id, (), FINAL)))
+    assert hit[0] == HIT and hit[5] == b"new"
+
+
+async def test_a_released_fill_leaves_its_uri(store: Store) -> None:
+    cache = ApiCacheManager(store=store)
+    request = CacheRequest(method="GET", route="r", path="/unkept")
+    entry_id = cache.strategy.cache_key(request)
+    target = UriTarget("/unkept", b"", (uri_id("", "/unkept", b""),))
+    assert (await store.call(*_args(cache.lookup_call("/unkept", entry_id, entry_id, (), MAY_LOCK, "a"))))[1] == 1
+    assert await store.call(*_args(cache.release_call(request, entry_id, "a", 0))) == 1
+    assert await store.call(*_args(peek_call(cache.bucket, target))) == 0  # a write has nothing to purge
