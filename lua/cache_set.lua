@@ -15,8 +15,9 @@ local function release()
     redis.call('PUBLISH', ARGV[11], ARGV[12])
   end
 end
--- A fill stores only while its URI still lists it under its token (cache_get.lua): an unsafe
--- request purged the URI since its lookup (cache_purge.lua), so its answer may predate the write.
+-- A fill stores only while its URI still lists it under its token (cache_get.lua). Not listed: an
+-- unsafe request purged the URI since the lookup (cache_purge.lua), so the answer may predate the
+-- write; or a later fill took the key over once this lock expired; or the listing expired.
 if ARGV[8] ~= '' and redis.call('HGET', KEYS[9], ARGV[1]) ~= ARGV[8] then
   release()
   return {0, 0, 0}
@@ -81,7 +82,7 @@ end
 
 -- The entry under its URI ("1", where its fill was listed), for a purge by an unsafe request
 -- (cache_purge.lua): the list lives as long as its longest-kept entry; past 64 members, those whose
--- entry is gone leave it.
+-- entry is gone leave it (a fill in progress too: its store is then refused, not kept).
 redis.call('HSET', KEYS[9], member, 1)
 if redis.call('PTTL', KEYS[9]) < keep then redis.call('PEXPIRE', KEYS[9], keep) end
 if redis.call('HLEN', KEYS[9]) > 64 then
