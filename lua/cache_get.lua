@@ -24,9 +24,14 @@ if meta then
   fresh, swr, stored = tonumber(f), tonumber(w), tonumber(st)
 end
 
+-- A fill taken is listed under its URI (KEYS[7], member -> the lock's token) until its store lands:
+-- an unsafe request's peek then sees something to purge, and its purge frees the lock and has the
+-- store refused (cache_purge.lua, cache_set.lua). A URI new to the index keeps it ARGV[7] ms.
 local function lock()
-  if redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
-  return 0
+  if not redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ARGV[3]) then return 0 end
+  redis.call('HSET', KEYS[7], ARGV[4], ARGV[2])
+  redis.call('PEXPIRE', KEYS[7], ARGV[7], 'NX')
+  return 1
 end
 
 if mode == '2' then

@@ -5,6 +5,24 @@
 -- recently read, one whose grace is over) is named in the others and its key is the prefix and
 -- the id. Eviction deletes entries named from ARGV[10] (not in KEYS): they share this script's
 -- hash tag, so Redis Cluster runs it on one slot; see README "Caching".
+-- The fill lock ARGV[8] holds ("" none): given back once the entry is stored, or refused.
+local function release()
+  local held = redis.call('GET', KEYS[5])
+  if held == ARGV[8] then
+    redis.call('DEL', KEYS[5])
+  elseif held == ARGV[8] .. '!' then
+    redis.call('DEL', KEYS[5])
+    redis.call('PUBLISH', ARGV[11], ARGV[12])
+  end
+end
+-- A fill stores only while its URI still lists it under its token (cache_get.lua). Not listed: an
+-- unsafe request purged the URI since the lookup (cache_purge.lua), so the answer may predate the
+-- write; or a later fill took the key over once this lock expired; or the listing expired.
+if ARGV[8] ~= '' and redis.call('HGET', KEYS[9], ARGV[1]) ~= ARGV[8] then
+  release()
+  return {0, 0, 0}
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local member = ARGV[1]
@@ -62,8 +80,9 @@ else
   redis.call('DEL', KEYS[6], KEYS[7])
 end
 
--- The entry under its URI, for a purge by an unsafe request (cache_purge.lua): the list lives as
--- long as its longest-kept entry; past 64 members, those whose entry is gone leave it.
+-- The entry under its URI ("1", where its fill was listed), for a purge by an unsafe request
+-- (cache_purge.lua): the list lives as long as its longest-kept entry; past 64 members, those whose
+-- entry is gone leave it (a fill in progress too: its store is then refused, not kept).
 redis.call('HSET', KEYS[9], member, 1)
 if redis.call('PTTL', KEYS[9]) < keep then redis.call('PEXPIRE', KEYS[9], keep) end
 if redis.call('HLEN', KEYS[9]) > 64 then
@@ -102,13 +121,5 @@ if max_bytes > 0 then
 end
 if evicted > 0 then redis.call('HINCRBY', KEYS[8], 'evictions', evicted) end
 
-if ARGV[8] ~= '' then
-  local held = redis.call('GET', KEYS[5])
-  if held == ARGV[8] then
-    redis.call('DEL', KEYS[5])
-  elseif held == ARGV[8] .. '!' then
-    redis.call('DEL', KEYS[5])
-    redis.call('PUBLISH', ARGV[11], ARGV[12])
-  end
-end
-return {evicted, purged}
+if ARGV[8] ~= '' then release() end
+return {evicted, purged, 1}

@@ -129,8 +129,8 @@ class ApiCacheManager:
         entry_id = self.strategy.cache_key(request)
         base_id = entry_id
         for _ in range(2):
-            reply = lookup_reply((await self.store.run(self.lookup_call(request.path, request.query, entry_id,
-                                                                        base_id, names, FINAL)))[0])
+            reply = lookup_reply((await self.store.run(self.lookup_call(request.path, request.query, request.host,
+                                                                        entry_id, base_id, names, FINAL)))[0])
             if reply.code != VARY:
                 break
             names = reply.vary
@@ -158,16 +158,18 @@ class ApiCacheManager:
         keys = self.keys
         return keys.buckets[crc32(query, crc32(path.encode())) % keys.count]
 
-    def lookup_call(self, path: str, query: bytes, entry_id: str, base_id: str, names: tuple[str, ...],
-                    mode: str, token: str = "", margin: int = 0) -> ScriptCall:
+    def lookup_call(self, path: str, query: bytes, host: str, entry_id: str, base_id: str,
+                    names: tuple[str, ...], mode: str, token: str = "", margin: int = 0) -> ScriptCall:
         """``path`` and ``query``: the request's (they choose the bucket; the indexes name the
-        entry with the path)."""
+        entry with the path); ``host``: the ``CacheRequest``'s (with them, the URI a lock lists
+        the fill under, as its store lists the entry)."""
         return protocol.lookup_call(self.bucket(path, query), path, entry_id, base_id, names, mode, token,
-                                    self._lock_ms, margin)
+                                    self._lock_ms, uri_id(host, path, query), margin)
 
     def release_call(self, request: CacheRequest, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
         """Give back the fill lock ``token`` holds on ``entry_id`` (``pass_ms``: then skip the lock that long)."""
-        return protocol.release_call(self.bucket(request.path, request.query), entry_id, token, pass_ms)
+        return protocol.release_call(self.bucket(request.path, request.query), request.path, entry_id, token,
+                                     pass_ms, uri_id(request.host, request.path, request.query))
 
     def store_call(self, request: CacheRequest, entry_id: str, base_id: str, decision: StoreDecision,
                    status: int, body: bytes, token: str, metadata: dict[str, Any] | None = None) -> ScriptCall:

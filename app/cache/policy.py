@@ -25,6 +25,7 @@ names are lower-case, as ASGI and the proxy give them.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import time
 from collections.abc import Container
@@ -148,6 +149,9 @@ def sorted_query(query: bytes) -> bytes:
     return b"&".join(sorted(part for part in query.split(b"&") if part))
 
 
+# Every lookup names its URI (a fill lock lists the fill there) and a store names it again: the
+# hot URIs' ids are kept rather than hashed on each request.
+@functools.lru_cache(maxsize=4096)
 def uri_id(host: str, path: str, query: bytes) -> str:
     """A short id naming a URI as the cache's invalidation sees it: the host of a route with a host
     condition ("" on others), the path and the sorted query. Every entry stored for the URI, of

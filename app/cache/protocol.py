@@ -14,6 +14,9 @@ uri index and its fill locks are in the bucket its path and sorted query choose
   uri      ``...:uri:<uri id>``           HASH index member -> "1": the entries stored for one URI
                                           (``policy.uri_id``), every variant; what an unsafe
                                           request purges. Kept as long as its longest-kept entry
+                                          (``FILL_LISTED_MS`` at least, when a lock made it).
+                                          A fill in progress is listed too, member -> its lock's
+                                          token, from its lookup until its store or release
   lru      ``...:lru``                    ZSET index member -> its last read or write (us, never a tie):
                                           the bucket's LRU order
   exp      ``...:exp``                    ZSET index member -> when the entry is let go (ms): the end of
@@ -29,10 +32,13 @@ Every call below names the keys of one bucket; ``invalidate_calls`` and ``stats_
 per bucket, ``purge_calls`` one per bucket its URIs are in, each batch sent in one round trip.
 
 cache_get (``lookup_call``; reply ``LookupReply``)
-  KEYS  entry, lru, stats, lock, pass, vary
+  KEYS  entry, lru, stats, lock, pass, vary, uri
   ARGV  mode (MAY_LOCK may lock or wait, FINAL never locks nor waits, WARM peeks and locks when
         due), lock token, lock ms, index member, the Vary names the caller keyed with, warm margin
-        (due when less than this share, per mille, of the entry's lifetime is left)
+        (due when less than this share, per mille, of the entry's lifetime is left), listed ms (a
+        uri key the lock creates is kept that long: ``FILL_LISTED_MS``)
+  Taking the lock lists the fill under its URI (uri: member -> token), which is what lets a
+  write purge a fill whose store has not landed (below).
   reply [code, locked, now_ms, times, head, body]; code HIT, STALE (serve it; locked: this caller
         refreshes it), MISS (locked: this caller fills it), WAIT (another caller fills it),
         VARY ([code, 0, now_ms, the names to key with]), FRESH and DUE (WARM: [code, locked,
@@ -45,11 +51,13 @@ cache_set (``store_call``)
         ms (the entry is kept that long past its freshness, to be revalidated; its times say when
         it may be served stale, which this does not change), most bytes (0 none); the most entries
         and bytes are the bucket's share of ``max_size`` and ``max_bytes`` (``share``)
-  reply [evicted, purged]
+  reply [evicted, purged, stored]; with a lock token, the store is refused (reply [0, 0, 0], the
+        lock given back) unless uri still lists the fill under that token: an unsafe request
+        purged the URI since the lookup, so the answer may predate the write
 cache_release (``release_call``)
-  KEYS  lock, pass
+  KEYS  lock, pass, uri, entry
   ARGV  lock token, pass ms (0 none; else for that long lookups go straight to the backend), channel,
-        entry id
+        entry id, index member (the fill leaves uri: "1" again while the entry is kept, else gone)
   reply 1 when the caller held the lock, else 0
 cache_invalidate (``invalidate_calls``)
   KEYS  lru, exp, paths, sizes, stats
@@ -58,11 +66,13 @@ cache_invalidate (``invalidate_calls``)
 cache_peek (``peek_call``)
   KEYS  the URI's uri keys (with and without the host)
   ARGV  none
-  reply 1 when one of them lists entries, else 0
+  reply 1 when one of them lists entries or fills in progress, else 0
 cache_purge (``purge_calls``)
   KEYS  lru, exp, paths, sizes, stats, then the uri keys to purge (of this bucket's URIs)
-  ARGV  entry key prefix
-  reply how many entries were removed
+  ARGV  entry key prefix, lock key prefix, channel
+  reply how many entries were removed; the listed fills' locks are deleted (waiters announced,
+        they look again) and their stores will be refused: a write holds for the fleet even
+        against a miss answered before it whose store lands after it
 cache_stats (``stats_calls``; replies summed by ``stats_total``)
   KEYS  stats, lru, exp, paths, sizes
   ARGV  most expired index entries to drop in this call
@@ -95,6 +105,9 @@ MAY_LOCK, FINAL, WARM = "0", "1", "2"
 MISS, HIT, WAIT, VARY, STALE, FRESH, DUE = 0, 1, 2, 3, 4, 5, 6
 
 _GLOB = frozenset("*?[")
+# How long a uri key that a fill's lock creates is kept: past any fill but a pathological one. A
+# store later than that is refused (that answer is not kept), never one a purge could miss.
+FILL_LISTED_MS = 120_000
 _new = tuple.__new__  # builds the replies below from their fields without a Python-level __new__
 
 
@@ -221,15 +234,16 @@ class CacheStats(NamedTuple):
 
 
 def lookup_call(keys: BucketKeys, path: str, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
-                token: str, lock_ms: int, margin: int = 0) -> ScriptCall:
+                token: str, lock_ms: int, uri_id: str, margin: int = 0) -> ScriptCall:
     """``keys``: the request URI's bucket; ``path``: the request's (the indexes name the entry with
-    it); ``names``: the Vary names ``entry_id`` was keyed with. Every request makes one: the key
-    builders and ``index_member`` are written out."""
+    it); ``names``: the Vary names ``entry_id`` was keyed with; ``uri_id``: as ``store_call``'s (a
+    lock taken lists the fill there). Every request makes one: the key builders and
+    ``index_member`` are written out."""
     return ScriptCall("cache_get",
                       (keys.entry_prefix + entry_id, keys.lru, keys.stats, keys.lock_prefix + entry_id,
-                       keys.pass_prefix + entry_id, keys.vary_prefix + base_id),
+                       keys.pass_prefix + entry_id, keys.vary_prefix + base_id, keys.uri_prefix + uri_id),
                       (mode, token, lock_ms, path.replace("\0", "") + "\0" + entry_id,  # index_member
-                       ",".join(names) if names else "", margin), slot=keys.slot)
+                       ",".join(names) if names else "", margin, FILL_LISTED_MS), slot=keys.slot)
 
 
 def store_call(keys: BucketKeys, path: str, entry_id: str, base_id: str, fresh_ms: int, swr_ms: int, grace_ms: int,
@@ -255,9 +269,10 @@ def releases_fill_lock(call: ScriptCall) -> bool:
     return call.script == "cache_set" and call.args[7] != ""
 
 
-def release_call(keys: BucketKeys, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
-    return ScriptCall("cache_release", (keys.lock(entry_id), keys.pass_prefix + entry_id),
-                      (token, pass_ms, keys.channel, entry_id), slot=keys.slot)
+def release_call(keys: BucketKeys, path: str, entry_id: str, token: str, pass_ms: int, uri_id: str) -> ScriptCall:
+    return ScriptCall("cache_release", (keys.lock(entry_id), keys.pass_prefix + entry_id, keys.uri_prefix + uri_id,
+                                        keys.entry(entry_id)),
+                      (token, pass_ms, keys.channel, entry_id, index_member(path, entry_id)), slot=keys.slot)
 
 
 def invalidate_calls(keys: CacheKeys, pattern: str) -> list[ScriptCall]:
@@ -299,7 +314,7 @@ def purge_calls(bucket_of: BucketOf, targets: Iterable[UriTarget]) -> list[Scrip
         bucket = bucket_of(target.path, target.query)
         by_bucket.setdefault(bucket.index, (bucket, []))[1].extend(target.uri_ids)
     return [ScriptCall("cache_purge", (b.lru, b.exp, b.paths, b.sizes, b.stats, *(b.uri_prefix + u for u in ids)),
-                       (b.entry_prefix,), slot=b.slot) for b, ids in by_bucket.values()]
+                       (b.entry_prefix, b.lock_prefix, b.channel), slot=b.slot) for b, ids in by_bucket.values()]
 
 
 def stats_calls(keys: CacheKeys, most_purged: int) -> list[ScriptCall]:

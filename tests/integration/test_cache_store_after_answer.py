@@ -20,16 +20,17 @@ import redis
 from app.config import parse_config
 from app.edge.proxy import ProxyApp
 from app.pipeline.orchestrator import ApiGatewayOrchestrator
-from app.store import ScriptCall
+from app.store import ScriptCall, Store
+from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
 from tests.support import BackendServer
 
 
-class GatedStore(RedisStore):
-    """A RedisStore whose batches carrying one of ``held`` (a cache store) wait for ``gate``."""
+class Gated(Store):
+    """A store whose batches carrying one of ``held`` (a cache store) wait for ``gate``."""
 
-    def __init__(self, url: str, prefix: str) -> None:
-        super().__init__(url, prefix=prefix)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.held = frozenset({"cache_set"})
         self.gate = asyncio.Event()
         self.gate.set()
@@ -46,10 +47,18 @@ class GatedStore(RedisStore):
         return replies
 
 
+class GatedStore(Gated, RedisStore):
+    """One Redis or a Redis Cluster."""
+
+
+class GatedMemoryStore(Gated, MemoryStore):
+    """The in-process store: replicas sharing one stand for a fleet on one Redis."""
+
+
 @dataclass
 class Replica:
     orchestrator: ApiGatewayOrchestrator
-    store: GatedStore
+    store: Gated
     client: httpx.AsyncClient
     closed: bool = False
 
@@ -65,7 +74,10 @@ class Replica:
 
 
 async def _replica(config: Any, url: str, prefix: str) -> Replica:
-    store = GatedStore(url, prefix)
+    return await _replica_on(config, GatedStore(url, prefix=prefix))
+
+
+async def _replica_on(config: Any, store: Gated) -> Replica:
     orchestrator = ApiGatewayOrchestrator(config, store)
     await orchestrator.start()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=ProxyApp(orchestrator)),
@@ -163,4 +175,70 @@ async def test_a_shutdown_with_a_store_held_finishes(fleet: Sequence[Replica]) -
     # The held store is cancelled, not waited for: a coarse bound, far above stop_tasks' own.
     a.closed = True
     await asyncio.wait_for(a.orchestrator.close(), 10)
+    assert a.store.stores_landed == 0
+
+
+@pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.redis)])
+async def any_fleet(request: pytest.FixtureRequest, backend: BackendServer,
+                    key_prefix: str) -> AsyncIterator[list[Replica]]:
+    """Two replicas on one store: the memory store (both on one), one Redis or a Redis Cluster."""
+    config = parse_config({
+        "redis": {"prefix": key_prefix},
+        "cache": {"lock_wait": 20},
+        "router": {"routes": [{"path": "/headers/*", "target": backend.url, "cache": {"ttl": 60}}]},
+    }, {})
+    if request.param == "memory":
+        shared = GatedMemoryStore(prefix=key_prefix)
+        stores: list[Gated] = [shared, shared]
+    else:
+        request.getfixturevalue("redis_client")  # removes the test's keys afterwards
+        if request.param == "cluster":
+            seeds = request.getfixturevalue("redis_cluster").seeds
+            stores = [GatedStore(cluster_nodes=seeds, prefix=key_prefix) for _ in range(2)]
+        else:
+            url = request.getfixturevalue("redis_url")
+            stores = [GatedStore(url, prefix=key_prefix) for _ in range(2)]
+    replicas = [await _replica_on(config, store) for store in stores]
+    yield replicas
+    for replica in replicas:
+        replica.store.gate.set()
+        await replica.client.aclose()
+        await replica.orchestrator.close()
+
+
+async def test_a_write_during_a_fill_refuses_its_store(any_fleet: Sequence[Replica], backend: BackendServer) -> None:
+    """A miss answered before a write to its URI, whose store lands after the write (through the
+    other replica) was answered: the store is refused, so the next read goes to the backend and
+    gets what the write left, never the answer from before it."""
+    a, b = any_fleet
+    a.store.gate.clear()
+    before = await a.answered("/headers/w")
+    assert before.headers["x-cache"] == "MISS" and before.json()["n"] == 1
+    await _until(lambda: a.store.stores_held == 1, "the store is sent")
+    written = await asyncio.wait_for(b.client.post("/headers/w", json={}), 10)
+    assert written.status_code == 200
+    assert a.store.stores_landed == 0  # the write's answer is out; the fill's store is not in yet
+    a.store.gate.set()
+    await a.orchestrator.cache_stage.filler.settled()
+    assert a.store.stores_landed == 1
+    after = await a.get("/headers/w")
+    assert after.headers["x-cache"] == "MISS", "the answer from before the write was cached"
+    assert after.json()["n"] == 3 and after.json() != before.json()
+    assert backend.hits["/headers/w"] == 3  # the GET, the POST, the GET after it
+    await a.orchestrator.cache_stage.filler.settled()
+    again = await b.get("/headers/w")  # the read after the write is what is kept now
+    assert again.headers["x-cache"] == "HIT" and again.json() == after.json()
+
+
+async def test_a_write_frees_the_waiters_of_a_fill(any_fleet: Sequence[Replica], backend: BackendServer) -> None:
+    """Requests waiting for a fill whose store is held are woken by a write to the URI: they fetch
+    again (the fill will not be stored) rather than wait for a store that is refused."""
+    a, b = any_fleet
+    a.store.gate.clear()
+    assert (await a.answered("/headers/v")).headers["x-cache"] == "MISS"
+    waiting = asyncio.create_task(b.get("/headers/v"))
+    await _until(lambda: b.waiting_for_fills() == 1, "a request waits for the fill")
+    assert (await asyncio.wait_for(b.client.post("/headers/v", json={}), 10)).status_code == 200
+    answer = await asyncio.wait_for(waiting, 10)  # before the held store lands
+    assert answer.headers["x-cache"] == "MISS" and answer.json()["n"] == 3
     assert a.store.stores_landed == 0

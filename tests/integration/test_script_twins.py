@@ -315,9 +315,10 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
     def get(draw: st.DrawFn) -> Call:
         path, entry_id = draw(entries)
         k = keys_of(entry_id)
-        return "cache_get", [k["entry"], lru, stats, k["lock"], k["pass"], k["vary"]], [
+        return "cache_get", [k["entry"], lru, stats, k["lock"], k["pass"], k["vary"], k["uri"]], [
             draw(st.sampled_from(["0", "1", "2"])), draw(tokens), draw(st.integers(1, 3000)),
-            f"{path}\0{entry_id}", draw(st.sampled_from(["", "accept"])), draw(st.integers(0, 1000))]
+            f"{path}\0{entry_id}", draw(st.sampled_from(["", "accept"])), draw(st.integers(0, 1000)),
+            draw(st.sampled_from([2000, 600_000]))]
 
     @st.composite
     def set_(draw: st.DrawFn) -> Call:
@@ -331,10 +332,10 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
 
     @st.composite
     def release(draw: st.DrawFn) -> Call:
-        _, entry_id = draw(entries)
+        path, entry_id = draw(entries)
         k = keys_of(entry_id)
-        return "cache_release", [k["lock"], k["pass"]], [
-            draw(tokens), draw(st.sampled_from([0, 1000])), f"{p}:events", entry_id]
+        return "cache_release", [k["lock"], k["pass"], k["uri"], k["entry"]], [
+            draw(tokens), draw(st.sampled_from([0, 1000])), f"{p}:events", entry_id, f"{path}\0{entry_id}"]
 
     @st.composite
     def invalidate(draw: st.DrawFn) -> Call:
@@ -349,7 +350,7 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
     @st.composite
     def purge(draw: st.DrawFn) -> Call:
         chosen = draw(st.lists(st.sampled_from(sorted(set(uris.values()))), min_size=1, max_size=3, unique=True))
-        return "cache_purge", [lru, exp, paths, sizes, stats, *chosen], [prefix]
+        return "cache_purge", [lru, exp, paths, sizes, stats, *chosen], [prefix, f"{p}:lock:", f"{p}:events"]
 
     @st.composite
     def peek(draw: st.DrawFn) -> Call:

@@ -11,7 +11,7 @@ from app.store.scripts._redis import arg, hash_of, writable, zset_of
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     # Arguments are turned into bytes where they are used: a hit reads two of them.
-    entry_key, lru_key, stats_key, lock_key, pass_key, vary_key = keys
+    entry_key, lru_key, stats_key, lock_key, pass_key, vary_key, uri_key = keys
     mode = arg(args[0])
     now_us = db.now_us()
     now = now_us // 1000  # what now_ms(db) gives; the LRU score takes the microseconds
@@ -25,7 +25,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     if mode == b"2":
         if meta is not None and (fresh - now) * 1000 > (fresh - stored) * int(arg(args[5])):
             return [5, 0, now, meta]
-        return [6, _lock(db, lock_key, args), now, meta]
+        return [6, _lock(db, lock_key, uri_key, args), now, meta]
 
     if meta is not None and now < swr:  # fresh (a hit) or within stale-while-revalidate
         stats = writable(db, stats_key)
@@ -37,7 +37,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
         stats[b"hits"] = b"%d" % (int(stats.get(b"hits", b"0")) + 1)
         if now < fresh:
             return [1, 0, now, meta, entry.get(b"h"), entry.get(b"b")]
-        got = _lock(db, lock_key, args) if mode == b"0" else 0
+        got = _lock(db, lock_key, uri_key, args) if mode == b"0" else 0
         return [4, got, now, meta, entry.get(b"h"), entry.get(b"b")]
 
     if meta is None:
@@ -47,7 +47,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
 
     state = 0
     if mode == b"0" and not db.exists(pass_key):
-        state = _lock(db, lock_key, args)
+        state = _lock(db, lock_key, uri_key, args)
         if state == 0:
             held = db.get(lock_key)
             if isinstance(held, bytes) and not held.endswith(b"!"):
@@ -58,10 +58,15 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     return [0, state, now, meta, entry.get(b"h"), entry.get(b"b")]
 
 
-def _lock(db: MemoryDB, lock_key: str, args: list[Any]) -> int:
+def _lock(db: MemoryDB, lock_key: str, uri_key: str, args: list[Any]) -> int:
+    """The lock taken, the fill is listed under its URI: member -> token (PEXPIRE NX on the uri key)."""
     if db.exists(lock_key):
         return 0
-    db.set(lock_key, arg(args[1]), int(args[2]))
+    token = arg(args[1])
+    db.set(lock_key, token, int(args[2]))
+    writable(db, uri_key)[arg(args[3])] = token
+    if db.pttl(uri_key) == -1:
+        db.pexpire(uri_key, int(args[6]))
     return 1
 
 

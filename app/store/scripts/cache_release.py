@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._redis import arg
+from app.store.scripts._redis import arg, hash_of, hdel
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
-    lock_key, pass_key = keys
-    token, pass_ms = arg(args[0]), int(args[1])
-    if db.get(lock_key) not in (token, token + b"!"):
+    lock_key, pass_key, uri_key, entry_key = keys
+    token, pass_ms, member = arg(args[0]), int(args[1]), arg(args[4])
+    listed = hash_of(db, uri_key)
+    if listed is not None and listed.get(member) == token:
+        if db.exists(entry_key):
+            listed[member] = b"1"
+        else:
+            hdel(db, uri_key, member)
+    held = db.get(lock_key)
+    if held not in (token, token + b"!"):
         return 0
     db.delete(lock_key)
     if pass_ms > 0:

@@ -12,12 +12,16 @@ from app.store.scripts._cache_common import (
     lru_score,
     purge_expired,
 )
-from app.store.scripts._redis import arg, writable, zset_of
+from app.store.scripts._redis import arg, hash_of, writable, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     entry, lru_key, exp_key, paths_key, lock_key, vary_key, pass_key, stats_key, uri_key, sizes_key = keys
     member, token, vary = arg(args[0]), arg(args[7]), arg(args[8])
+    if token and (hash_of(db, uri_key) or {}).get(member) != token:
+        # No longer listed under its token: a purge since the lookup; refused, the lock given back.
+        _release(db, lock_key, token)
+        return [0, 0, 0]
     fresh_ms, swr_ms, grace_ms, max_entries = int(args[1]), int(args[2]), int(args[3]), int(args[6])
     now_us = db.now_us()
     now = now_us // 1000  # what now_ms(db) gives; the LRU score takes the microseconds
@@ -70,7 +74,12 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
         stats = writable(db, stats_key)
         stats[b"evictions"] = b"%d" % (int(stats.get(b"evictions", b"0")) + evicted)
 
-    if token and db.get(lock_key) in (token, token + b"!"):
+    if token:
+        _release(db, lock_key, token)
+    return [evicted, purged, 1]
+
+
+def _release(db: MemoryDB, lock_key: str, token: bytes) -> None:
+    if db.get(lock_key) in (token, token + b"!"):
         db.delete(lock_key)
         # Redis PUBLISHes here; the memory store has one replica, whose waiters the caller wakes.
-    return [evicted, purged]
