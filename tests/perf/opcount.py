@@ -20,13 +20,17 @@ count includes the request head's parsing and checks; without it the ASGI app is
 Cluster of 3 masters of its own (started and stopped here) instead of the memory store, so that the
 count includes the store's request path (app/store/): the two read as a ratio, as bench_cluster's
 CPU figures do. The count of a request waiting for Redis includes no waiting: only the code it runs.
+On one Redis it also gives the bytes the gateway sent it per request (INFO ``total_net_input_bytes``
+around the counted requests): a loopback write costs CPU in proportion.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +49,8 @@ def _local(frame: Any, event: str, arg: Any) -> Any:
     return _local
 
 
-async def _measure(app: Any, requests: int, unique: bool = False, extra: dict[str, str] | None = None) -> float:
+async def _measure(app: Any, requests: int, unique: bool = False, extra: dict[str, str] | None = None,
+                   mark: Callable[[], None] = lambda: None) -> float:
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
              "scheme": "http", "path": "/bench", "raw_path": b"/bench", "query_string": b"",
              "headers": [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"bench"), (b"accept", b"*/*"),
@@ -68,12 +73,15 @@ async def _measure(app: Any, requests: int, unique: bool = False, extra: dict[st
         await app(request(-i - 1), receive, send)
     global _count
     _count = 0
+    mark()
     sys.settrace(_tracer)
     try:
         for i in range(requests):
             await app(request(i), receive, send)
     finally:
         sys.settrace(None)
+    await asyncio.sleep(0.05)  # the last request's after-answer store lands
+    mark()
     if set(statuses) != {200}:
         raise RuntimeError(f"the gateway answered {sorted(set(statuses))}, not only 200")
     return _count / requests
@@ -108,8 +116,6 @@ class _Transport:
 async def _measure_edge(app: Any, server: Any, requests: int, unique: bool = False,
                         extra: dict[str, str] | None = None) -> float:
     """Like ``_measure``, with each request's bytes fed to the client-side protocol."""
-    import asyncio
-
     import uvicorn
     from uvicorn.server import ServerState
 
@@ -150,6 +156,17 @@ async def _measure_edge(app: Any, server: Any, requests: int, unique: bool = Fal
     if answers != requests or transport.written.count(b"HTTP/1.1 200 ") != requests:
         raise RuntimeError(f"the gateway did not answer 200 to every request: {bytes(transport.written[:300])!r}")
     return _count / requests
+
+
+def _net_input(url: str) -> int:
+    """The bytes the Redis has read from its clients (its INFO, read here, counted in them too)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("stats")["total_net_input_bytes"])
+    finally:
+        client.close()
 
 
 def _redis_for(store: str) -> Any:
@@ -201,13 +218,16 @@ def main(argv: list[str] | None = None) -> int:
             tree["redis"] = {"url": redis.url if hasattr(redis, "url") else redis.nodes[0].url}
         config = parse_config(tree, {}, "opcount")
 
+        sent: list[int] = []  # on one Redis, the bytes it had read when the count began and ended
+        mark = (lambda: sent.append(_net_input(redis.url))) if args.store == "redis" else (lambda: None)
+
         async def run() -> float:
             gateway = Gateway(config)  # by default the memory store: no Redis traffic in the count
             await gateway.orchestrator.start()
             try:
                 if args.edge:
                     return await _measure_edge(gateway, config.server, args.requests, case.unique_paths, case.headers)
-                return await _measure(gateway, args.requests, case.unique_paths, case.headers)
+                return await _measure(gateway, args.requests, case.unique_paths, case.headers, mark)
             finally:
                 await gateway.orchestrator.close()
 
@@ -218,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     through = ", through the HTTP protocol" if args.edge else ""
     on = "" if args.store == "memory" else f", on {'one Redis' if args.store == 'redis' else 'a 3-master cluster'}"
     print(f"{per_request:.0f} bytecodes per request ({case.name}, {args.requests} requests{through}{on})")
+    if len(sent) == 2:
+        print(f"{(sent[1] - sent[0]) / args.requests:.0f} bytes sent to Redis per request (INFO total_net_input_bytes)")
     return 0
 
 
