@@ -34,7 +34,7 @@ from app.store.base import ScriptCall, Store, StoreError, StoreUnavailable
 from app.store.cluster import ClusterRouting
 from app.store.memory_limits import MemoryLimit
 from app.store.node import NodeLink
-from app.store.pipe import RedisPipe, ReplyError, encode
+from app.store.pipe import PipeBroken, RedisPipe, ReplyError, encode
 from app.store.script_set import ScriptSet
 from app.store.sentinel import SentinelWatch
 
@@ -270,13 +270,21 @@ class RedisStore(Store):
         evalsha = self.scripts.evalsha
         commands = [evalsha(call) for call in calls]
         replies = await self._send(node, commands)
+        # One scan in C for the common case, no error reply.
+        if ReplyError in map(type, replies):
+            return await self._reply_errors(node, calls, commands, replies)
+        node.mark_up()
+        return replies
+
+    async def _reply_errors(self, node: NodeLink, calls: Sequence[ScriptCall], commands: list[bytes],
+                            replies: list[Any]) -> list[Any]:
         again = [i for i, reply in enumerate(replies)
                  if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")]
         if again:  # a restarted or flushed Redis: those calls did not run
             await node.load_scripts()
             for i, reply in zip(again, await self._send(node, [commands[i] for i in again]), strict=True):
                 replies[i] = reply
-        for i, reply in enumerate(replies):
+        for reply in replies:
             if isinstance(reply, ReplyError):
                 text = str(reply)
                 if text.startswith("MOVED") and self.sentinel is None:
@@ -306,7 +314,15 @@ class RedisStore(Store):
     async def _send(self, node: NodeLink, commands: list[bytes]) -> list[Any]:
         self.round_trips += 1
         try:
-            return await node.send(commands)
+            # On an open connection the batch leaves now and its future is awaited here, without
+            # the pipe's coroutines (NodeLink.submit); else ``send`` connects first.
+            future = node.submit(commands)
+            if future is None:
+                return await node.send(commands)
+            try:
+                return await future
+            except PipeBroken as error:
+                raise node.broken(error) from None
         except StoreUnavailable:
             self._master_failed()
             raise

@@ -135,3 +135,27 @@ async def test_a_call_whose_connection_broke_in_flight_is_not_sent_again(tmp_pat
         await admin.delete(key)
         await admin.aclose()
         await store.close()
+
+
+async def test_a_stalled_redis_pauses_the_store_until_its_retry(tmp_path: Path, key_prefix: str) -> None:
+    """A call on the open connection that gets no reply: StoreUnavailable within the timeout, and the
+    next call is refused at once (the server is paused), not queued behind it."""
+    (tmp_path / "one.lua").write_text("return 1")
+    with RedisProcess() as server:
+        assert server.proc is not None
+        store = RedisStore(server.url, key_prefix, scripts_dir=tmp_path, socket_timeout=0.4, retry_after_failure=30)
+        await store.start()
+        try:
+            assert await store.run(ScriptCall("one", [store.key("pipe", "t", "k")])) == [1]
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(StoreUnavailable, match="unreachable"):
+                    await store.run(ScriptCall("one", [store.key("pipe", "t", "k")]))
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="pausing"):
+                    await store.run(ScriptCall("one", [store.key("pipe", "t", "k")]))
+                assert time.monotonic() - started < 0.2
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+        finally:
+            await store.close()
