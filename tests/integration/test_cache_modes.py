@@ -35,6 +35,7 @@ class Origin(AiohttpOrigin):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[str, bool]] = []  # (URI, whether the request was conditional)
+        self.conditions: list[tuple[str | None, str | None]] = []  # (If-None-Match, If-Modified-Since) as received
         self.modified: dict[str, str] = {}
         self.failing = False
         self.in_flight = self.most_in_flight = 0
@@ -50,6 +51,7 @@ class Origin(AiohttpOrigin):
         query, uri = request.query, request.path_qs
         inm, ims = request.headers.get("If-None-Match"), request.headers.get("If-Modified-Since")
         self.seen.append((uri, inm is not None or ims is not None))
+        self.conditions.append((inm, ims))
         if "delay" in query and (inm is not None or ims is not None):
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -254,6 +256,35 @@ async def test_concurrent_uses_of_a_no_cache_entry_are_each_revalidated_at_once(
         assert all(answer.headers["x-cache"] == "REVALIDATED" for answer in answers)
         assert origin.asked(uri) == [False] + [True] * 6
         assert origin.most_in_flight > 1
+
+
+async def test_a_hostile_clients_own_conditions_with_no_cache_reach_the_backend_as_sent(
+        store: str, request: pytest.FixtureRequest, key_prefix: str, origin: Origin) -> None:
+    """A client that sends no-cache with conditions of its own (forged, malformed, a wildcard; control
+    characters never get this far: the edge refuses them, tests/attacks/test_head.py) gets
+    no validator of the kept entry added or substituted: the backend sees exactly the client's
+    fields, the client gets the backend's answer, and a 304 to the client's own conditions never
+    becomes the entry (the next plain read is still the full stored body)."""
+    uri = "/fresh?cc=max-age=600&etag=v1"
+    async with fleet(store, request, key_prefix, origin) as replicas:
+        a, b = replicas
+        assert (await a.get(uri)).headers["x-cache"] == "MISS"
+        await a.orchestrator.cache_stage.filler.settled()
+        sent = [('"v1"', None), ('W/"v1", *, ,,', None), ('"forged"', None), (None, "not a date, 32 Foo 99"),
+                ('"' + "x" * 4000 + '"', None)]
+        for inm, ims in sent:
+            fields = {"Cache-Control": "no-cache"}
+            if inm is not None:
+                fields["If-None-Match"] = inm
+            if ims is not None:
+                fields["If-Modified-Since"] = ims
+            answer = await b.get(uri, **fields)
+            assert answer.status_code == (304 if inm == '"v1"' else 200), (fields, answer.status_code)
+            assert answer.headers["x-cache"] == "MISS", fields
+        assert origin.conditions[1:] == sent
+        again = await a.get(uri)
+        assert again.status_code == 200 and again.headers["x-cache"] == "HIT" and again.content
+        assert again.content.startswith(b"/fresh?") and again.content != b""
 
 
 @pytest.mark.parametrize("mode", ["seed", "rfc9111"])
