@@ -1,0 +1,186 @@
+"""Redis with credentials. A Redis Cluster whose nodes take a password and speak only TLS (redis.cluster_nodes as
+``rediss://:password@host:port?ssl_ca_certs=...``): the gateway finds the slot map, loads its
+scripts on every master and enforces exact limits on every shard; with a wrong password it
+refuses to start. A Sentinel group whose data nodes take a password (redis.sentinel.password):
+the gateway finds the master through the sentinels and enforces exact limits on it."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from app.config import parse_config
+from app.gateway import Gateway
+from app.store.slots import key_slot
+from tests.redis_topologies import Node, _binary, cluster_port
+from tests.support import BackendServer, GatewayThread, wait_for
+
+pytestmark = pytest.mark.redis
+
+PASSWORD = "s3cret-cluster"
+
+
+class TlsPasswordCluster:
+    """3 masters, no replicas, TLS only (no plain port), a password on every node and on the bus."""
+
+    def __init__(self, root: Path) -> None:
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        self.ca = root / "ca.pem"
+        ca.cert_pem.write_to_path(self.ca)
+        cert.cert_chain_pems[0].write_to_path(root / "cert.pem")
+        cert.private_key_pem.write_to_path(root / "key.pem")
+        self.ports = [cluster_port() for _ in range(3)]
+        self.nodes = [Node(root, [
+            "--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes",
+            "--tls-cert-file", str(root / "cert.pem"), "--tls-key-file", str(root / "key.pem"),
+            "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no",
+            "--requirepass", PASSWORD, "--masterauth", PASSWORD,
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"],
+            port=port) for port in self.ports]
+
+    def cli(self, port: int, *words: str) -> str:
+        return subprocess.run([_binary("redis-cli"), "--tls", "--cacert", str(self.ca), "-a", PASSWORD,
+                               "--no-auth-warning", "-p", str(port), *words],
+                              check=True, capture_output=True, timeout=60, text=True).stdout
+
+    def start(self) -> TlsPasswordCluster:
+        for node in self.nodes:
+            # Node.start pings over plain TCP, which these nodes do not speak: start them by hand.
+            node.proc = subprocess.Popen(
+                [_binary("redis-server"), "--bind", "127.0.0.1", "--dir", str(node.dir), "--save", "",
+                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
+                 "--logfile", str(node.dir / "redis.log"), *node.args],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port in self.ports:
+            wait_for(lambda p=port: self._answers(p), timeout=10, what=f"TLS redis-server on {port}")
+        self.cli(self.ports[0], "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                 "--cluster-replicas", "0", "--cluster-yes")
+        wait_for(lambda: all("cluster_state:ok" in self.cli(p, "CLUSTER", "INFO") for p in self.ports),
+                 timeout=20, what="the TLS cluster to agree")
+        return self
+
+    def _answers(self, port: int) -> bool:
+        try:
+            return "PONG" in self.cli(port, "PING")
+        except subprocess.CalledProcessError:
+            return False
+
+    def seeds(self, password: str) -> list[str]:
+        return [f"rediss://:{password}@127.0.0.1:{port}?ssl_ca_certs={self.ca}" for port in self.ports]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsPasswordCluster]:
+    cluster = TlsPasswordCluster(tmp_path_factory.mktemp("tls-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def _config(seeds: list[str], backend: BackendServer) -> dict[str, object]:
+    return {
+        "redis": {"cluster_nodes": seeds, "prefix": f"t{uuid.uuid4().hex[:8]}"},
+        "router": {"routes": [{"path": "/api/*", "target": backend.url}]},
+        "cache": {"enabled": False},
+        "rate_limiter": {"default": {"requests_per_minute": 5, "requests_per_hour": None},
+                         "client_id_trusted_from": ["127.0.0.0/8"]},
+    }
+
+
+def test_limits_are_exact_on_every_shard_of_a_cluster_with_a_password_and_tls(
+        tls_cluster: TlsPasswordCluster, backend: BackendServer) -> None:
+    config = parse_config(_config(tls_cluster.seeds(PASSWORD), backend), {})
+    clients = [f"user{i}" for i in range(5)]
+    # `--cluster create` gives 3 masters the slots in thirds: these clients' tags fall in each.
+    assert {key_slot(f"x:{{{c}}}") * 3 // 16384 for c in clients} == {0, 1, 2}
+    with GatewayThread(config) as gateway, httpx.Client(base_url=gateway.url) as client:
+        assert client.get("/_gateway/ready").json()["status"] == "ready"
+        for name in clients:
+            statuses = [client.get("/api/x", headers={"X-Client-ID": name}).status_code for _ in range(7)]
+            assert statuses == [200] * 5 + [429] * 2, name
+
+
+async def test_a_wrong_password_refuses_to_start(tls_cluster: TlsPasswordCluster, backend: BackendServer) -> None:
+    """Refused by every node: the gateway does not start (so it never serves with limits off), and
+    says why."""
+    gateway = Gateway(parse_config(_config(tls_cluster.seeds("wrong"), backend), {}))
+    try:
+        with pytest.raises(Exception, match="invalid username-password pair"):
+            await gateway.start()
+    finally:
+        await gateway.close()
+
+
+class PasswordSentinelGroup:
+    """1 master and 1 replica that take a password, and 3 sentinels (without one) that know it."""
+
+    def __init__(self, root: Path) -> None:
+        auth = ["--requirepass", PASSWORD, "--masterauth", PASSWORD]
+        self.master = Node(root, auth)
+        self.replica = Node(root, [*auth, "--replicaof", "127.0.0.1", str(self.master.port)])
+        self.sentinels = [Node(root, ["--sentinel"], config=(
+            f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 2\n"
+            f"sentinel auth-pass mymaster {PASSWORD}\n"
+            "sentinel down-after-milliseconds mymaster 1000\n")) for _ in range(3)]
+
+    def cli(self, node: Node, *words: str, password: str | None = PASSWORD) -> str:
+        auth = ["-a", password, "--no-auth-warning"] if password else []
+        return subprocess.run([_binary("redis-cli"), *auth, "-p", str(node.port), *words],
+                              capture_output=True, timeout=10, text=True, check=False).stdout
+
+    def start(self) -> PasswordSentinelGroup:
+        for node in (self.master, self.replica, *self.sentinels):
+            head = [_binary("redis-server")]
+            if node.config is not None:
+                path = node.dir / "node.conf"
+                path.write_text(node.config)
+                head.append(str(path))
+            node.proc = subprocess.Popen(
+                [*head, "--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(node.dir), "--save", "",
+                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
+                 "--logfile", str(node.dir / "redis.log"), *node.args],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: "master_link_status:up" in self.cli(self.replica, "INFO", "replication"), timeout=20,
+                 what="the replica to replicate")
+        wait_for(lambda: all("num-slaves" in self.cli(s, "SENTINEL", "master", "mymaster", password=None)
+                             and "s_down" not in self.cli(s, "SENTINEL", "master", "mymaster", password=None)
+                             for s in self.sentinels), timeout=20, what="the sentinels to watch the master")
+        return self
+
+    def stop(self) -> None:
+        for node in (self.master, self.replica, *self.sentinels):
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def password_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PasswordSentinelGroup]:
+    group = PasswordSentinelGroup(tmp_path_factory.mktemp("password-sentinel"))
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+
+
+def test_limits_are_exact_on_a_sentinel_group_with_a_password(password_sentinel: PasswordSentinelGroup,
+                                                               backend: BackendServer) -> None:
+    raw = _config([], backend)
+    raw["redis"] = {"sentinel": {"nodes": [s.address for s in password_sentinel.sentinels], "master": "mymaster",
+                                 "password": PASSWORD}, "prefix": f"t{uuid.uuid4().hex[:8]}"}
+    with GatewayThread(parse_config(raw, {})) as gateway, httpx.Client(base_url=gateway.url) as client:
+        assert client.get("/_gateway/ready").json()["status"] == "ready"
+        statuses = [client.get("/api/x", headers={"X-Client-ID": "alice"}).status_code for _ in range(7)]
+        assert statuses == [200] * 5 + [429] * 2
+    # The counts are on the master, which took the password.
+    assert "keys=" in password_sentinel.cli(password_sentinel.master, "INFO", "keyspace")
