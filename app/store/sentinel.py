@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
@@ -48,8 +48,12 @@ class SentinelWatch:
         common: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
         if self.tls:
             common["ssl"] = True
-            if "ssl_cert_reqs=none" in self._query:
+            # As the data nodes' URLs are read (app/store/pipe.py): a CA of one's own, or no check.
+            tls_options = dict(parse_qsl(self._query))
+            if tls_options.get("ssl_cert_reqs", "").lower() == "none":
                 common["ssl_cert_reqs"] = "none"
+            if "ssl_ca_certs" in tls_options:
+                common["ssl_ca_certs"] = tls_options["ssl_ca_certs"]
         self.sentinel_kwargs = {**common}
         if sentinel_auth is not None:
             self.sentinel_kwargs.update(username=sentinel_auth.username or None, password=sentinel_auth.password)

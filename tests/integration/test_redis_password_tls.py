@@ -148,7 +148,8 @@ class PasswordSentinelGroup:
                 path.write_text(node.config)
                 head.append(str(path))
             node.proc = subprocess.Popen(
-                [*head, "--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(node.dir), "--save", "",
+                [*head, *getattr(node, "port_args", ["--port", str(node.port)]), "--bind", "127.0.0.1",
+                 "--dir", str(node.dir), "--save", "",
                  "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
                  "--logfile", str(node.dir / "redis.log"), *node.args],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -184,3 +185,47 @@ def test_limits_are_exact_on_a_sentinel_group_with_a_password(password_sentinel:
         assert statuses == [200] * 5 + [429] * 2
     # The counts are on the master, which took the password.
     assert "keys=" in password_sentinel.cli(password_sentinel.master, "INFO", "keyspace")
+
+
+class TlsSentinelGroup(PasswordSentinelGroup):
+    """The same group, with every node, sentinels included, speaking only TLS."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        self.ca = root / "ca.pem"
+        ca.cert_pem.write_to_path(self.ca)
+        cert.cert_chain_pems[0].write_to_path(root / "cert.pem")
+        cert.private_key_pem.write_to_path(root / "key.pem")
+        tls = ["--tls-cert-file", str(root / "cert.pem"), "--tls-key-file", str(root / "key.pem"),
+               "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no", "--tls-replication", "yes"]
+        for node in (self.master, self.replica, *self.sentinels):
+            node.args = [*node.args, *tls, "--tls-port", str(node.port)]
+            node.port_args = ["--port", "0"]
+
+    def cli(self, node: Node, *words: str, password: str | None = PASSWORD) -> str:
+        auth = ["-a", password, "--no-auth-warning"] if password else []
+        return subprocess.run([_binary("redis-cli"), "--tls", "--cacert", str(self.ca), *auth, "-p", str(node.port),
+                               *words], capture_output=True, timeout=10, text=True, check=False).stdout
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsSentinelGroup]:
+    group = TlsSentinelGroup(tmp_path_factory.mktemp("tls-sentinel"))
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+
+
+def test_limits_are_exact_on_a_sentinel_group_over_tls(tls_sentinel: TlsSentinelGroup, backend: BackendServer) -> None:
+    raw = _config([], backend)
+    nodes = [f"rediss://127.0.0.1:{s.port}?ssl_ca_certs={tls_sentinel.ca}" for s in tls_sentinel.sentinels]
+    raw["redis"] = {"sentinel": {"nodes": nodes, "master": "mymaster", "password": PASSWORD},
+                    "prefix": f"t{uuid.uuid4().hex[:8]}"}
+    with GatewayThread(parse_config(raw, {})) as gateway, httpx.Client(base_url=gateway.url) as client:
+        assert client.get("/_gateway/ready").json()["status"] == "ready"
+        statuses = [client.get("/api/x", headers={"X-Client-ID": "bob"}).status_code for _ in range(7)]
+        assert statuses == [200] * 5 + [429] * 2
+    assert "keys=" in tls_sentinel.cli(tls_sentinel.master, "INFO", "keyspace")
