@@ -2,6 +2,14 @@
 -- KEYS, ARGV and the reply: app/cache/protocol.py.
 -- A WAIT marks the lock (its value gets a trailing "!"): only then does the filler announce the
 -- fill on the channel, so that a miss nobody waits for (the common case) sends no message.
+-- Only the bucket's stats hash is in KEYS: the script's other keys are named here from its prefix
+-- and the ids in ARGV (protocol.py), which share its hash tag, hence its Redis Cluster slot.
+local P = string.sub(KEYS[1], 1, -6)  -- "<bucket>:" of "<bucket>:stats"
+local stats_key = KEYS[1]
+local id = ARGV[5]
+local entry_key = P .. 'e2:' .. id
+local lock_key = P .. 'lock:' .. id
+local member = string.gsub(ARGV[4], '%z', '') .. '\0' .. id
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local mode = ARGV[1]
@@ -16,7 +24,7 @@ local function lru_score(stats)
   redis.call('HSET', stats, 'clock', at)
   return at
 end
-local e = redis.call('HMGET', KEYS[1], 't', 'h', 'b')
+local e = redis.call('HMGET', entry_key, 't', 'h', 'b')
 local meta = e[1]
 local fresh, swr, stored = 0, 0, 0
 if meta then
@@ -24,31 +32,32 @@ if meta then
   fresh, swr, stored = tonumber(f), tonumber(w), tonumber(st)
 end
 
--- A fill taken is listed under its URI (KEYS[7], member -> the lock's token) until its store lands:
+-- A fill taken is listed under its URI (member -> the lock's token) until its store lands:
 -- an unsafe request's peek then sees something to purge, and its purge frees the lock and has the
--- store refused (cache_purge.lua, cache_set.lua). A URI new to the index keeps it ARGV[7] ms.
+-- store refused (cache_purge.lua, cache_set.lua). A URI new to the index keeps it ARGV[9] ms.
 local function lock()
-  if not redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ARGV[3]) then return 0 end
-  redis.call('HSET', KEYS[7], ARGV[4], ARGV[2])
-  redis.call('PEXPIRE', KEYS[7], ARGV[7], 'NX')
+  if not redis.call('SET', lock_key, ARGV[2], 'NX', 'PX', ARGV[3]) then return 0 end
+  local uri_key = P .. 'uri:' .. ARGV[10]
+  redis.call('HSET', uri_key, member, ARGV[2])
+  redis.call('PEXPIRE', uri_key, ARGV[9], 'NX')
   return 1
 end
 
 if mode == '2' then
-  if meta and (fresh - now) * 1000 > (fresh - stored) * tonumber(ARGV[6]) then return {5, 0, now, meta} end
+  if meta and (fresh - now) * 1000 > (fresh - stored) * tonumber(ARGV[8]) then return {5, 0, now, meta} end
   return {6, lock(), now, meta or false}
 end
 
 if meta and now < fresh then
-  redis.call('ZADD', KEYS[2], 'XX', lru_score(KEYS[3]), ARGV[4])
-  redis.call('HINCRBY', KEYS[3], 'hits', 1)
+  redis.call('ZADD', P .. 'lru', 'XX', lru_score(stats_key), member)
+  redis.call('HINCRBY', stats_key, 'hits', 1)
   return {1, 0, now, meta, e[2], e[3]}
 end
 
 if meta and now < swr then
   -- stale-while-revalidate: answer now; whoever takes the lock refreshes in the background
-  redis.call('ZADD', KEYS[2], 'XX', lru_score(KEYS[3]), ARGV[4])
-  redis.call('HINCRBY', KEYS[3], 'hits', 1)
+  redis.call('ZADD', P .. 'lru', 'XX', lru_score(stats_key), member)
+  redis.call('HINCRBY', stats_key, 'hits', 1)
   local got = 0
   if mode == '0' then got = lock() end
   return {4, got, now, meta, e[2], e[3]}
@@ -56,18 +65,20 @@ end
 
 if not meta then
   -- The variant the caller asked for does not exist: was it keyed with the resource's Vary?
-  local vary = redis.call('GET', KEYS[6]) or ''
-  if vary ~= ARGV[5] then return {3, 0, now, vary} end
+  local base = ARGV[6]
+  if base == '' then base = id end
+  local vary = redis.call('GET', P .. 'vary:' .. base) or ''
+  if vary ~= ARGV[7] then return {3, 0, now, vary} end
 end
 
 local state = 0
-if mode == '0' and redis.call('EXISTS', KEYS[5]) == 0 then
+if mode == '0' and redis.call('EXISTS', P .. 'pass:' .. id) == 0 then
   state = lock()
   if state == 0 then
-    local held = redis.call('GET', KEYS[4])
-    if held and string.sub(held, -1) ~= '!' then redis.call('APPEND', KEYS[4], '!') end
+    local held = redis.call('GET', lock_key)
+    if held and string.sub(held, -1) ~= '!' then redis.call('APPEND', lock_key, '!') end
     return {2, 0, now, meta or false, e[2] or false, e[3] or false}
   end
 end
-redis.call('HINCRBY', KEYS[3], 'misses', 1)
+redis.call('HINCRBY', stats_key, 'misses', 1)
 return {0, state, now, meta or false, e[2] or false, e[3] or false}

@@ -31,12 +31,19 @@ An index member names an entry in all three indexes alike: ``"<path>\\0<id>"`` (
 Every call below names the keys of one bucket; ``invalidate_calls`` and ``stats_calls`` make one call
 per bucket, ``purge_calls`` one per bucket its URIs are in, each batch sent in one round trip.
 
+The per-entry scripts (cache_get, cache_set, cache_release) take only the bucket's stats key in
+KEYS; they name their other keys from its prefix ("<bucket>:" of "<bucket>:stats") and the ids
+in ARGV, as ``BucketKeys`` spells them: an entry id, a base id ("" when it is the entry id: a
+resource without Vary), a uri id, and the request's path (the index member is "<path>\\0<id>",
+``index_member``). Those keys share the stats key's hash tag, hence its slot. What that saves: a
+lookup and a store are the most frequent calls, and a key name is 30-80 bytes to build in Python,
+pack and send, where an id is 32.
 cache_get (``lookup_call``; reply ``LookupReply``)
-  KEYS  entry, lru, stats, lock, pass, vary, uri
+  KEYS  stats
   ARGV  mode (MAY_LOCK may lock or wait, FINAL never locks nor waits, WARM peeks and locks when
-        due), lock token, lock ms, index member, the Vary names the caller keyed with, warm margin
-        (due when less than this share, per mille, of the entry's lifetime is left), listed ms (a
-        uri key the lock creates is kept that long: ``FILL_LISTED_MS``)
+        due), lock token, lock ms, path, entry id, base id, the Vary names the caller keyed with,
+        warm margin (due when less than this share, per mille, of the entry's lifetime is left),
+        listed ms (a uri key the lock creates is kept that long: ``FILL_LISTED_MS``), uri id
   Taking the lock lists the fill under its URI (uri: member -> token), which is what lets a
   write purge a fill whose store has not landed (below).
   reply [code, locked, now_ms, times, head, body]; code HIT, STALE (serve it; locked: this caller
@@ -45,19 +52,19 @@ cache_get (``lookup_call``; reply ``LookupReply``)
         now_ms, times], locked when this caller refreshes). A MISS, WAIT or DUE carries the expired
         entry, if one is kept, for stale-if-error.
 cache_set (``store_call``)
-  KEYS  entry, lru, exp, paths, lock, vary, pass, stats, uri, sizes
-  ARGV  index member, fresh ms, stale-while-revalidate ms, grace ms, head, body, most entries,
-        lock token ("" none), Vary names ("" none), entry key prefix, channel, entry id, revalidate
-        ms (the entry is kept that long past its freshness, to be revalidated; its times say when
-        it may be served stale, which this does not change), most bytes (0 none); the most entries
-        and bytes are the bucket's share of ``max_size`` and ``max_bytes`` (``share``)
+  KEYS  stats
+  ARGV  path, entry id, base id, uri id, fresh ms, stale-while-revalidate ms, grace ms, head, body,
+        most entries, lock token ("" none), Vary names ("" none), revalidate ms (the entry is kept
+        that long past its freshness, to be revalidated; its times say when it may be served
+        stale, which this does not change), most bytes (0 none), channel; the most entries and
+        bytes are the bucket's share of ``max_size`` and ``max_bytes`` (``share``)
   reply [evicted, purged, stored]; with a lock token, the store is refused (reply [0, 0, 0], the
         lock given back) unless uri still lists the fill under that token: an unsafe request
         purged the URI since the lookup, so the answer may predate the write
 cache_release (``release_call``)
-  KEYS  lock, pass, uri, entry
+  KEYS  stats
   ARGV  lock token, pass ms (0 none; else for that long lookups go straight to the backend), channel,
-        entry id, index member (the fill leaves uri: "1" again while the entry is kept, else gone)
+        entry id, path, uri id (the fill leaves uri: "1" again while the entry is kept, else gone)
   reply 1 when the caller held the lock, else 0
 cache_invalidate (``invalidate_calls``)
   KEYS  lru, exp, paths, sizes, stats
@@ -115,7 +122,7 @@ class BucketKeys:
     """The keys of one bucket: its entries and their locks, and its own indexes and counters."""
 
     __slots__ = ("index", "slot", "entry_prefix", "lock_prefix", "pass_prefix", "vary_prefix", "uri_prefix", "lru",
-                 "exp", "paths", "sizes", "stats", "channel")
+                 "exp", "paths", "sizes", "stats", "stats_only", "channel")
 
     def __init__(self, store: Store, index: int, channel: str) -> None:
         tag = f"{TAG}{index}"
@@ -123,7 +130,8 @@ class BucketKeys:
         self.index = index
         # Computed once: the cluster store routes the bucket's calls without hashing their keys.
         self.slot = key_slot(tag)
-        # Per-entry keys are a prefix and the id (the lookup builds them on every request). "e2" is
+        # Per-entry keys are a prefix and the id; the per-entry scripts spell the same names from
+        # the stats key's prefix (lua/cache_get.lua), so these and "stats" change with them. "e2" is
         # the entry layout's version: replicas of builds with another layout (a fleet mid-upgrade)
         # never read each other's entries, they just do not share them until all are upgraded.
         self.entry_prefix = f"{base}:e2:"
@@ -136,6 +144,8 @@ class BucketKeys:
         self.paths = f"{base}:paths"
         self.sizes = f"{base}:sizes"
         self.stats = f"{base}:stats"
+        # The KEYS of the per-entry scripts, which name the bucket's other keys from it.
+        self.stats_only = (self.stats,)
         self.channel = channel
 
     def entry(self, entry_id: str) -> str:
@@ -237,13 +247,10 @@ def lookup_call(keys: BucketKeys, path: str, entry_id: str, base_id: str, names:
                 token: str, lock_ms: int, uri_id: str, margin: int = 0) -> ScriptCall:
     """``keys``: the request URI's bucket; ``path``: the request's (the indexes name the entry with
     it); ``names``: the Vary names ``entry_id`` was keyed with; ``uri_id``: as ``store_call``'s (a
-    lock taken lists the fill there). Every request makes one: the key builders and
-    ``index_member`` are written out."""
-    return ScriptCall("cache_get",
-                      (keys.entry_prefix + entry_id, keys.lru, keys.stats, keys.lock_prefix + entry_id,
-                       keys.pass_prefix + entry_id, keys.vary_prefix + base_id, keys.uri_prefix + uri_id),
-                      (mode, token, lock_ms, path.replace("\0", "") + "\0" + entry_id,  # index_member
-                       ",".join(names) if names else "", margin, FILL_LISTED_MS), slot=keys.slot)
+    lock taken lists the fill there)."""
+    return ScriptCall("cache_get", keys.stats_only,
+                      (mode, token, lock_ms, path, entry_id, "" if base_id == entry_id else base_id,
+                       ",".join(names) if names else "", margin, FILL_LISTED_MS, uri_id), slot=keys.slot)
 
 
 def store_call(keys: BucketKeys, path: str, entry_id: str, base_id: str, fresh_ms: int, swr_ms: int, grace_ms: int,
@@ -252,11 +259,10 @@ def store_call(keys: BucketKeys, path: str, entry_id: str, base_id: str, fresh_m
     """``uri_id``: the URI the entry answers (``policy.uri_id``), under which a purge finds it;
     ``max_entries`` and ``max_bytes``: the bucket's (``share``; 0 bytes: no bound)."""
     return ScriptCall(
-        "cache_set",
-        (keys.entry(entry_id), keys.lru, keys.exp, keys.paths, keys.lock(entry_id), keys.vary_prefix + base_id,
-         keys.pass_prefix + entry_id, keys.stats, keys.uri_prefix + uri_id, keys.sizes),
-        (index_member(path, entry_id), fresh_ms, swr_ms, grace_ms, head, body, max_entries, token, ",".join(names),
-         keys.entry_prefix, keys.channel, entry_id, revalidate_ms, max_bytes), slot=keys.slot)
+        "cache_set", keys.stats_only,
+        (path, entry_id, "" if base_id == entry_id else base_id, uri_id, fresh_ms, swr_ms, grace_ms, head, body,
+         max_entries, token, ",".join(names) if names else "", revalidate_ms, max_bytes, keys.channel),
+        slot=keys.slot)
 
 
 def is_store(call: ScriptCall) -> bool:
@@ -266,13 +272,12 @@ def is_store(call: ScriptCall) -> bool:
 
 def releases_fill_lock(call: ScriptCall) -> bool:
     """Whether ``call`` stores an entry and gives back its fill lock (it carries the lock token)."""
-    return call.script == "cache_set" and call.args[7] != ""
+    return call.script == "cache_set" and call.args[10] != ""
 
 
 def release_call(keys: BucketKeys, path: str, entry_id: str, token: str, pass_ms: int, uri_id: str) -> ScriptCall:
-    return ScriptCall("cache_release", (keys.lock(entry_id), keys.pass_prefix + entry_id, keys.uri_prefix + uri_id,
-                                        keys.entry(entry_id)),
-                      (token, pass_ms, keys.channel, entry_id, index_member(path, entry_id)), slot=keys.slot)
+    return ScriptCall("cache_release", keys.stats_only, (token, pass_ms, keys.channel, entry_id, path, uri_id),
+                      slot=keys.slot)
 
 
 def invalidate_calls(keys: CacheKeys, pattern: str) -> list[ScriptCall]:

@@ -300,42 +300,37 @@ def activity_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
 
 def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
     lru, exp, paths, stats, sizes = f"{p}:lru", f"{p}:exp", f"{p}:paths", f"{p}:stats", f"{p}:sizes"
-    prefix = f"{p}:e:"
+    prefix = f"{p}:e2:"  # as the per-entry scripts name an entry from the stats key's prefix
     entries = st.sampled_from([("/a", "1"), ("/a", "2"), ("/a/b", "3"), ("/c", "4")])
     tokens = st.sampled_from(["t1", "t2"])
+    # "": the entry id is the base id; "1": a variant of the resource whose base id is 1.
+    bases = st.sampled_from(["", "1"])
 
     # Entries 1 and 2 are two variants of one URI.
-    uris = {"1": f"{p}:uri:a", "2": f"{p}:uri:a", "3": f"{p}:uri:ab", "4": f"{p}:uri:c"}
-
-    def keys_of(entry_id: str) -> dict[str, str]:
-        return {"entry": prefix + entry_id, "lock": f"{p}:lock:{entry_id}", "pass": f"{p}:pass:{entry_id}",
-                "vary": f"{p}:vary:{entry_id}", "uri": uris[entry_id]}
+    uris = {"1": "a", "2": "a", "3": "ab", "4": "c"}
 
     @st.composite
     def get(draw: st.DrawFn) -> Call:
         path, entry_id = draw(entries)
-        k = keys_of(entry_id)
-        return "cache_get", [k["entry"], lru, stats, k["lock"], k["pass"], k["vary"], k["uri"]], [
-            draw(st.sampled_from(["0", "1", "2"])), draw(tokens), draw(st.integers(1, 3000)),
-            f"{path}\0{entry_id}", draw(st.sampled_from(["", "accept"])), draw(st.integers(0, 1000)),
-            draw(st.sampled_from([2000, 600_000]))]
+        return "cache_get", [stats], [
+            draw(st.sampled_from(["0", "1", "2"])), draw(tokens), draw(st.integers(1, 3000)), path, entry_id,
+            draw(bases), draw(st.sampled_from(["", "accept"])), draw(st.integers(0, 1000)),
+            draw(st.sampled_from([2000, 600_000])), uris[entry_id]]
 
     @st.composite
     def set_(draw: st.DrawFn) -> Call:
         path, entry_id = draw(entries)
-        k = keys_of(entry_id)
-        return "cache_set", [k["entry"], lru, exp, paths, k["lock"], k["vary"], k["pass"], stats, k["uri"], sizes], [
-            f"{path}\0{entry_id}", draw(st.integers(1, 3000)), draw(st.integers(0, 3000)),
+        return "cache_set", [stats], [
+            path, entry_id, draw(bases), uris[entry_id], draw(st.integers(1, 3000)), draw(st.integers(0, 3000)),
             draw(st.integers(0, 3000)), "head", draw(st.sampled_from(["body", "a longer body"])), draw(st.integers(1, 4)),
-            draw(st.sampled_from(["", "t1", "t2"])), draw(st.sampled_from(["", "accept"])), prefix,
-            f"{p}:events", entry_id, draw(st.sampled_from([0, 2000])), draw(st.sampled_from([0, 12, 30, 60]))]
+            draw(st.sampled_from(["", "t1", "t2"])), draw(st.sampled_from(["", "accept"])),
+            draw(st.sampled_from([0, 2000])), draw(st.sampled_from([0, 12, 30, 60])), f"{p}:events"]
 
     @st.composite
     def release(draw: st.DrawFn) -> Call:
         path, entry_id = draw(entries)
-        k = keys_of(entry_id)
-        return "cache_release", [k["lock"], k["pass"], k["uri"], k["entry"]], [
-            draw(tokens), draw(st.sampled_from([0, 1000])), f"{p}:events", entry_id, f"{path}\0{entry_id}"]
+        return "cache_release", [stats], [
+            draw(tokens), draw(st.sampled_from([0, 1000])), f"{p}:events", entry_id, path, uris[entry_id]]
 
     @st.composite
     def invalidate(draw: st.DrawFn) -> Call:
@@ -349,12 +344,14 @@ def cache_calls(p: str) -> dict[str, st.SearchStrategy[Call]]:
 
     @st.composite
     def purge(draw: st.DrawFn) -> Call:
-        chosen = draw(st.lists(st.sampled_from(sorted(set(uris.values()))), min_size=1, max_size=3, unique=True))
+        chosen = draw(st.lists(st.sampled_from(sorted({f"{p}:uri:{u}" for u in uris.values()})), min_size=1,
+                               max_size=3, unique=True))
         return "cache_purge", [lru, exp, paths, sizes, stats, *chosen], [prefix, f"{p}:lock:", f"{p}:events"]
 
     @st.composite
     def peek(draw: st.DrawFn) -> Call:
-        chosen = draw(st.lists(st.sampled_from(sorted(set(uris.values()))), min_size=1, max_size=3, unique=True))
+        chosen = draw(st.lists(st.sampled_from(sorted({f"{p}:uri:{u}" for u in uris.values()})), min_size=1,
+                               max_size=3, unique=True))
         return "cache_peek", chosen, []
 
     return {"cache_get": get(), "cache_set": set_(), "cache_release": release(), "cache_purge": purge(),

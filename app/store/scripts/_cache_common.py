@@ -9,6 +9,17 @@ from app.store.memory import MemoryDB
 from app.store.scripts._redis import hash_of, hdel, writable, zrem, zset_of
 
 
+def bucket_prefix(stats_key: str) -> str:
+    """The bucket's key prefix, "<bucket>:" of its stats key: the per-entry scripts (cache_get,
+    cache_set, cache_release) name their other keys from it and the ids they are given."""
+    return stats_key[:-len("stats")]
+
+
+def member_of(path: bytes, entry_id: bytes) -> bytes:
+    """The index member of an entry: "<path>\\0<id>", any NUL of the path left out."""
+    return path.replace(b"\0", b"") + b"\0" + entry_id
+
+
 def entry_key(entry_prefix: bytes, member: bytes) -> str:
     """An index member is "<path>\\0<id>" (one without a path, from an older build, is the id)."""
     _, cut, tail = member.partition(b"\0")

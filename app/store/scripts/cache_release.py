@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from app.store.memory import MemoryDB
+from app.store.scripts._cache_common import bucket_prefix, member_of
 from app.store.scripts._redis import arg, hash_of, hdel
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
-    lock_key, pass_key, uri_key, entry_key = keys
-    token, pass_ms, member = arg(args[0]), int(args[1]), arg(args[4])
+    prefix = bucket_prefix(keys[0])
+    entry_id = arg(args[3]).decode()
+    lock_key, pass_key, entry_key = prefix + "lock:" + entry_id, prefix + "pass:" + entry_id, prefix + "e2:" + entry_id
+    uri_key = prefix + "uri:" + arg(args[5]).decode()
+    token, pass_ms, member = arg(args[0]), int(args[1]), member_of(arg(args[4]), arg(args[3]))
     listed = hash_of(db, uri_key)
     if listed is not None and listed.get(member) == token:
         if db.exists(entry_key):

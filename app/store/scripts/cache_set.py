@@ -7,22 +7,31 @@ from typing import Any
 from app.store.memory import MemoryDB
 from app.store.scripts._cache_common import (
     add_bytes,
+    bucket_prefix,
     entry_key,
     forget,
     lru_score,
+    member_of,
     purge_expired,
 )
 from app.store.scripts._redis import arg, hash_of, writable, zset_of
 
 
 def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
-    entry, lru_key, exp_key, paths_key, lock_key, vary_key, pass_key, stats_key, uri_key, sizes_key = keys
-    member, token, vary = arg(args[0]), arg(args[7]), arg(args[8])
+    stats_key = keys[0]
+    prefix = bucket_prefix(stats_key)
+    entry_id = arg(args[1]).decode()
+    base_id = arg(args[2]).decode() or entry_id
+    entry, lock_key = prefix + "e2:" + entry_id, prefix + "lock:" + entry_id
+    vary_key, pass_key = prefix + "vary:" + base_id, prefix + "pass:" + entry_id
+    lru_key, exp_key, paths_key, sizes_key = prefix + "lru", prefix + "exp", prefix + "paths", prefix + "sizes"
+    uri_key = prefix + "uri:" + arg(args[3]).decode()
+    member, token, vary = member_of(arg(args[0]), arg(args[1])), arg(args[10]), arg(args[11])
     if token and (hash_of(db, uri_key) or {}).get(member) != token:
         # No longer listed under its token: a purge since the lookup; refused, the lock given back.
         _release(db, lock_key, token)
         return [0, 0, 0]
-    fresh_ms, swr_ms, grace_ms, max_entries = int(args[1]), int(args[2]), int(args[3]), int(args[6])
+    fresh_ms, swr_ms, grace_ms, max_entries = int(args[4]), int(args[5]), int(args[6]), int(args[9])
     now_us = db.now_us()
     now = now_us // 1000  # what now_ms(db) gives; the LRU score takes the microseconds
     fresh = now + fresh_ms
@@ -32,11 +41,11 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     keep = kept - now
 
     # Every write replaces the three fields (no DEL first), then the entry's deadline.
-    writable(db, entry).update({b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": arg(args[4]), b"b": arg(args[5])})
+    writable(db, entry).update({b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": arg(args[7]), b"b": arg(args[8])})
     db.pexpire(entry, keep)
     for key, score in ((lru_key, lru_score(writable(db, stats_key), now_us)), (exp_key, kept), (paths_key, 0)):
         writable(db, key)[member] = score
-    size = len(arg(args[4])) + len(arg(args[5]))
+    size = len(arg(args[7])) + len(arg(args[8]))
     sizes = writable(db, sizes_key)
     before = int(sizes.get(member, 0))
     sizes[member] = b"%d" % size
@@ -53,7 +62,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
         db.pexpire(uri_key, keep)
     if len(entries) > 64:
         for listed in list(entries):
-            if not db.exists(entry_key(arg(args[9]), listed)):
+            if not db.exists(entry_key((prefix + "e2:").encode(), listed)):
                 del entries[listed]
 
     index_keys = (lru_key, exp_key, paths_key)
@@ -68,7 +77,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     while lru and (len(lru) > max_entries or (max_bytes and int(stats[b"bytes"]) > max_bytes)):
         victim = min(lru, key=lambda m: (lru[m], m))
         forget(db, index_keys, victim, sizes_key, stats_key)
-        db.delete(entry_key(arg(args[9]), victim))
+        db.delete(entry_key((prefix + "e2:").encode(), victim))
         evicted += 1
     if evicted:
         stats = writable(db, stats_key)
