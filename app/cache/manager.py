@@ -129,8 +129,8 @@ class ApiCacheManager:
         entry_id = self.strategy.cache_key(request)
         base_id = entry_id
         for _ in range(2):
-            reply = lookup_reply((await self.store.run(self.lookup_call(request.path, request.query, request.host,
-                                                                        entry_id, base_id, names, FINAL)))[0])
+            reply = lookup_reply((await self.store.run(self.lookup_call(request, entry_id, base_id, names,
+                                                                        FINAL)))[0])
             if reply.code != VARY:
                 break
             names = reply.vary
@@ -158,25 +158,34 @@ class ApiCacheManager:
         keys = self.keys
         return keys.buckets[crc32(query, crc32(path.encode())) % keys.count]
 
-    def lookup_call(self, path: str, query: bytes, host: str, entry_id: str, base_id: str,
-                    names: tuple[str, ...], mode: str, token: str = "", margin: int = 0) -> ScriptCall:
-        """``path`` and ``query``: the request's (they choose the bucket; the indexes name the
-        entry with the path); ``host``: the ``CacheRequest``'s (with them, the URI a lock lists
-        the fill under, as its store lists the entry)."""
-        return protocol.lookup_call(self.bucket(path, query), path, entry_id, base_id, names, mode, token,
-                                    self._lock_ms, uri_id(host, path, query), margin)
+    def _place(self, request: CacheRequest) -> tuple[BucketKeys, str]:
+        """The request's bucket and the id of its URI (``policy.uri_id``: a lock lists the fill
+        there, as its store lists the entry), worked out once per request: its lookup and its
+        store or release each need both."""
+        place = request.place
+        if place is None:
+            place = request.place = (self.bucket(request.path, request.query),
+                                     uri_id(request.host, request.path, request.query))
+        return place
+
+    def lookup_call(self, request: CacheRequest, entry_id: str, base_id: str, names: tuple[str, ...], mode: str,
+                    token: str = "", margin: int = 0) -> ScriptCall:
+        bucket, uri = self._place(request)
+        return protocol.lookup_call(bucket, request.path, entry_id, base_id, names, mode, token, self._lock_ms, uri,
+                                    margin)
 
     def release_call(self, request: CacheRequest, entry_id: str, token: str, pass_ms: int) -> ScriptCall:
         """Give back the fill lock ``token`` holds on ``entry_id`` (``pass_ms``: then skip the lock that long)."""
-        return protocol.release_call(self.bucket(request.path, request.query), request.path, entry_id, token,
-                                     pass_ms, uri_id(request.host, request.path, request.query))
+        bucket, uri = self._place(request)
+        return protocol.release_call(bucket, request.path, entry_id, token, pass_ms, uri)
 
     def store_call(self, request: CacheRequest, entry_id: str, base_id: str, decision: StoreDecision,
                    status: int, body: bytes, token: str, metadata: dict[str, Any] | None = None) -> ScriptCall:
-        stored, compressed = encode_body(body, self.settings.compress_min_size)
+        min_size = self.settings.compress_min_size
+        # Most bodies are below the size worth compressing: they skip the call.
+        stored, compressed = encode_body(body, min_size) if len(body) >= min_size else (body, False)
         head = encode_head(status, decision.headers, compressed, decision.age, decision.vary, metadata)
-        return protocol.store_call(self.bucket(request.path, request.query), request.path, entry_id, base_id,
-                                   decision.ttl_ms, decision.swr_ms, decision.grace_ms, head, stored,
-                                   self.bucket_max_size, token, decision.vary,
-                                   uri_id(request.host, request.path, request.query), decision.revalidate_ms,
-                                   self.bucket_max_bytes)
+        bucket, uri = self._place(request)
+        return protocol.store_call(bucket, request.path, entry_id, base_id, decision.ttl_ms, decision.swr_ms,
+                                   decision.grace_ms, head, stored, self.bucket_max_size, token, decision.vary, uri,
+                                   decision.revalidate_ms, self.bucket_max_bytes)

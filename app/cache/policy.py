@@ -96,15 +96,22 @@ class CacheRequest:
     # name -> value (repeated fields joined), built on the first ``header`` call: the strategy
     # asks for several fields per request, and ``headers`` is not changed once the request is made.
     _index: dict[bytes, bytes] | None = field(default=None, init=False, repr=False, compare=False)
+    # Its bucket and uri id (``ApiCacheManager._place``), worked out on its first store call.
+    place: tuple[Any, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def header(self, name: bytes) -> bytes | None:
+        index = self._index
+        return (index if index is not None else self.fields()).get(name)
+
+    def fields(self) -> dict[bytes, bytes]:
+        """name -> value, repeated fields joined: for several ``header`` lookups at once."""
         index = self._index
         if index is None:
             index = dict(self.headers)
             if len(index) != len(self.headers):  # a repeated field: its values joined
                 index = {key: b", ".join([v for k, v in self.headers if k == key]) for key in index}
             self._index = index
-        return index.get(name)
+        return index
 
 
 @dataclass(slots=True)
@@ -160,6 +167,14 @@ def uri_id(host: str, path: str, query: bytes) -> str:
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
+@functools.lru_cache(maxsize=1024)
+def _variant_id(method: str, route: str, schema_version: str, authorized: bool) -> str:
+    """What a cache key names besides the URI and the Vary'd values, hashed: the same few values
+    come back on every request. As wide as the URI's id: the schema version is the client's."""
+    key = b"\0".join((method.encode(), route.encode(), schema_version.encode(), b"1" if authorized else b"0"))
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
 # The Vary name under which a private answer of a route with auth is kept per consumer. "@" is not
 # in a header name's alphabet, so no response's own Vary can name it.
 CONSUMER = "@consumer"
@@ -195,9 +210,10 @@ class DefaultCacheStrategy(CacheStrategy):
     def lookup(self, request: CacheRequest) -> Lookup:
         if request.method not in ("GET", "HEAD"):
             return Lookup.BYPASS
-        control = request.header(b"cache-control")
+        fields = request.fields()
+        control = fields.get(b"cache-control")
         if control is None:
-            pragma = request.header(b"pragma")
+            pragma = fields.get(b"pragma")
             return Lookup.REFRESH if pragma is not None and b"no-cache" in pragma.lower() else Lookup.LOOKUP
         directives = cache_control(control)
         if directives.no_store:
@@ -207,17 +223,20 @@ class DefaultCacheStrategy(CacheStrategy):
         return Lookup.LOOKUP
 
     def cache_key(self, request: CacheRequest, vary: tuple[str, ...] = ()) -> str:
-        # HEAD is answered from the GET entry (RFC 9110 9.3.2); it is never stored itself.
-        method = b"GET" if request.method == "HEAD" else request.method.encode()
-        authorized = b"1" if request.header(b"authorization") is not None else b"0"
-        key = b"\0".join((method, request.route.encode(), request.path.encode(), sorted_query(request.query),
-                          request.schema_version.encode(), authorized))
-        if request.host:
-            key += b"\0host=" + request.host.encode("latin-1")
-        for name in vary:
-            value = (request.consumer or "").encode() if name == CONSUMER else request.header(name.encode("latin-1"))
-            key += b"\0" + name.encode("latin-1") + b"=" + (value or b"")
-        return hashlib.blake2b(key, digest_size=16).hexdigest()
+        # The URI's id (``uri_id``: host, path, sorted query), then an id of the rest: method (HEAD is
+        # answered from the GET entry, RFC 9110 9.3.2; it is never stored itself), route, schema
+        # version, whether the request was authorized, then the Vary'd values. A miss hashes its URI
+        # once, for its key and its listing alike; the rest takes a few values, hashed once each.
+        method = "GET" if request.method == "HEAD" else request.method
+        key = uri_id(request.host, request.path, request.query) + _variant_id(
+            method, request.route, request.schema_version, request.header(b"authorization") is not None)
+        if vary:
+            values = b""
+            for name in vary:
+                value = (request.consumer or "").encode() if name == CONSUMER else request.header(name.encode("latin-1"))
+                values += b"\0" + name.encode("latin-1") + b"=" + (value or b"")
+            key += hashlib.blake2b(values, digest_size=16).hexdigest()
+        return key
 
     # -- storing --------------------------------------------------------------------------------
 

@@ -36,8 +36,8 @@ KEYS; they name their other keys from its prefix ("<bucket>:" of "<bucket>:stats
 in ARGV, as ``BucketKeys`` spells them: an entry id, a base id ("" when it is the entry id: a
 resource without Vary), a uri id, and the request's path (the index member is "<path>\\0<id>",
 ``index_member``). Those keys share the stats key's hash tag, hence its slot. What that saves: a
-lookup and a store are the most frequent calls, and a key name is 30-80 bytes to build in Python,
-pack and send, where an id is 32.
+lookup and a store are the most frequent calls, and their 7 and 10 key names (an id behind a
+20-odd byte prefix) were built in Python, packed and sent each time; now each id goes once.
 cache_get (``lookup_call``; reply ``LookupReply``)
   KEYS  stats
   ARGV  mode (MAY_LOCK may lock or wait, FINAL never locks nor waits, WARM peeks and locks when

@@ -115,12 +115,11 @@ class CacheStage(Stage):
                 return None
             # The client wants an answer the backend confirmed: an entry kept for it is looked up
             # (never locked, never waited for) only to be revalidated (_refresh).
-            return self.manager.lookup_call(ex.path, ex.query_string, request.host, entry_id, base_id, names, FINAL)
+            return self.manager.lookup_call(request, entry_id, base_id, names, FINAL)
         if ex.method == "GET":
             pending.token = new_token()
-            return self.manager.lookup_call(ex.path, ex.query_string, request.host, entry_id, base_id, names,
-                                            MAY_LOCK, pending.token)
-        return self.manager.lookup_call(ex.path, ex.query_string, request.host, entry_id, base_id, names, FINAL)
+            return self.manager.lookup_call(request, entry_id, base_id, names, MAY_LOCK, pending.token)
+        return self.manager.lookup_call(request, entry_id, base_id, names, FINAL)
 
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
         if ex.method not in SAFE_METHODS:
@@ -225,9 +224,8 @@ class CacheStage(Stage):
         return reply
 
     async def _look(self, pending: Pending, mode: str) -> LookupReply:
-        request = pending.request
-        call = self.manager.lookup_call(request.path, request.query, request.host, pending.entry_id,
-                                        pending.base_id, pending.names, mode, pending.token)
+        call = self.manager.lookup_call(pending.request, pending.entry_id, pending.base_id, pending.names, mode,
+                                        pending.token)
         return lookup_reply((await self.store.run(call))[0])
 
     def _answer(self, ex: Exchange, route: Route, pending: Pending, status: int, headers: RawHeaders,

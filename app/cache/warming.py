@@ -67,8 +67,7 @@ class CacheWarmer:
         names = self.hints.get(base_id, ())
         pending = Pending(request, strategy.cache_key(request, names) if names else base_id, base_id,
                           names, new_token())
-        call = self.manager.lookup_call(request.path, request.query, request.host, pending.entry_id, base_id,
-                                        names, WARM, pending.token, MARGIN)
+        call = self.manager.lookup_call(request, pending.entry_id, base_id, names, WARM, pending.token, MARGIN)
         try:
             reply = lookup_reply((await self.manager.store.run(call))[0])
         except StoreError:

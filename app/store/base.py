@@ -30,8 +30,12 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached now. Callers degrade by their own policy; it is never a 500."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ScriptCall:
+    """One script call: never changed once made (only ``wire``, a cache, is set later). Not frozen:
+    a frozen dataclass sets each field through ``object.__setattr__``, and the request path makes
+    two or three of these per request."""
+
     script: str
     keys: Sequence[str]
     args: Sequence[Any] = ()

@@ -36,7 +36,9 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, 
 from app.edge.coalescing import CoalescingTransport
 
 ReplyError = hiredis.ReplyError
-_pack = hiredis.pack_command
+# hiredis packs a tuple of arguments in C, as ``bulk`` would each (numbers as redis-py sends them;
+# a bool or None refused with TypeError). Called as is where the caller has made the tuple.
+pack_tuple = hiredis.pack_command
 Command = Sequence[bytes | str | int | float]
 
 
@@ -70,9 +72,7 @@ def bulk(value: bytes | str | int | float) -> bytes:
 
 def encode(command: Command) -> bytes:
     """One command in RESP: an array of bulk strings."""
-    # hiredis packs the arguments in C, as ``bulk`` would each (numbers as redis-py sends them;
-    # a bool or None refused with TypeError): this runs for every argument of every script call.
-    return _pack(command if command.__class__ is tuple else tuple(command))
+    return pack_tuple(command if command.__class__ is tuple else tuple(command))
 
 
 class _Waiter:

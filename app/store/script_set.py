@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from app.store.base import ScriptCall, StoreError
-from app.store.pipe import bulk, encode
+from app.store.pipe import bulk, encode, pack_tuple
 from app.store.script_sources import script_sources
 
 
@@ -29,6 +29,6 @@ class ScriptSet:
         wire = call.wire
         if wire is None or wire[0] is not head:  # not encoded yet, or by another store's scripts
             # Packed whole in one C call (cheaper than joining the made-once head to the rest).
-            wire = (head, encode(("EVALSHA", self.shas[call.script], len(call.keys), *call.keys, *call.args)))
-            object.__setattr__(call, "wire", wire)  # a cache on a frozen value, not a change of it
+            wire = (head, pack_tuple(("EVALSHA", self.shas[call.script], len(call.keys), *call.keys, *call.args)))
+            call.wire = wire
         return wire[1]

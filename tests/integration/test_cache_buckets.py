@@ -113,8 +113,8 @@ async def test_fills_coalesce_in_every_bucket_across_the_clusters_masters(
         requests = {path: CacheRequest(method="GET", route="r", path=path) for path in owners.values()}
         ids = {path: cache.strategy.cache_key(request) for path, request in requests.items()}
         for path, entry_id in ids.items():
-            first = lookup_reply((await filler.run(cache.lookup_call(path, b"", "", entry_id, entry_id, (), MAY_LOCK, "f")))[0])
-            second = lookup_reply((await waiter.run(cache.lookup_call(path, b"", "", entry_id, entry_id, (), MAY_LOCK, "w")))[0])
+            first = lookup_reply((await filler.run(cache.lookup_call(requests[path], entry_id, entry_id, (), MAY_LOCK, "f")))[0])
+            second = lookup_reply((await waiter.run(cache.lookup_call(requests[path], entry_id, entry_id, (), MAY_LOCK, "w")))[0])
             assert (first.code, first.locked, second.code) == (MISS, 1, WAIT)
         decision = StoreDecision(ttl_ms=60_000, grace_ms=0, swr_ms=0, vary=(), headers=[])
         await filler.run(*(cache.store_call(requests[path], entry_id, entry_id, decision, 200, b"v", "f")
@@ -125,7 +125,7 @@ async def test_fills_coalesce_in_every_bucket_across_the_clusters_masters(
             await asyncio.sleep(0.02)
         assert sorted(heard) == sorted(entry_id.encode() for entry_id in ids.values())
         for path, entry_id in ids.items():
-            hit = lookup_reply((await waiter.run(cache.lookup_call(path, b"", "", entry_id, entry_id, (), MAY_LOCK, "w")))[0])
+            hit = lookup_reply((await waiter.run(cache.lookup_call(requests[path], entry_id, entry_id, (), MAY_LOCK, "w")))[0])
             assert (hit.code, hit.body) == (HIT, b"v")
     finally:
         await waiter.close()

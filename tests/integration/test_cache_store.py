@@ -189,14 +189,14 @@ async def test_one_filler_per_key_the_others_wait(store: Store) -> None:
     cache = ApiCacheManager(store=store)
     request = CacheRequest(method="GET", route="r", path="/cold")
     entry_id = cache.strategy.cache_key(request)
-    first = await store.call(*_args(cache.lookup_call("/cold", b"", "", entry_id, entry_id, (), MAY_LOCK, "tok-a")))
-    second = await store.call(*_args(cache.lookup_call("/cold", b"", "", entry_id, entry_id, (), MAY_LOCK, "tok-b")))
-    final = await store.call(*_args(cache.lookup_call("/cold", b"", "", entry_id, entry_id, (), FINAL)))
+    first = await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "tok-a")))
+    second = await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "tok-b")))
+    final = await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), FINAL)))
     assert (first[0], first[1]) == (MISS, 1)   # takes the lock: goes to the backend
     assert (second[0], second[1]) == (WAIT, 0)  # waits for the first
     assert (final[0], final[1]) == (MISS, 0)    # a final look never waits
     await store.run(cache.store_call(request, entry_id, entry_id, _decision(), 200, b"body", "tok-a"))
-    hit = await store.call(*_args(cache.lookup_call("/cold", b"", "", entry_id, entry_id, (), MAY_LOCK, "tok-b")))
+    hit = await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "tok-b")))
     assert hit[0] == HIT and hit[5] == b"body"
     stats = await cache.get_stats()
     assert (stats["hits"], stats["misses"]) == (1, 2)  # a WAIT is not counted: its retry is
@@ -212,10 +212,10 @@ async def test_a_fill_is_announced_only_when_someone_waits(store: Store, redis_c
     ids = [cache.strategy.cache_key(CacheRequest(method="GET", route="r", path="/p", query=b"n=%d" % n))
            for n in range(4)]
     for entry_id in ids:
-        assert (await store.call(*_args(cache.lookup_call("/p", b"", "", entry_id, entry_id, (), MAY_LOCK, "filler"))))[1] == 1
+        assert (await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "filler"))))[1] == 1
     for entry_id in ids[2:]:  # someone waits for these two (and looks again)
         for _ in range(2):
-            waiter = await store.call(*_args(cache.lookup_call("/p", b"", "", entry_id, entry_id, (), MAY_LOCK, "waiter")))
+            waiter = await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "waiter")))
             assert waiter[0] == WAIT
     for entry_id in ids[0::2]:
         await store.run(cache.store_call(request, entry_id, entry_id, _decision(), 200, b"body", "filler"))
@@ -228,17 +228,17 @@ async def test_a_fill_is_announced_only_when_someone_waits(store: Store, redis_c
     # The memory store has one replica: its waiters are woken in-process, never by a message.
     assert heard == (ids[2:] if store.shared else [])
     for entry_id in ids:  # every lock is free
-        assert (await store.call(*_args(cache.lookup_call("/p", b"", "", entry_id, entry_id, (), MAY_LOCK, "next"))))[0] != WAIT
+        assert (await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "next"))))[0] != WAIT
 
 
 async def test_an_answer_that_cannot_be_kept_frees_waiters_from_the_lock(store: Store) -> None:
     cache = ApiCacheManager(store=store)
     request = CacheRequest(method="GET", route="r", path="/nocache")
     entry_id = cache.strategy.cache_key(request)
-    assert (await store.call(*_args(cache.lookup_call("/nocache", b"", "", entry_id, entry_id, (), MAY_LOCK, "a"))))[1] == 1
+    assert (await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "a"))))[1] == 1
     assert await store.call(*_args(cache.release_call(request, entry_id, "wrong", 10_000))) == 0
     assert await store.call(*_args(cache.release_call(request, entry_id, "a", 10_000))) == 1
-    again = await store.call(*_args(cache.lookup_call("/nocache", b"", "", entry_id, entry_id, (), MAY_LOCK, "b")))
+    again = await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "b")))
     assert (again[0], again[1]) == (MISS, 0)  # "pass": straight to the backend, no lock
 
 
@@ -246,12 +246,12 @@ async def test_warm_peek_locks_only_when_due(store: Store) -> None:
     cache = ApiCacheManager(store=store)
     request = CacheRequest(method="GET", route="r", path="/warm")
     entry_id = cache.strategy.cache_key(request)
-    due = await store.call(*_args(cache.lookup_call("/warm", b"", "", entry_id, entry_id, (), WARM, "w1", 100)))
+    due = await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), WARM, "w1", 100)))
     assert (due[0], due[1]) == (DUE, 1)
     await store.run(cache.store_call(request, entry_id, entry_id, _decision(60_000), 200, b"x", "w1"))
-    fresh = await store.call(*_args(cache.lookup_call("/warm", b"", "", entry_id, entry_id, (), WARM, "w2", 100)))
+    fresh = await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), WARM, "w2", 100)))
     assert fresh[0] == FRESH  # a tenth of its life left is 6 s away
-    soon = await store.call(*_args(cache.lookup_call("/warm", b"", "", entry_id, entry_id, (), WARM, "w3", 1000)))
+    soon = await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), WARM, "w3", 1000)))
     assert (soon[0], soon[1]) == (DUE, 1)  # "due with all of its life left": due now
     assert (await cache.get_stats())["hits"] == 0  # warming is not traffic
 
@@ -265,7 +265,7 @@ async def test_vary_names_are_learned_from_the_store(store: Store) -> None:
     decision = StoreDecision(ttl_ms=60_000, grace_ms=0, swr_ms=0, vary=("accept-language",), headers=[])
     await store.run(cache.store_call(fr, variant, base, decision, 200, b"bonjour", ""))
     # A replica that does not know the resource varies looks under the base key: told to re-key.
-    told = await store.call(*_args(cache.lookup_call("/v", b"", "", base, base, (), FINAL)))
+    told = await store.call(*_args(cache.lookup_call(fr, base, base, (), FINAL)))
     assert told[0] == 3 and told[3] == b"accept-language"
     assert (await cache.get_entry(fr)).body == b"bonjour"
     en = CacheRequest(method="GET", route="r", path="/v", headers=[(b"accept-language", b"en")])
@@ -290,15 +290,15 @@ async def test_a_purge_during_a_fill_refuses_its_store(store: Store) -> None:
     entry_id = cache.strategy.cache_key(request)
     target = UriTarget("/written", b"", (uri_id("", "/written", b""),))
     assert await store.call(*_args(peek_call(cache.bucket, target))) == 0
-    assert (await store.call(*_args(cache.lookup_call("/written", b"", "", entry_id, entry_id, (), MAY_LOCK, "f"))))[1] == 1
+    assert (await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "f"))))[1] == 1
     assert await store.call(*_args(peek_call(cache.bucket, target))) == 1
     await store.run(*purge_calls(cache.bucket, [target]))
     assert await store.call(*_args(peek_call(cache.bucket, target))) == 0
-    assert (await store.call(*_args(cache.lookup_call("/written", b"", "", entry_id, entry_id, (), MAY_LOCK, "g"))))[1] == 1
+    assert (await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "g"))))[1] == 1
     assert (await store.run(cache.store_call(request, entry_id, entry_id, _decision(), 200, b"old", "f")))[0] == [0, 0, 0]
-    assert (await store.call(*_args(cache.lookup_call("/written", b"", "", entry_id, entry_id, (), FINAL))))[0] == MISS
+    assert (await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), FINAL))))[0] == MISS
     assert (await store.run(cache.store_call(request, entry_id, entry_id, _decision(), 200, b"new", "g")))[0][2] == 1
-    hit = await store.call(*_args(cache.lookup_call("/written", b"", "", entry_id, entry_id, (), FINAL)))
+    hit = await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), FINAL)))
     assert hit[0] == HIT and hit[5] == b"new"
 
 
@@ -307,6 +307,6 @@ async def test_a_released_fill_leaves_its_uri(store: Store) -> None:
     request = CacheRequest(method="GET", route="r", path="/unkept")
     entry_id = cache.strategy.cache_key(request)
     target = UriTarget("/unkept", b"", (uri_id("", "/unkept", b""),))
-    assert (await store.call(*_args(cache.lookup_call("/unkept", b"", "", entry_id, entry_id, (), MAY_LOCK, "a"))))[1] == 1
+    assert (await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "a"))))[1] == 1
     assert await store.call(*_args(cache.release_call(request, entry_id, "a", 0))) == 1
     assert await store.call(*_args(peek_call(cache.bucket, target))) == 0  # a write has nothing to purge

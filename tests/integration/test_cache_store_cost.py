@@ -43,8 +43,7 @@ async def test_a_new_entrys_store_and_a_hit_count_their_redis_commands() -> None
                     other_id = cache.strategy.cache_key(other)
                     await store.run(cache.store_call(other, other_id, other_id, _DECISION, 200, b"x", ""))
                 before = _calls(client)
-                miss = lookup_reply((await store.run(cache.lookup_call(request.path, request.query, request.host,
-                                                                       entry_id, entry_id, (),
+                miss = lookup_reply((await store.run(cache.lookup_call(request, entry_id, entry_id, (),
                                                                        MAY_LOCK, "tok")))[0])
                 assert (miss.code, miss.locked) == (MISS, 1)
                 # TIME, HMGET, GET vary, EXISTS pass, SET NX of the lock, the fill listed under
@@ -59,15 +58,14 @@ async def test_a_new_entrys_store_and_a_hit_count_their_redis_commands() -> None
                 # listing: below); ZRANGEBYSCORE for expired entries; ZCARD; GET and DEL of the lock.
                 assert sum(stored.values()) == 18, stored
                 before = _calls(client)
-                hit = lookup_reply((await store.run(cache.lookup_call(request.path, request.query, request.host,
-                                                                      entry_id, entry_id, (), MAY_LOCK, "again")))[0])
+                hit = lookup_reply((await store.run(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "again")))[0])
                 assert hit.code == HIT
                 assert sum(_commands_run(client, before).values()) == 6  # TIME, HMGET, HGET and HSET clock, ZADD, HINCRBY hits
                 long_kept = StoreDecision(ttl_ms=FILL_LISTED_MS + 60_000, grace_ms=0, swr_ms=0, vary=(),
                                           headers=_DECISION.headers)
                 later = CacheRequest(method="GET", route="r", path=f"/cost/{max_bytes}/long")
                 later_id = cache.strategy.cache_key(later)
-                await store.run(cache.lookup_call(later.path, later.query, later.host, later_id, later_id, (),
+                await store.run(cache.lookup_call(later, later_id, later_id, (),
                                                   MAY_LOCK, "tok"))
                 before = _calls(client)
                 await store.run(cache.store_call(later, later_id, later_id, long_kept, 200, b"body", "tok"))
