@@ -16,10 +16,26 @@ import time
 from typing import Any
 
 from app.store.base import StoreError, StoreUnavailable
-from app.store.pipe import PipeBroken, PipeUnavailable, RedisPipe, ReplyError
+from app.store.pipe import PipeBroken, PipeUnavailable, RedisPipe, ReplyError, encode
 from app.store.script_set import ScriptSet
 
 log = logging.getLogger("apigw.store")
+
+# The oldest Redis the scripts run on: the cache's lookup lists a fill with PEXPIRE ... NX (7.0).
+# On an older one that script fails on every miss, and the cache would be bypassed without a word.
+OLDEST_REDIS = (7, 0)
+_INFO_SERVER = encode(("INFO", "server"))
+
+
+def redis_version(info: bytes) -> tuple[int, ...] | None:
+    """``redis_version`` from an INFO server reply, as numbers; None when it is not there."""
+    for line in info.splitlines():
+        if line.startswith(b"redis_version:"):
+            try:
+                return tuple(int(part) for part in line[len(b"redis_version:"):].strip().split(b".")[:3])
+            except ValueError:
+                return None
+    return None
 
 
 class NodeLink:
@@ -34,6 +50,8 @@ class NodeLink:
         self._logged_down_at = 0.0
         self.failures = 0  # calls refused because the server was unreachable
         self.round_trips = 0  # batches sent to this server
+        self._version_ok = False  # the server's version was read, and is recent enough
+        self._version_refused = False  # the refusal was logged
 
     # -- failure accounting ---------------------------------------------------------------------
 
@@ -91,6 +109,23 @@ class NodeLink:
         # the next call connects anew (and pauses only if that fails).
         return StoreUnavailable(str(error))
 
+    async def check_version(self) -> None:
+        """``StoreError`` when the server is older than ``OLDEST_REDIS``: readiness then stays false
+        (with the reason logged once) rather than the cache failing on every miss. Read once per
+        server; a server that will not say (INFO refused or renamed) is taken at its word."""
+        if self._version_ok:
+            return
+        info = (await self.send([_INFO_SERVER]))[0]
+        version = redis_version(info) if isinstance(info, bytes) else None
+        if version is not None and version < OLDEST_REDIS:
+            message = (f"redis at {self.address} is version {'.'.join(map(str, version))}: the gateway needs "
+                       f"Redis {'.'.join(map(str, OLDEST_REDIS))} or newer")
+            if not self._version_refused:
+                self._version_refused = True
+                log.error("%s; not ready until it is upgraded", message)
+            raise StoreError(message)
+        self._version_ok = True
+
     async def load_scripts(self) -> None:
         """Every script, so that the calls that got NOSCRIPT (a restart, a failover, a flush) can be
         sent again: they did not run."""
@@ -99,9 +134,11 @@ class NodeLink:
                 raise StoreError(f"redis at {self.address} refused a script: {reply}")
 
     async def has_scripts(self) -> bool:
-        """Whether this server knows every script now; the missing ones are loaded on the way."""
+        """Whether this server knows every script now; the missing ones are loaded on the way.
+        ``StoreError`` naming the version when the server is older than the scripts need."""
         if not self.scripts.shas:
             return False  # no scripts were found: the request path cannot be served at all
+        await self.check_version()
         reply = (await self.send([self.scripts.exists_command]))[0]
         if isinstance(reply, ReplyError):
             raise StoreError(str(reply))
