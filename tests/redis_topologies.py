@@ -65,6 +65,8 @@ class Node:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.args = args
         self.config = config  # a config file's text (sentinels rewrite theirs, so it must be a file)
+        # How the port is given: a TLS-only node has "--port 0" here and its --tls-port in ``args``.
+        self.port_args = ["--port", str(self.port)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,7 +80,9 @@ class Node:
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=1)
 
-    def start(self) -> Node:
+    def start(self, wait: bool = True) -> Node:
+        """``wait``: until it answers a plain PING; a node behind TLS or a password is waited for
+        by its caller, who knows how to reach it."""
         head = [_binary("redis-server")]
         if self.config is not None:
             path = self.dir / "node.conf"
@@ -86,11 +90,12 @@ class Node:
                 path.write_text(self.config)
             head.append(str(path))
         self.proc = subprocess.Popen(
-            [*head, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
+            [*head, *self.port_args, "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
              "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
              "--logfile", str(self.dir / "redis.log"), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.pings, timeout=10, what=f"redis-server on {self.port}")
+        if wait:
+            wait_for(self.pings, timeout=10, what=f"redis-server on {self.port}")
         return self
 
     def pings(self) -> bool:

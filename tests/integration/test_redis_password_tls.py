@@ -38,12 +38,14 @@ class TlsPasswordCluster:
         cert.private_key_pem.write_to_path(root / "key.pem")
         self.ports = [cluster_port() for _ in range(3)]
         self.nodes = [Node(root, [
-            "--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes",
+            "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes",
             "--tls-cert-file", str(root / "cert.pem"), "--tls-key-file", str(root / "key.pem"),
             "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no",
             "--requirepass", PASSWORD, "--masterauth", PASSWORD,
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"],
             port=port) for port in self.ports]
+        for node in self.nodes:
+            node.port_args = ["--port", "0"]  # TLS only
 
     def cli(self, port: int, *words: str) -> str:
         return subprocess.run([_binary("redis-cli"), "--tls", "--cacert", str(self.ca), "-a", PASSWORD,
@@ -52,12 +54,7 @@ class TlsPasswordCluster:
 
     def start(self) -> TlsPasswordCluster:
         for node in self.nodes:
-            # Node.start pings over plain TCP, which these nodes do not speak: start them by hand.
-            node.proc = subprocess.Popen(
-                [_binary("redis-server"), "--bind", "127.0.0.1", "--dir", str(node.dir), "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-                 "--logfile", str(node.dir / "redis.log"), *node.args],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            node.start(wait=False)  # they speak TLS only: waited for with redis-cli --tls below
         for port in self.ports:
             wait_for(lambda p=port: self._answers(p), timeout=10, what=f"TLS redis-server on {port}")
         self.cli(self.ports[0], "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
@@ -142,17 +139,7 @@ class PasswordSentinelGroup:
 
     def start(self) -> PasswordSentinelGroup:
         for node in (self.master, self.replica, *self.sentinels):
-            head = [_binary("redis-server")]
-            if node.config is not None:
-                path = node.dir / "node.conf"
-                path.write_text(node.config)
-                head.append(str(path))
-            node.proc = subprocess.Popen(
-                [*head, *getattr(node, "port_args", ["--port", str(node.port)]), "--bind", "127.0.0.1",
-                 "--dir", str(node.dir), "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-                 "--logfile", str(node.dir / "redis.log"), *node.args],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            node.start(wait=False)  # a password or TLS: waited for with redis-cli below
         wait_for(lambda: "master_link_status:up" in self.cli(self.replica, "INFO", "replication"), timeout=20,
                  what="the replica to replicate")
         wait_for(lambda: all("num-slaves" in self.cli(s, "SENTINEL", "master", "mymaster", password=None)
