@@ -49,6 +49,7 @@ else
 end
 
 local removed = 0
+local uri_prefix = string.sub(KEYS[5], 1, -6) .. 'uri:'  -- "<bucket>:uri:" of "<bucket>:stats"
 for _, m in ipairs(members) do
   local cut = string.find(m, '\0', 1, true)
   local path, id = string.sub(m, 1, cut - 1), string.sub(m, cut + 1)
@@ -61,7 +62,11 @@ for _, m in ipairs(members) do
       redis.call('HDEL', KEYS[4], m)
       redis.call('HINCRBY', KEYS[5], 'bytes', -tonumber(size))
     end
-    redis.call('DEL', ARGV[4] .. id)
+    -- Its URI's index forgets it too (cache_set.lua's unlist), unless a fill in progress is listed.
+    local key = ARGV[4] .. id
+    local uri = redis.call('HGET', key, 'u')
+    if uri and redis.call('HGET', uri_prefix .. uri, m) == '1' then redis.call('HDEL', uri_prefix .. uri, m) end
+    redis.call('DEL', key)
     removed = removed + 1
   end
 end

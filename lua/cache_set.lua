@@ -65,8 +65,20 @@ local function entry_key(m)
   return P .. 'e2:' .. (cut and string.sub(m, cut + 1) or m)
 end
 
+-- An entry deleted before its time (evicted) leaves its URI's index too: else the index, kept as
+-- long as the entry would have been, outlives it, one per URI ever stored (cache_invalidate.lua
+-- does the same). A fill in progress listed under the same member (its token) stays listed.
+local function unlist(key, m)
+  local uri = redis.call('HGET', key, 'u')
+  if uri and redis.call('HGET', P .. 'uri:' .. uri, m) == '1' then
+    redis.call('HDEL', P .. 'uri:' .. uri, m)
+  end
+end
+
 -- Every write replaces all three fields: no DEL first.
-redis.call('HSET', entry, 't', fresh .. ' ' .. swr .. ' ' .. stale .. ' ' .. now, 'h', ARGV[8], 'b', ARGV[9])
+-- "u": the uri id it is listed under, for whoever deletes it before its time (unlist).
+redis.call('HSET', entry, 't', fresh .. ' ' .. swr .. ' ' .. stale .. ' ' .. now, 'h', ARGV[8], 'b', ARGV[9],
+  'u', ARGV[4])
 redis.call('PEXPIRE', entry, keep)
 -- The LRU's score for a write (cache_get.lua's lru_score, with the clock read above): the time in
 -- microseconds, raised past the last score given, so that no two touches tie, within a
@@ -122,7 +134,9 @@ local function evict_one()
   redis.call('ZREM', exp, victim)
   redis.call('ZREM', paths, victim)
   forget_size(victim)
-  redis.call('DEL', entry_key(victim))
+  local key = entry_key(victim)
+  unlist(key, victim)
+  redis.call('DEL', key)
   evicted = evicted + 1
   count = count - 1
 end

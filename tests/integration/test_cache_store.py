@@ -310,3 +310,22 @@ async def test_a_released_fill_leaves_its_uri(store: Store) -> None:
     assert (await store.call(*_args(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "a"))))[1] == 1
     assert await store.call(*_args(cache.release_call(request, entry_id, "a", 0))) == 1
     assert await store.call(*_args(peek_call(cache.bucket, target))) == 0  # a write has nothing to purge
+
+
+async def test_an_evicted_or_invalidated_entry_leaves_its_uris_index(store: Store, redis_client: redis.Redis) -> None:
+    # Every URI stored is listed in a uri index, kept as long as its entry would be. Evicted or
+    # invalidated, the entry used to leave its index behind until then: with unique URIs (a query
+    # string per request), one key per URI ever stored, whatever max_size.
+    cache = ApiCacheManager(max_size=3, store=store, buckets=1)
+    for n in range(30):
+        await cache.set(f"/u/{n}", None, n)
+
+    def uri_keys() -> list[str]:
+        if store.shared:
+            return [k.decode() for k in redis_client.scan_iter(match=f"{store.prefix}:cache:*:uri:*", count=1000)]
+        return [k for k in store.db.keys() if ":uri:" in k]
+
+    assert len(uri_keys()) == 3
+    assert [await cache.get(f"/u/{n}") for n in (27, 28, 29)] == [27, 28, 29]
+    assert await cache.invalidate("/u") == 3
+    assert uri_keys() == []

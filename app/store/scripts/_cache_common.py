@@ -26,6 +26,16 @@ def entry_key(entry_prefix: bytes, member: bytes) -> str:
     return (entry_prefix + (tail if cut else member)).decode()
 
 
+def unlist(db: MemoryDB, prefix: str, entry: str, member: bytes) -> None:
+    """An entry deleted before its time leaves its URI's index (its "u" field names it), unless a
+    fill in progress is listed there under the same member (lua/cache_set.lua's unlist)."""
+    uri = (hash_of(db, entry) or {}).get(b"u")
+    if uri is not None:
+        uri_key = prefix + "uri:" + uri.decode()
+        if (hash_of(db, uri_key) or {}).get(member) == b"1":
+            hdel(db, uri_key, member)
+
+
 def lru_score(stats: dict[bytes, Any], now_us: int) -> int:
     """The LRU's score for a read or a write (lua/cache_get.lua's lru_score): the time in
     microseconds, raised past the last score given, which the stats hash keeps as "clock"."""

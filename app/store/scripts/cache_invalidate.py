@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from app.store.memory import MemoryDB
-from app.store.scripts._cache_common import forget
+from app.store.scripts._cache_common import bucket_prefix, forget, unlist
 from app.store.scripts._redis import arg, zrangebylex
 
 
@@ -53,6 +53,8 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> int:
         path, _, victim = member.partition(b"\0")
         if pattern is None or pattern.match(path):
             forget(db, (paths_key, lru_key, exp_key), member, sizes_key, stats_key)
-            db.delete(entry_prefix.decode() + victim.decode())
+            key = entry_prefix.decode() + victim.decode()
+            unlist(db, bucket_prefix(stats_key), key, member)
+            db.delete(key)
             removed += 1
     return removed

@@ -13,6 +13,7 @@ from app.store.scripts._cache_common import (
     lru_score,
     member_of,
     purge_expired,
+    unlist,
 )
 from app.store.scripts._redis import arg, hash_of, writable, zset_of
 
@@ -41,7 +42,8 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     keep = kept - now
 
     # Every write replaces the three fields (no DEL first), then the entry's deadline.
-    writable(db, entry).update({b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": arg(args[7]), b"b": arg(args[8])})
+    writable(db, entry).update({b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": arg(args[7]), b"b": arg(args[8]),
+                                b"u": arg(args[3])})
     db.pexpire(entry, keep)
     for key, score in ((lru_key, lru_score(writable(db, stats_key), now_us)), (exp_key, kept), (paths_key, 0)):
         writable(db, key)[member] = score
@@ -77,7 +79,9 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     while lru and (len(lru) > max_entries or (max_bytes and int(stats[b"bytes"]) > max_bytes)):
         victim = min(lru, key=lambda m: (lru[m], m))
         forget(db, index_keys, victim, sizes_key, stats_key)
-        db.delete(entry_key((prefix + "e2:").encode(), victim))
+        victim_key = entry_key((prefix + "e2:").encode(), victim)
+        unlist(db, prefix, victim_key, victim)
+        db.delete(victim_key)
         evicted += 1
     if evicted:
         stats = writable(db, stats_key)
