@@ -96,7 +96,7 @@ class CacheRequest:
     # name -> value (repeated fields joined), built on the first ``header`` call: the strategy
     # asks for several fields per request, and ``headers`` is not changed once the request is made.
     _index: dict[bytes, bytes] | None = field(default=None, init=False, repr=False, compare=False)
-    # Its bucket and uri id (``ApiCacheManager._place``), worked out on its first store call.
+    # Its bucket and uri id (``ApiCacheManager._place``), worked out on its first script call.
     place: tuple[Any, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def header(self, name: bytes) -> bytes | None:
