@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,21 +27,52 @@ pytestmark = pytest.mark.redis
 PASSWORD = "s3cret-cluster"
 
 
+def _tls_material(root: Path) -> tuple[Path, list[str]]:
+    """A CA of trustme's and a certificate for 127.0.0.1 written under ``root``: the CA file, and
+    the redis-server options that serve the certificate (clients are not asked for one)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(root / "ca.pem")
+    cert.cert_chain_pems[0].write_to_path(root / "cert.pem")
+    cert.private_key_pem.write_to_path(root / "key.pem")
+    return root / "ca.pem", ["--tls-cert-file", str(root / "cert.pem"), "--tls-key-file", str(root / "key.pem"),
+                             "--tls-ca-cert-file", str(root / "ca.pem"), "--tls-auth-clients", "no"]
+
+
+def _redis_cli(port: int, *words: str, ca: Path | None = None, password: str | None = None,
+               check: bool = False, timeout: float = 10) -> str:
+    """redis-cli's output for ``words`` on the node at ``port`` (over TLS when ``ca`` is given)."""
+    tls = ["--tls", "--cacert", str(ca)] if ca is not None else []
+    auth = ["-a", password, "--no-auth-warning"] if password else []
+    return subprocess.run([_binary("redis-cli"), *tls, *auth, "-p", str(port), *words],
+                          capture_output=True, timeout=timeout, text=True, check=check).stdout
+
+
+def _running(group: TlsPasswordCluster | PasswordSentinelGroup) -> Iterator[Any]:
+    """A module fixture's body: the group started for the module, stopped after it."""
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+
+
+def _five_of_seven_admitted(raw: dict[str, Any], clients: list[str]) -> None:
+    """Through a gateway on ``raw``: ready, and for each client exactly 5 of 7 requests admitted."""
+    with GatewayThread(parse_config(raw, {})) as gateway, httpx.Client(base_url=gateway.url) as client:
+        assert client.get("/_gateway/ready").json()["status"] == "ready"
+        for name in clients:
+            statuses = [client.get("/api/x", headers={"X-Client-ID": name}).status_code for _ in range(7)]
+            assert statuses == [200] * 5 + [429] * 2, name
+
+
 class TlsPasswordCluster:
     """3 masters, no replicas, TLS only (no plain port), a password on every node and on the bus."""
 
     def __init__(self, root: Path) -> None:
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1")
-        self.ca = root / "ca.pem"
-        ca.cert_pem.write_to_path(self.ca)
-        cert.cert_chain_pems[0].write_to_path(root / "cert.pem")
-        cert.private_key_pem.write_to_path(root / "key.pem")
+        self.ca, tls = _tls_material(root)
         self.ports = [cluster_port() for _ in range(3)]
         self.nodes = [Node(root, [
-            "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes",
-            "--tls-cert-file", str(root / "cert.pem"), "--tls-key-file", str(root / "key.pem"),
-            "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no",
+            "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes", *tls,
             "--requirepass", PASSWORD, "--masterauth", PASSWORD,
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"],
             port=port) for port in self.ports]
@@ -48,9 +80,8 @@ class TlsPasswordCluster:
             node.port_args = ["--port", "0"]  # TLS only
 
     def cli(self, port: int, *words: str) -> str:
-        return subprocess.run([_binary("redis-cli"), "--tls", "--cacert", str(self.ca), "-a", PASSWORD,
-                               "--no-auth-warning", "-p", str(port), *words],
-                              check=True, capture_output=True, timeout=60, text=True).stdout
+        # 60 s: `--cluster create` goes through it too.
+        return _redis_cli(port, *words, ca=self.ca, password=PASSWORD, check=True, timeout=60)
 
     def start(self) -> TlsPasswordCluster:
         for node in self.nodes:
@@ -79,11 +110,7 @@ class TlsPasswordCluster:
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsPasswordCluster]:
-    cluster = TlsPasswordCluster(tmp_path_factory.mktemp("tls-cluster"))
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+    yield from _running(TlsPasswordCluster(tmp_path_factory.mktemp("tls-cluster")))
 
 
 def _config(seeds: list[str], backend: BackendServer) -> dict[str, object]:
@@ -98,15 +125,10 @@ def _config(seeds: list[str], backend: BackendServer) -> dict[str, object]:
 
 def test_limits_are_exact_on_every_shard_of_a_cluster_with_a_password_and_tls(
         tls_cluster: TlsPasswordCluster, backend: BackendServer) -> None:
-    config = parse_config(_config(tls_cluster.seeds(PASSWORD), backend), {})
     clients = [f"user{i}" for i in range(5)]
     # `--cluster create` gives 3 masters the slots in thirds: these clients' tags fall in each.
     assert {key_slot(f"x:{{{c}}}") * 3 // 16384 for c in clients} == {0, 1, 2}
-    with GatewayThread(config) as gateway, httpx.Client(base_url=gateway.url) as client:
-        assert client.get("/_gateway/ready").json()["status"] == "ready"
-        for name in clients:
-            statuses = [client.get("/api/x", headers={"X-Client-ID": name}).status_code for _ in range(7)]
-            assert statuses == [200] * 5 + [429] * 2, name
+    _five_of_seven_admitted(_config(tls_cluster.seeds(PASSWORD), backend), clients)
 
 
 async def test_a_wrong_password_refuses_to_start(tls_cluster: TlsPasswordCluster, backend: BackendServer) -> None:
@@ -132,10 +154,10 @@ class PasswordSentinelGroup:
             f"sentinel auth-pass mymaster {PASSWORD}\n"
             "sentinel down-after-milliseconds mymaster 1000\n")) for _ in range(3)]
 
+    ca: Path | None = None  # the CA to reach the nodes with over TLS; None: plain TCP
+
     def cli(self, node: Node, *words: str, password: str | None = PASSWORD) -> str:
-        auth = ["-a", password, "--no-auth-warning"] if password else []
-        return subprocess.run([_binary("redis-cli"), *auth, "-p", str(node.port), *words],
-                              capture_output=True, timeout=10, text=True, check=False).stdout
+        return _redis_cli(node.port, *words, ca=self.ca, password=password)
 
     def start(self) -> PasswordSentinelGroup:
         for node in (self.master, self.replica, *self.sentinels):
@@ -154,11 +176,7 @@ class PasswordSentinelGroup:
 
 @pytest.fixture(scope="module")
 def password_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PasswordSentinelGroup]:
-    group = PasswordSentinelGroup(tmp_path_factory.mktemp("password-sentinel"))
-    try:
-        yield group.start()
-    finally:
-        group.stop()
+    yield from _running(PasswordSentinelGroup(tmp_path_factory.mktemp("password-sentinel")))
 
 
 def test_limits_are_exact_on_a_sentinel_group_with_a_password(password_sentinel: PasswordSentinelGroup,
@@ -166,10 +184,7 @@ def test_limits_are_exact_on_a_sentinel_group_with_a_password(password_sentinel:
     raw = _config([], backend)
     raw["redis"] = {"sentinel": {"nodes": [s.address for s in password_sentinel.sentinels], "master": "mymaster",
                                  "password": PASSWORD}, "prefix": f"t{uuid.uuid4().hex[:8]}"}
-    with GatewayThread(parse_config(raw, {})) as gateway, httpx.Client(base_url=gateway.url) as client:
-        assert client.get("/_gateway/ready").json()["status"] == "ready"
-        statuses = [client.get("/api/x", headers={"X-Client-ID": "alice"}).status_code for _ in range(7)]
-        assert statuses == [200] * 5 + [429] * 2
+    _five_of_seven_admitted(raw, ["alice"])
     # The counts are on the master, which took the password.
     assert "keys=" in password_sentinel.cli(password_sentinel.master, "INFO", "keyspace")
 
@@ -179,31 +194,15 @@ class TlsSentinelGroup(PasswordSentinelGroup):
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1")
-        self.ca = root / "ca.pem"
-        ca.cert_pem.write_to_path(self.ca)
-        cert.cert_chain_pems[0].write_to_path(root / "cert.pem")
-        cert.private_key_pem.write_to_path(root / "key.pem")
-        tls = ["--tls-cert-file", str(root / "cert.pem"), "--tls-key-file", str(root / "key.pem"),
-               "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no", "--tls-replication", "yes"]
+        self.ca, tls = _tls_material(root)
         for node in (self.master, self.replica, *self.sentinels):
-            node.args = [*node.args, *tls, "--tls-port", str(node.port)]
+            node.args = [*node.args, *tls, "--tls-replication", "yes", "--tls-port", str(node.port)]
             node.port_args = ["--port", "0"]
-
-    def cli(self, node: Node, *words: str, password: str | None = PASSWORD) -> str:
-        auth = ["-a", password, "--no-auth-warning"] if password else []
-        return subprocess.run([_binary("redis-cli"), "--tls", "--cacert", str(self.ca), *auth, "-p", str(node.port),
-                               *words], capture_output=True, timeout=10, text=True, check=False).stdout
 
 
 @pytest.fixture(scope="module")
 def tls_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsSentinelGroup]:
-    group = TlsSentinelGroup(tmp_path_factory.mktemp("tls-sentinel"))
-    try:
-        yield group.start()
-    finally:
-        group.stop()
+    yield from _running(TlsSentinelGroup(tmp_path_factory.mktemp("tls-sentinel")))
 
 
 def test_limits_are_exact_on_a_sentinel_group_over_tls(tls_sentinel: TlsSentinelGroup, backend: BackendServer) -> None:
@@ -211,8 +210,5 @@ def test_limits_are_exact_on_a_sentinel_group_over_tls(tls_sentinel: TlsSentinel
     nodes = [f"rediss://127.0.0.1:{s.port}?ssl_ca_certs={tls_sentinel.ca}" for s in tls_sentinel.sentinels]
     raw["redis"] = {"sentinel": {"nodes": nodes, "master": "mymaster", "password": PASSWORD},
                     "prefix": f"t{uuid.uuid4().hex[:8]}"}
-    with GatewayThread(parse_config(raw, {})) as gateway, httpx.Client(base_url=gateway.url) as client:
-        assert client.get("/_gateway/ready").json()["status"] == "ready"
-        statuses = [client.get("/api/x", headers={"X-Client-ID": "bob"}).status_code for _ in range(7)]
-        assert statuses == [200] * 5 + [429] * 2
+    _five_of_seven_admitted(raw, ["bob"])
     assert "keys=" in tls_sentinel.cli(tls_sentinel.master, "INFO", "keyspace")
