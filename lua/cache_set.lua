@@ -75,7 +75,7 @@ local function unlist(key, m)
   end
 end
 
--- Every write replaces all three fields: no DEL first.
+-- Every write replaces all four fields: no DEL first.
 -- "u": the uri id it is listed under, for whoever deletes it before its time (unlist).
 redis.call('HSET', entry, 't', fresh .. ' ' .. swr .. ' ' .. stale .. ' ' .. now, 'h', ARGV[8], 'b', ARGV[9],
   'u', ARGV[4])

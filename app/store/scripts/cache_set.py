@@ -23,7 +23,8 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     prefix = bucket_prefix(stats_key)
     entry_id = arg(args[1]).decode()
     base_id = arg(args[2]).decode() or entry_id
-    entry, lock_key = prefix + "e2:" + entry_id, prefix + "lock:" + entry_id
+    entry_prefix = prefix + "e2:"
+    entry, lock_key = entry_prefix + entry_id, prefix + "lock:" + entry_id
     vary_key, pass_key = prefix + "vary:" + base_id, prefix + "pass:" + entry_id
     lru_key, exp_key, paths_key, sizes_key = prefix + "lru", prefix + "exp", prefix + "paths", prefix + "sizes"
     uri_key = prefix + "uri:" + arg(args[3]).decode()
@@ -41,7 +42,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     kept = max(stale, fresh + int(args[12]))
     keep = kept - now
 
-    # Every write replaces the three fields (no DEL first), then the entry's deadline.
+    # Every write replaces the four fields (no DEL first), then the entry's deadline.
     writable(db, entry).update({b"t": b"%d %d %d %d" % (fresh, swr, stale, now), b"h": arg(args[7]), b"b": arg(args[8]),
                                 b"u": arg(args[3])})
     db.pexpire(entry, keep)
@@ -64,7 +65,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
         db.pexpire(uri_key, keep)
     if len(entries) > 64:
         for listed in list(entries):
-            if not db.exists(entry_key((prefix + "e2:").encode(), listed)):
+            if not db.exists(entry_key(entry_prefix.encode(), listed)):
                 del entries[listed]
 
     index_keys = (lru_key, exp_key, paths_key)
@@ -79,7 +80,7 @@ def run(db: MemoryDB, keys: list[str], args: list[Any]) -> list[Any]:
     while lru and (len(lru) > max_entries or (max_bytes and int(stats[b"bytes"]) > max_bytes)):
         victim = min(lru, key=lambda m: (lru[m], m))
         forget(db, index_keys, victim, sizes_key, stats_key)
-        victim_key = entry_key((prefix + "e2:").encode(), victim)
+        victim_key = entry_key(entry_prefix.encode(), victim)
         unlist(db, prefix, victim_key, victim)
         db.delete(victim_key)
         evicted += 1
