@@ -152,6 +152,21 @@ def test_a_request_dropped_on_a_reused_connection_is_sent_again_once_when_it_may
         assert tries == [(1, 2)]
 
 
+@pytest.mark.parametrize("method, headers", [("PUT", {}), ("POST", {"Idempotency-Key": "k-1"})])
+def test_a_streamed_body_dropped_on_a_reused_connection_is_not_sent_again(
+        origin: RawOrigin, method: str, headers: dict[str, str]) -> None:
+    """The client's body, streamed (chunked), went out as it came: there is nothing to send again."""
+    def chunks() -> Iterator[bytes]:
+        yield b"{"
+        yield b"}"
+
+    with _gateway(origin) as gateway, httpx.Client() as client:
+        assert client.get(f"{gateway.url}/drop-reused/warm").status_code == 200
+        answer = client.request(method, f"{gateway.url}/drop-reused/streamed", content=chunks(), headers=headers)
+    assert answer.status_code == 502
+    assert [(seen.connection, seen.nth) for seen in origin.seen if seen.path == "/drop-reused/streamed"] == [(1, 2)]
+
+
 def test_pooled_connections_are_dropped_before_the_origin_would_close_them(origin: RawOrigin) -> None:
     origin.idle_close = 0.6
     with _gateway(origin, upstream_keepalive=0.2) as gateway, httpx.Client() as client:
