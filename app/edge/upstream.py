@@ -2,6 +2,19 @@
 
 Policy (which target, retries, breakers) lives in the orchestrator; this module only sends a request
 and hands back the response unread, so the caller can stream it.
+
+A request is sent with the steps of aiohttp's ``ClientSession._request`` that a proxy needs, called
+one by one (``UpstreamClient.send`` and ``_exchange``): the request built (``ClientRequest(...)``), a
+connection from the connector (``BaseConnector.connect(req, traces, timeout)``), its parser set up
+(``ResponseHandler.set_response_params``), the request written (``ClientRequest.send``) and the
+answer's head read (``ClientResponse.start``), with the session's cleanup and errors on failure and
+its one resend on a dropped connection. The rest of ``_request`` has nothing to do for a proxy that
+follows no redirects, keeps no cookies, sends no auth, uses no proxy, environment or tracing and has
+no total timeout, yet costs ~650 Python bytecodes per proxied request (tests.perf.opcount, gw_proxy:
+4,609 through ``_request``, 3,957 this way): ``_request`` itself ~354, ``_prepare_headers`` ~147,
+its send closure ~76, the timeout handle, the URL, ssl and cookie steps. These are private parts of
+aiohttp, pinned in tests/unit/test_third_party_internals.py. The session still owns the connector
+and serves the callers that want its whole API (WebSocket handshakes, health checks).
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ from operator import itemgetter
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import TimerNoop
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -155,19 +169,27 @@ def client_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
 
-# aiohttp itself sends these again, once, when a connection drops before their answer began
-# (RFC 9112 section 9.3.1); the client sends the others again only when they carry an
-# Idempotency-Key, which makes a second delivery harmless.
-_RESENT_BY_AIOHTTP = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# RFC 9110 section 9.2.2: sending these twice has the effect of sending them once, so one cut off
+# by a dropped connection before its answer began is sent again (RFC 9112 section 9.3.1, and what
+# aiohttp's session does). Others are sent again only when they carry an Idempotency-Key, which
+# makes a second delivery harmless.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # How a pooled connection fails when the backend closed it under the request: not a refused or
 # timed-out connect (ClientConnectorError is a ClientOSError too), where nothing was sent.
 _DROPPED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 def _resendable(method: str, headers: list[tuple[str, str]], body: object, error: Exception) -> bool:
-    return (method not in _RESENT_BY_AIOHTTP and not isinstance(error, aiohttp.ClientConnectorError)
-            and (body is None or isinstance(body, bytes))  # a stream, once read, cannot be sent again
-            and any(name.lower() == "idempotency-key" for name, _ in headers))
+    """Whether the request may go out again, body permitting (a stream that was read cannot)."""
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return False
+    return method in _IDEMPOTENT or (
+        (body is None or isinstance(body, bytes))
+        and any(name.lower() == "idempotency-key" for name, _ in headers))
+
+
+# No total timeout (client_timeout), so nothing for a timer to end: aiohttp's own timer for that case.
+_NO_TIMER = TimerNoop()
 
 
 def _tls_failure(error: aiohttp.ClientSSLError) -> str:
@@ -191,10 +213,19 @@ class UpstreamClient:
 
     def _open(self) -> None:
         connector = BackendConnector(limit=self.max_connections, keepalive_timeout=self.keepalive, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(
+        self._session = session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             # The client's own headers are forwarded; aiohttp must not add its defaults.
             skip_auto_headers=_NO_AUTO_HEADERS, request_class=_ProxiedRequest)
+        self._connector = connector
+        self._new_request = functools.partial(_ProxiedRequest, loop=asyncio.get_running_loop(), timer=_NO_TIMER,
+                                              session=session)
+        # What the session's _request gives each answer's parser: its defaults, the body relayed as
+        # sent (not decompressed), and read to the end of the connection when no length is given.
+        self._parser_params: dict[str, Any] = {
+            "read_until_eof": True, "auto_decompress": False, "read_bufsize": session._read_bufsize,
+            "timeout_ceil_threshold": connector._timeout_ceil_threshold, "max_line_size": session._max_line_size,
+            "max_field_size": session._max_field_size, "max_headers": session._max_headers}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -214,22 +245,55 @@ class UpstreamClient:
                    timeout: aiohttp.ClientTimeout, tls: ssl.SSLContext | bool = True) -> aiohttp.ClientResponse:
         """Send the request; the response's body is left unread for the caller to stream. A request
         that a dropped connection cut off before its answer began is sent again, once, on another
-        connection when that is safe (see _RESENT_BY_AIOHTTP). ``tls``: how an https:// backend is
+        connection when that is safe (see _IDEMPOTENT). ``tls``: how an https:// backend is
         verified (app/edge/tls.py backend_context)."""
+        if self._session is None:
+            self._open()
         try:
+            request = self._new_request(method, url, headers=headers, data=body, ssl=tls)
             try:
-                return await self.session.request(
-                    method, url, headers=headers, data=body, timeout=timeout, ssl=tls,
-                    allow_redirects=False, compress=None, chunked=None)
+                return await self._exchange(request, timeout)
             except _DROPPED as error:
-                if not _resendable(method, headers, body, error):
+                if not _resendable(request.method, headers, body, error):
                     raise
-                return await self.session.request(
-                    method, url, headers=headers, data=body, timeout=timeout, ssl=tls,
-                    allow_redirects=False, compress=None, chunked=None)
-        except (aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError, asyncio.TimeoutError) as error:
+                # Once the failed attempt's writer is done, the body's payload says whether it was
+                # read (a stream) or can go again (bytes), as the session decides.
+                await request.close()
+                sent = request._body
+                if sent is not None and sent.consumed:
+                    raise
+                return await self._exchange(self._new_request(method, url, headers=headers, data=sent, ssl=tls),
+                                            timeout)
+        except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError) as error:
             raise UpstreamTimeout(str(error) or "timeout") from error
         except aiohttp.ClientSSLError as error:
             raise UpstreamTlsError(_tls_failure(error)) from error
         except (aiohttp.ClientError, OSError) as error:
             raise UpstreamError(str(error) or type(error).__name__) from error
+
+    async def _exchange(self, request: _ProxiedRequest, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """One attempt, as the session's _request makes it: a connection (pooled or new, within the
+        connect timeout), the request written, the answer's head read (then each read within the
+        read timeout); the connection closed if any of it fails, and the errors aiohttp raises."""
+        try:
+            connection = await self._connector.connect(request, [], timeout)
+        except TimeoutError as error:
+            raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {request.url}") from error
+        assert connection.protocol is not None
+        connection.protocol.set_response_params(timer=_NO_TIMER, skip_payload=request.method == "HEAD",
+                                                read_timeout=timeout.sock_read, **self._parser_params)
+        try:
+            response = await request.send(connection)
+            try:
+                await response.start(connection)
+            except BaseException:
+                response.close()
+                raise
+        except BaseException as error:
+            connection.close()
+            # A socket's error that aiohttp did not name (a timeout stays one): named as the session does.
+            if isinstance(error, OSError) and not isinstance(error, aiohttp.ClientError) \
+                    and not (error.errno is None and isinstance(error, TimeoutError)):
+                raise aiohttp.ClientOSError(*error.args) from error
+            raise
+        return response

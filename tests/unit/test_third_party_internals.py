@@ -8,10 +8,13 @@ names. A failure here names the private API that changed and the module of ours 
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import inspect
 import re
+import textwrap
 import tomllib
+from collections.abc import AsyncIterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -31,7 +34,9 @@ PINNED = {
                 "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol",
                 "app/edge/http_protocol.py, app/edge/websocket_protocol.py"),
     "aiohttp": ("aiohttp.ClientRequest.update_headers/update_auto_headers/_skip_auto_headers, "
-                "aiohttp.client_proto.ResponseHandler and TCPConnector._factory",
+                "aiohttp.client_proto.ResponseHandler and TCPConnector._factory, and the steps of "
+                "ClientSession._request (ClientRequest(...).send/close/_body, BaseConnector.connect, "
+                "ResponseHandler.set_response_params, ClientResponse.start, helpers.TimerNoop)",
                 "app/edge/upstream.py, app/edge/upstream_protocol.py"),
     "hishel": ("hishel._core (CacheControl, parse_cache_control, get_freshness_lifetime)", "app/cache/policy.py"),
 }
@@ -187,6 +192,89 @@ async def test_aiohttp_connection_protocol_parts_that_the_backend_connector_uses
         assert connector._loop is asyncio.get_running_loop()
     finally:
         await connector.close()
+
+
+def _calls_in_session_request(name: str) -> list[ast.Call]:
+    """The calls to ``name`` (a function or a method) in aiohttp's ClientSession._request."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(aiohttp.ClientSession._request)))
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and name == (node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None))]
+
+
+def _keywords(call: ast.Call) -> set[str]:
+    return {keyword.arg for keyword in call.keywords if keyword.arg is not None}
+
+
+async def test_aiohttp_session_request_steps_that_upstream_send_takes_one_by_one_are_still_there() -> None:
+    """app/edge/upstream.py sends a request with the steps of ClientSession._request (its behaviour:
+    tests/integration/test_proxy.py and test_misbehaving_origin.py): the same calls, given what
+    _request gives them, and the same cleanup, errors and resend around them."""
+    from aiohttp import payload
+    from aiohttp.client_proto import ResponseHandler
+    from aiohttp.helpers import TimeoutHandle, TimerNoop
+
+    from app.edge.upstream import _IDEMPOTENT, UpstreamClient, _ProxiedRequest
+
+    for owner, name, params in ((aiohttp.BaseConnector, "connect", ["self", "req", "traces", "timeout"]),
+                                (aiohttp.ClientRequest, "send", ["self", "conn"]),
+                                (aiohttp.ClientRequest, "close", ["self"]),
+                                (aiohttp.ClientResponse, "start", ["self", "connection"])):
+        found = list(inspect.signature(getattr(owner, name)).parameters)
+        assert found == params, f"aiohttp {owner.__name__}.{name}{found} changed: app/edge/upstream.py calls it"
+
+    client = UpstreamClient()
+    client.session  # noqa: B018  (opens it)
+    try:
+        (parser_setup,) = _calls_in_session_request("set_response_params")
+        ours = {"timer", "skip_payload", "read_timeout", *client._parser_params}
+        assert _keywords(parser_setup) == ours, (
+            f"ClientSession._request gives set_response_params {sorted(_keywords(parser_setup))}, "
+            f"app/edge/upstream.py gives {sorted(ours)}")
+        setup = inspect.signature(ResponseHandler.set_response_params).parameters
+        assert ours <= set(setup), "aiohttp ResponseHandler.set_response_params changed"
+        defaults = inspect.signature(aiohttp.ClientSession).parameters
+        for name in ("read_bufsize", "max_line_size", "max_field_size", "max_headers"):
+            assert client._parser_params[name] == defaults[name].default, (
+                f"aiohttp ClientSession._{name} is not the session's {name}: app/edge/upstream.py reads it")
+        assert client._parser_params["timeout_ceil_threshold"] == 5, (
+            "aiohttp TCPConnector._timeout_ceil_threshold changed: app/edge/upstream.py reads it")
+    finally:
+        await client.close()
+
+    (building,) = _calls_in_session_request("_request_class")
+    assert _keywords(building) == {
+        "params", "headers", "skip_auto_headers", "data", "cookies", "auth", "version", "compress", "chunked",
+        "expect100", "loop", "response_class", "proxy", "proxy_auth", "timer", "session", "ssl",
+        "server_hostname", "proxy_headers", "traces", "trust_env"}, (
+        "ClientSession._request builds its request with other arguments: app/edge/upstream.py builds its own")
+    assert {"headers", "data", "loop", "timer", "session", "ssl"} <= set(inspect.signature(aiohttp.ClientRequest).parameters)
+    assert isinstance(TimeoutHandle(asyncio.get_running_loop(), None).timer(), TimerNoop), (
+        "aiohttp's timer for no total timeout is no longer helpers.TimerNoop: app/edge/upstream.py passes one")
+
+    request = " ".join(inspect.getsource(aiohttp.ClientSession._request).split())
+    for piece in ("self._connector.connect( req, traces=traces, timeout=real_timeout )",
+                  'except asyncio.TimeoutError as exc: raise ConnectionTimeoutError( f"Connection timeout to host {req.url}"',
+                  "skip_payload=req.method in EMPTY_BODY_METHODS", "except BaseException: resp.close() raise",
+                  "except BaseException: conn.close() raise", "method in IDEMPOTENT_METHODS",
+                  "except (ClientOSError, ServerDisconnectedError):", "await req.close()",
+                  "req._body.consumed: raise data = req._body", "raise ClientOSError(*exc.args) from exc",
+                  "exc.errno is None and isinstance(exc, asyncio.TimeoutError)"):
+        assert piece in request, f"ClientSession._request no longer has {piece!r}: app/edge/upstream.py does as it did"
+    assert aiohttp.helpers.EMPTY_BODY_METHODS == {"HEAD"}
+    assert aiohttp.client.IDEMPOTENT_METHODS == _IDEMPOTENT
+
+    # _request closes the body's payload when done; a proxy's (bytes, a stream) holds nothing to close.
+    for kind in (payload.BytesPayload, payload.AsyncIterablePayload):
+        assert (kind.close, kind._close) == (payload.Payload.close, payload.Payload._close), (
+            f"aiohttp {kind.__name__} now closes something: app/edge/upstream.py does not close it")
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    url = URL("http://backend.example/")
+    sent = _ProxiedRequest("PUT", url, data=stream(), loop=asyncio.get_running_loop())
+    assert isinstance(sent._body, payload.AsyncIterablePayload) and sent._body.consumed is False, (
+        "aiohttp ClientRequest._body/Payload.consumed changed: app/edge/upstream.py reads them to resend")
 
 
 # -- hishel: app/cache/policy.py --------------------------------------------------------------
