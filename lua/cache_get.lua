@@ -63,16 +63,23 @@ if meta and now < swr then
   return {4, got, now, meta, e[2], e[3]}
 end
 
+-- Whether the last answer for the key could not be kept: lookups then skip the lock for a while.
+local pass_key = P .. 'pass:' .. id
+local passed = nil
 if not meta then
   -- The variant the caller asked for does not exist: was it keyed with the resource's Vary?
+  -- Asked with the pass key in one call (a new key's miss, the commonest, needs both).
   local base = ARGV[6]
   if base == '' then base = id end
-  local vary = redis.call('GET', P .. 'vary:' .. base) or ''
+  local found = redis.call('MGET', P .. 'vary:' .. base, pass_key)
+  local vary = found[1] or ''
   if vary ~= ARGV[7] then return {3, 0, now, vary} end
+  passed = found[2] ~= false
 end
 
 local state = 0
-if mode == '0' and redis.call('EXISTS', P .. 'pass:' .. id) == 0 then
+if passed == nil and mode == '0' then passed = redis.call('EXISTS', pass_key) == 1 end
+if mode == '0' and not passed then
   state = lock()
   if state == 0 then
     local held = redis.call('GET', lock_key)

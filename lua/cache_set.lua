@@ -45,16 +45,15 @@ local stale = fresh + math.max(tonumber(ARGV[7]), tonumber(ARGV[6]))
 local kept = math.max(stale, fresh + tonumber(ARGV[13]))
 local keep = kept - now
 
--- The stats hash's "clock" (the last LRU score given) and "bytes" (the sizes hash, member ->
--- bytes, summed) are read once and written once for the entry. Whatever leaves the indexes later
--- leaves the sum too (forget_size), and the local "bytes" follows it.
-local counters = redis.call('HMGET', stats_key, 'clock', 'bytes')
+-- The stats hash's "clock" (the last LRU score given), "bytes" (the sizes hash, member -> bytes,
+-- summed) and "evictions" are read once and written once, at the end, however many entries leave
+-- the indexes meanwhile (forget_size keeps the local sum): one call, not one per entry that goes.
+local counters = redis.call('HMGET', stats_key, 'clock', 'bytes', 'evictions')
 local bytes = tonumber(counters[2] or '0')
 local function forget_size(m)
   local size = redis.call('HGET', sizes, m)
   if size then
     redis.call('HDEL', sizes, m)
-    redis.call('HINCRBY', stats_key, 'bytes', -tonumber(size))
     bytes = bytes - tonumber(size)
   end
 end
@@ -96,7 +95,6 @@ local before = 0
 if added == 0 then before = tonumber(redis.call('HGET', sizes, member) or '0') end
 redis.call('HSET', sizes, member, size)
 bytes = bytes + size - before
-redis.call('HSET', stats_key, 'clock', score, 'bytes', bytes)
 if ARGV[12] ~= '' then
   redis.call('SET', P .. 'vary:' .. base, ARGV[12], 'PX', keep)
   redis.call('DEL', P .. 'pass:' .. id)
@@ -145,7 +143,15 @@ local max_bytes = tonumber(ARGV[14])
 if max_bytes > 0 then
   while bytes > max_bytes and count > 0 do evict_one() end
 end
-if evicted > 0 then redis.call('HINCRBY', stats_key, 'evictions', evicted) end
+if evicted > 0 then
+  redis.call('HSET', stats_key, 'clock', score, 'bytes', bytes, 'evictions', tonumber(counters[3] or '0') + evicted)
+else
+  redis.call('HSET', stats_key, 'clock', score, 'bytes', bytes)
+end
 
-if token ~= '' then release() end
+if token ~= '' then
+  -- The lock is this fill's (its listing, checked above, would name another fill's token) or it
+  -- expired: taken back in one call, waiters told if a lookup marked it.
+  if redis.call('GETDEL', lock_key) == token .. '!' then redis.call('PUBLISH', ARGV[15], id) end
+end
 return {evicted, purged, 1}

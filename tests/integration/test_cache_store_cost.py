@@ -46,17 +46,18 @@ async def test_a_new_entrys_store_and_a_hit_count_their_redis_commands() -> None
                 miss = lookup_reply((await store.run(cache.lookup_call(request, entry_id, entry_id, (),
                                                                        MAY_LOCK, "tok")))[0])
                 assert (miss.code, miss.locked) == (MISS, 1)
-                # TIME, HMGET, GET vary, EXISTS pass, SET NX of the lock, the fill listed under
+                # TIME, HMGET, MGET of vary and pass, SET NX of the lock, the fill listed under
                 # its URI (HSET, PEXPIRE NX), HINCRBY misses.
-                assert sum(_commands_run(client, before).values()) == 8
+                assert sum(_commands_run(client, before).values()) == 7
                 before = _calls(client)
                 await store.run(cache.store_call(request, entry_id, entry_id, _DECISION, 200, b"body", "tok"))
                 stored = _commands_run(client, before)
-                # HGET of the fill's listing; TIME; the entry's HSET and PEXPIRE; HMGET clock and
-                # bytes; 3 ZADD; the size's HSET; HSET clock and bytes; DEL vary and pass; the uri
-                # index's HSET, PTTL and HLEN (its PEXPIRE only when the entry outlives the
-                # listing: below); ZRANGEBYSCORE for expired entries; ZCARD; GET and DEL of the lock.
-                assert sum(stored.values()) == 18, stored
+                # HGET of the fill's listing; TIME; the entry's HSET and PEXPIRE; HMGET clock,
+                # bytes and evictions; 3 ZADD; the size's HSET; DEL vary and pass; the uri index's
+                # HSET, PTTL and HLEN (its PEXPIRE only when the entry outlives the listing:
+                # below); ZRANGEBYSCORE for expired entries; ZCARD; HSET clock and bytes; GETDEL
+                # of the lock.
+                assert sum(stored.values()) == 17, stored
                 before = _calls(client)
                 hit = lookup_reply((await store.run(cache.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "again")))[0])
                 assert hit.code == HIT
@@ -69,7 +70,22 @@ async def test_a_new_entrys_store_and_a_hit_count_their_redis_commands() -> None
                                                   MAY_LOCK, "tok"))
                 before = _calls(client)
                 await store.run(cache.store_call(later, later_id, later_id, long_kept, 200, b"body", "tok"))
-                assert sum(_commands_run(client, before).values()) == 19  # and the uri index's PEXPIRE
+                assert sum(_commands_run(client, before).values()) == 18  # and the uri index's PEXPIRE
+            # A full bucket (the steady state under unique URLs): each store evicts one entry.
+            client.flushdb()
+            full = ApiCacheManager(store=store, max_size=2, buckets=1)
+            for i in range(3):
+                request = CacheRequest(method="GET", route="r", path=f"/full/{i}")
+                entry_id = full.strategy.cache_key(request)
+                await store.run(full.lookup_call(request, entry_id, entry_id, (), MAY_LOCK, "tok"))
+                before = _calls(client)
+                evicted, _, stored_now = (await store.run(
+                    full.store_call(request, entry_id, entry_id, _DECISION, 200, b"body", "tok")))[0]
+                assert stored_now == 1
+            # The store's 17, and the evicted entry's ZPOPMIN, 2 ZREM, HGET and HDEL of its size, its
+            # URI's listing (HGET of the entry's uri id, HGET and HDEL of the member) and its DEL.
+            assert evicted == 1
+            assert sum(_commands_run(client, before).values()) == 17 + 9
         finally:
             await store.close()
             client.close()
