@@ -12,9 +12,9 @@ its one resend on a dropped connection. The rest of ``_request`` has nothing to 
 follows no redirects, keeps no cookies, sends no auth, uses no proxy, environment or tracing and has
 no total timeout, yet costs about a seventh of a proxied request's Python bytecodes
 (tests.perf.opcount): ``_request`` itself, ``_prepare_headers``, its send closure, the timeout
-handle, the URL, ssl and cookie steps. These are private parts of
-aiohttp, pinned in tests/unit/test_third_party_internals.py. The session still owns the connector
-and serves the callers that want its whole API (WebSocket handshakes, health checks).
+handle, the URL, ssl and cookie steps. These are private parts of aiohttp, pinned in
+tests/unit/test_third_party_internals.py. The session still owns the connector and serves the
+callers that want its whole API (WebSocket handshakes, health checks).
 """
 
 from __future__ import annotations
