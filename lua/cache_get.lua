@@ -65,7 +65,7 @@ end
 
 -- Whether the last answer for the key could not be kept: lookups then skip the lock for a while.
 local pass_key = P .. 'pass:' .. id
-local passed = nil
+local passed = false
 if not meta then
   -- The variant the caller asked for does not exist: was it keyed with the resource's Vary?
   -- Asked with the pass key in one call (a new key's miss, the commonest, needs both).
@@ -75,10 +75,11 @@ if not meta then
   local vary = found[1] or ''
   if vary ~= ARGV[7] then return {3, 0, now, vary} end
   passed = found[2] ~= false
+elseif mode == '0' then
+  passed = redis.call('EXISTS', pass_key) == 1
 end
 
 local state = 0
-if passed == nil and mode == '0' then passed = redis.call('EXISTS', pass_key) == 1 end
 if mode == '0' and not passed then
   state = lock()
   if state == 0 then
