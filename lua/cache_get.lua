@@ -50,14 +50,14 @@ end
 
 if meta and now < fresh then
   redis.call('ZADD', P .. 'lru', 'XX', lru_score(stats_key), member)
-  redis.call('HINCRBY', stats_key, 'hits', 1)
+  redis.call('HINCRBY', stats_key, 'hits', '1')
   return {1, 0, now, meta, e[2], e[3]}
 end
 
 if meta and now < swr then
   -- stale-while-revalidate: answer now; whoever takes the lock refreshes in the background
   redis.call('ZADD', P .. 'lru', 'XX', lru_score(stats_key), member)
-  redis.call('HINCRBY', stats_key, 'hits', 1)
+  redis.call('HINCRBY', stats_key, 'hits', '1')
   local got = 0
   if mode == '0' then got = lock() end
   return {4, got, now, meta, e[2], e[3]}
@@ -88,5 +88,5 @@ if mode == '0' and not passed then
     return {2, 0, now, meta or false, e[2] or false, e[3] or false}
   end
 end
-redis.call('HINCRBY', stats_key, 'misses', 1)
+redis.call('HINCRBY', stats_key, 'misses', '1')
 return {0, state, now, meta or false, e[2] or false, e[3] or false}
