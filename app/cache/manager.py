@@ -20,7 +20,15 @@ import orjson
 
 from app.cache import protocol
 from app.cache.entry import CacheEntry, decode_entry, encode_body, encode_head
-from app.cache.policy import CacheRequest, CacheStrategy, DefaultCacheStrategy, StoreDecision, sorted_query, uri_id
+from app.cache.policy import (
+    QUERY_SEPARATOR,
+    CacheRequest,
+    CacheStrategy,
+    DefaultCacheStrategy,
+    StoreDecision,
+    sorted_query,
+    uri_id,
+)
 from app.cache.protocol import FINAL, HIT, STALE, VARY, BucketKeys, CacheKeys, lookup_reply, share, stats_total
 from app.config import CacheSection
 from app.store import MemoryStore, ScriptCall, Store
@@ -153,7 +161,7 @@ class ApiCacheManager:
         with and without it share a bucket."""
         if type(self.strategy).cache_key is not _DEFAULT_KEY:
             query = b""
-        elif b"&" in query:
+        elif QUERY_SEPARATOR in query:
             query = sorted_query(query)
         keys = self.keys
         return keys.buckets[crc32(query, crc32(path.encode())) % keys.count]

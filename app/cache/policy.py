@@ -53,6 +53,9 @@ _NEVER_KEPT = _NOT_STORED_HEADERS | _CONNECTION_HEADERS
 _DECIDING = frozenset({b"cache-control", b"vary", b"age", b"expires", b"set-cookie", b"etag", b"last-modified"})
 _WATCHED = _DECIDING | _NEVER_KEPT
 _OK = (200,)
+# "&" as a byte's value: looked for in a query as a number, which is several times faster than as
+# b"&" (``bytes in bytes`` raises and clears a TypeError inside CPython before it searches).
+QUERY_SEPARATOR = ord("&")
 # RFC 9111 section 4.2.2 (RFC 9110 section 15.1): the statuses that may be given heuristic
 # freshness. 206 is one too, but partial answers are not stored here.
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
@@ -151,7 +154,7 @@ def sorted_query(query: bytes) -> bytes:
     """``b=2&a=1`` and ``a=1&b=2`` name the same resource."""
     if not query:
         return b""
-    if b"&" not in query:
+    if QUERY_SEPARATOR not in query:
         return query
     return b"&".join(sorted(part for part in query.split(b"&") if part))
 

@@ -33,6 +33,9 @@ _HEX = frozenset("0123456789ABCDEFabcdef")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # The escapes the path matched by the router keeps undecoded with ``encoded_slash: pass``.
 _KEPT_ESCAPES = re.compile(r"(%2F|%5C)")
+# What a path that normalising would change holds: one scan where four ``in`` tests on bytes took
+# four times as long (CPython raises and clears a TypeError inside each one).
+_NOT_PLAIN = re.compile(rb"%|/\.|//|\\")
 
 
 class BadPath(ValueError):
@@ -59,7 +62,7 @@ def is_plain(raw: bytes) -> bool:
     """True for a path that normalising leaves as it is, as most are: no escape, no dot segment,
     no repeated slash, no backslash. (llhttp has already refused raw control characters, spaces
     and bytes above 0x7F in the request target.)"""
-    return b"%" not in raw and b"/." not in raw and b"//" not in raw and b"\\" not in raw
+    return _NOT_PLAIN.search(raw) is None
 
 
 def normalise(raw: bytes, rules: PathRules) -> NormalPath:

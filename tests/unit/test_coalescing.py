@@ -88,3 +88,35 @@ async def test_everything_else_is_the_sockets_own() -> None:
     transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
     assert transport.get_extra_info("peername") == ("127.0.0.1", 5000)
     assert transport.is_closing() is False
+
+
+def test_every_method_of_an_asyncio_transport_is_there_without_a_getattr() -> None:
+    """The wrapper forwards asyncio.Transport's interface method by method (no ``__getattr__``,
+    which would slow every attribute read on it): none may be missing."""
+    public = {name for name in dir(asyncio.Transport) if not name.startswith("_")}
+    assert "__getattr__" not in vars(CoalescingTransport)
+    assert public <= set(vars(CoalescingTransport)), sorted(public - set(vars(CoalescingTransport)))
+
+
+async def test_what_is_not_writing_reaches_the_wrapped_transport() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+    try:
+        raw, _ = await loop.create_connection(asyncio.Protocol, *server.sockets[0].getsockname()[:2])
+        transport = CoalescingTransport(raw, loop)  # type: ignore[arg-type]
+        assert transport.get_extra_info("peername") == raw.get_extra_info("peername")
+        assert transport.is_reading() and transport.can_write_eof()
+        transport.pause_reading()
+        assert not raw.is_reading()
+        transport.resume_reading()
+        assert raw.is_reading()
+        transport.set_write_buffer_limits(high=1000, low=10)
+        assert transport.get_write_buffer_limits() == raw.get_write_buffer_limits() == (10, 1000)
+        assert transport.get_write_buffer_size() == 0
+        protocol = asyncio.Protocol()
+        transport.set_protocol(protocol)
+        assert transport.get_protocol() is protocol is raw.get_protocol()
+        transport.close()
+        assert transport.is_closing()
+    finally:
+        server.close()
