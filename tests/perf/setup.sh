@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the benchmarks need beyond the test suite (not part of .ci/run: benchmarks are not CI):
 # nginx (the direct backend and the reverse proxy compared with), haproxy (a peer on the rate-limited
-# route, tests/perf/bench_peers.py) and wrk (the load) from Debian,
+# route, tests/perf/bench_peers.py), wrk (the load) and valgrind (tests/perf/instructions.py) from Debian,
 # py-spy (profiles of the gateway under load) from PyPI into the project's venv.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +11,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-l
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -q
