@@ -13,8 +13,9 @@ the requests wrk saw answered:
 ``floor`` is tests/perf/bare_proxy.py; the others are tests.perf.configs' cases, on a redis-server
 of the run's own (not counted: another process). Under valgrind a process runs some fifty times
 slower, so wrk's 32 connections keep it saturated: the figures are those of a busy process, where
-several requests share each turn of the event loop. Run to run they agree within about 0.2% for
-the proxy-only route and 2% for the stored miss (how many stores share a batch varies).
+several requests share each turn of the event loop. Runs of one build agreed within about 1% for
+the proxy-only route and 2% for the stored miss (how many requests share a turn varies a little
+with the machine's other load), so a change smaller than that needs several runs of each.
 
 What it does not count: the kernel's work for system calls, and time itself. An instruction count
 is not a CPU time (a cache miss or a system call costs far more than its instructions), so read a
