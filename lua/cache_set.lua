@@ -37,10 +37,13 @@ if token ~= '' and redis.call('HGET', uri_key, member) ~= token then
 end
 
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Each number is read once: tonumber runs strtod, which is most of what reading one costs.
+local seconds, micros = tonumber(t[1]), tonumber(t[2])
+local now = seconds * 1000 + math.floor(micros / 1000)
 local fresh = now + tonumber(ARGV[5])
-local swr = fresh + tonumber(ARGV[6])
-local stale = fresh + math.max(tonumber(ARGV[7]), tonumber(ARGV[6]))
+local swr_ms = tonumber(ARGV[6])
+local swr = fresh + swr_ms
+local stale = fresh + math.max(tonumber(ARGV[7]), swr_ms)
 -- Kept past its grace, not served, when it may be revalidated (ARGV[13]): until "kept".
 local kept = math.max(stale, fresh + tonumber(ARGV[13]))
 local keep = kept - now
@@ -87,7 +90,7 @@ redis.call('PEXPIRE', entry, keep_s)
 -- The LRU's score for a write (cache_get.lua's lru_score, with the clock read above): the time in
 -- microseconds, raised past the last score given, so that no two touches tie, within a
 -- microsecond or on a clock that stepped back: eviction follows the order of the touches exactly.
-local score = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local score = seconds * 1000000 + micros
 local last = tonumber(counters[1])
 if last and score <= last then score = last + 1 end
 score = string.format('%d', score)
@@ -149,7 +152,8 @@ local function evict_one()
   evicted = evicted + 1
   count = count - 1
 end
-while count > tonumber(ARGV[10]) do evict_one() end
+local max_count = tonumber(ARGV[10])
+while count > max_count do evict_one() end
 local max_bytes = tonumber(ARGV[14])
 if max_bytes > 0 then
   while bytes > max_bytes and count > 0 do evict_one() end
