@@ -23,10 +23,11 @@ from app.cache.entry import read_answer
 from app.cache.manager import ApiCacheManager
 from app.cache.pending import Pending
 from app.cache.policy import StoreDecision
+from app.cache.protocol import store_refused
 from app.cache.singleflight import FillWaiters
 from app.cache.tee import TeeResponse
 from app.cache.vary_hints import VaryHints
-from app.observability.metrics import STORE_ERRORS
+from app.observability.metrics import CACHE_STORES_REFUSED, STORE_ERRORS
 from app.pipeline.exchange import Reply
 from app.store import ScriptCall, StoreError
 
@@ -128,13 +129,21 @@ class Filler:
         reply.stream = TeeResponse(reply.stream, self.settings.max_body_size, complete, abandon)  # type: ignore[assignment]
 
     async def _write_later(self, pending: Pending, call: ScriptCall) -> None:
+        reply: Any = None
         try:
-            await self.store.run(call)
+            reply = (await self.store.run(call))[0]
         except StoreError as error:
             STORE_ERRORS.labels("cache").inc()
             log.debug("cache store after a stream failed: %s", error)
         finally:
-            self.waiters.wake(pending.entry_id)
+            self.landed(pending, reply)
+
+    def landed(self, pending: Pending, reply: Any) -> None:
+        """A fill's write is in, or failed (``reply``: its reply, the error, or None): a store
+        refused is counted, and the key's waiters look again."""
+        if store_refused(reply):
+            CACHE_STORES_REFUSED.cell(pending.request.route)[0] += 1
+        self.waiters.wake(pending.entry_id)
 
     async def release_quietly(self, pending: Pending) -> None:
         """Give the fill lock back (its waiters look again), whatever the store says."""

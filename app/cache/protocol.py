@@ -270,6 +270,12 @@ def is_store(call: ScriptCall) -> bool:
     return call.script == "cache_set"
 
 
+def store_refused(reply: Any) -> bool:
+    """Whether a reply is a store's that was refused (``[0, 0, 0]``: its fill was no longer listed
+    under its token, see cache_set.lua); False for any other script's reply, or an error."""
+    return reply.__class__ is list and len(reply) == 3 and reply[2] == 0
+
+
 def releases_fill_lock(call: ScriptCall) -> bool:
     """Whether ``call`` stores an entry and gives back its fill lock (it carries the lock token)."""
     return call.script == "cache_set" and call.args[10] != ""

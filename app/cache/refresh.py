@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from app.cache.fill import Filler
 from app.cache.pending import Pending
@@ -30,10 +31,11 @@ class Refresher:
         """Whether the answer was stored."""
         ex.read_body_up_to = self.filler.settings.max_body_size
         reply = await self.forward(ex, route)
+        landed: Any = None
         try:
             call = self.filler.completion(pending, reply)
             if call is not None:
-                await self.filler.store.run(call)
+                landed = (await self.filler.store.run(call))[0]
                 return is_store(call)
             if isinstance(reply.stream, TeeResponse):
                 return await reply.stream.drain()  # stored by the copy on release
@@ -41,7 +43,7 @@ class Refresher:
         finally:
             if reply.stream is not None:
                 reply.stream.release()
-            self.filler.waiters.wake(pending.entry_id)
+            self.filler.landed(pending, landed)
 
     async def refresh(self, ex: Exchange, route: Route, pending: Pending) -> None:
         """Stale-while-revalidate: this replica holds the lock; fetch anew and store."""

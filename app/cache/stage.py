@@ -34,7 +34,7 @@ from app.cache.refresh import Refresher
 from app.cache.singleflight import FillWaiters
 from app.cache.vary_hints import VaryHints
 from app.cache.warming import CacheWarmer
-from app.observability.metrics import CACHE_LOOKUPS, STORE_ERRORS
+from app.observability.metrics import CACHE_LOOKUPS, CACHE_STORES_REFUSED, STORE_ERRORS
 from app.pipeline.exchange import Exchange, RawHeaders, Reply
 from app.pipeline.stage import AFTER_ANSWER, BEFORE_ANSWER, CallGroup, Stage
 from app.routing.router import Route
@@ -263,6 +263,9 @@ class CacheStage(Stage):
         if counters is None:
             counters = route.compiled.cache_lookups = {
                 value: CACHE_LOOKUPS.cell(route.key, label) for value, label in _LABELS.items()}
+            # Shown at 0 from the route's first lookup on (Filler.landed counts it): a rate() needs
+            # the series before its first refusal.
+            CACHE_STORES_REFUSED.cell(route.key)
         counters[how][0] += 1.0
 
     # -- after the backend ----------------------------------------------------------------------
@@ -301,7 +304,7 @@ class CacheStage(Stage):
                 and any(isinstance(r, BaseException) for r in store_reply):  # purges in several buckets
             STORE_ERRORS.labels("cache").inc()
         if pending is not None:
-            self.waiters.wake(pending.entry_id)
+            self.filler.landed(pending, store_reply)
 
     def ended_early(self, ex: Exchange, route: Route | None, reply: Reply, store_reply: Any) -> None:
         # E.g. the rate limiter refused the request whose batched lookup took the fill lock: free it

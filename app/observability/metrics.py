@@ -158,6 +158,12 @@ REGISTRY.register(AUTH_OUTCOMES)
 CACHE_LOOKUPS = _PlainCounter("apigw_cache_lookups", "Cache lookups by result (hit, miss, stale, bypass)",
                               ("route", "result"))
 REGISTRY.register(CACHE_LOOKUPS)
+# A fill's store that the store refused: a write purged its URI meanwhile (on any replica), or its
+# lock expired and another fill took the key over. Rare, and counted only then.
+CACHE_STORES_REFUSED = _PlainCounter("apigw_cache_stores_refused",
+                                     "Stores of a cache fill refused because a write purged the URI, or "
+                                     "another fill took the key over, after the lookup", ("route",))
+REGISTRY.register(CACHE_STORES_REFUSED)
 
 
 class RouteMetrics:

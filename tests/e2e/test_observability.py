@@ -86,6 +86,7 @@ def test_metrics_scrape_after_mixed_traffic_shows_every_family(backend: BackendS
     assert value("apigw_rate_limited", "apigw_rate_limited_total", route="tight") == 1
     assert value("apigw_auth", "apigw_auth_total", route="guarded", method="GET", outcome="missing") == 1
     assert value("apigw_cache_lookups", "apigw_cache_lookups_total", route="ok", result="hit") == 2
+    assert value("apigw_cache_stores_refused", "apigw_cache_stores_refused_total", route="ok") == 0  # shown before any
     assert value("apigw_store_errors", "apigw_store_errors_total", component="pipeline") >= 1
     # The backend time is apart from the gateway's own: the 0.2 s timeout is the backend's (the
     # event loop's timer may fire a fraction of a millisecond before perf_counter says 0.2 s).

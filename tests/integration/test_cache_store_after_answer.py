@@ -23,7 +23,7 @@ from app.pipeline.orchestrator import ApiGatewayOrchestrator
 from app.store import ScriptCall, Store
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
-from tests.support import BackendServer
+from tests.support import BackendServer, metric_value
 
 
 class Gated(Store):
@@ -211,6 +211,7 @@ async def test_a_write_during_a_fill_refuses_its_store(any_fleet: Sequence[Repli
     other replica) was answered: the store is refused, so the next read goes to the backend and
     gets what the write left, never the answer from before it."""
     a, b = any_fleet
+    refused = metric_value("apigw_cache_stores_refused_total", route="* /headers/*")
     a.store.gate.clear()
     before = await a.answered("/headers/w")
     assert before.headers["x-cache"] == "MISS" and before.json()["n"] == 1
@@ -221,6 +222,8 @@ async def test_a_write_during_a_fill_refuses_its_store(any_fleet: Sequence[Repli
     a.store.gate.set()
     await a.orchestrator.cache_stage.filler.settled()
     assert a.store.stores_landed == 1
+    # Counted where an operator sees it: stores refused, by route.
+    assert metric_value("apigw_cache_stores_refused_total", route="* /headers/*") == refused + 1
     after = await a.get("/headers/w")
     assert after.headers["x-cache"] == "MISS", "the answer from before the write was cached"
     assert after.json()["n"] == 3 and after.json() != before.json()
@@ -228,6 +231,7 @@ async def test_a_write_during_a_fill_refuses_its_store(any_fleet: Sequence[Repli
     await a.orchestrator.cache_stage.filler.settled()
     again = await b.get("/headers/w")  # the read after the write is what is kept now
     assert again.headers["x-cache"] == "HIT" and again.json() == after.json()
+    assert metric_value("apigw_cache_stores_refused_total", route="* /headers/*") == refused + 1  # that one was kept
 
 
 async def test_a_write_frees_the_waiters_of_a_fill(any_fleet: Sequence[Replica], backend: BackendServer) -> None:
