@@ -93,7 +93,7 @@ redis.call('PEXPIRE', entry, keep_s)
 local score = seconds * 1000000 + micros
 local last = tonumber(counters[1])
 if last and score <= last then score = last + 1 end
-score = string.format('%d', score)
+score = int(score)
 local added = redis.call('ZADD', lru, score, member)
 redis.call('ZADD', exp, int(kept), member)
 redis.call('ZADD', paths, '0', member)
