@@ -50,6 +50,11 @@ class BareProxy:
         await send({"type": "http.response.body", "body": body})
 
 
+def command(backend: str, port: int) -> list[str]:
+    """How the benchmarks start it: this module, as its own process."""
+    return [sys.executable, "-m", "tests.perf.bare_proxy", backend, str(port)]
+
+
 def main() -> None:
     backend, port = sys.argv[1].rstrip("/"), int(sys.argv[2])
     uvicorn.run(BareProxy(backend), host="127.0.0.1", port=port, loop="uvloop", http="httptools",

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.perf import bare_proxy
 from tests.perf.configs import BENCH_PATH, CASES
 from tests.perf.load import run_wrk
 from tests.perf.servers import GatewayServer, backend_nginx
@@ -73,14 +74,13 @@ def count(case: str, seconds: float, backend_url: str, redis_url: str, source: P
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={dump}"]
     unique = False
     if case == "floor":
-        command = [sys.executable, "-m", "tests.perf.bare_proxy", backend_url, str(port)]
+        command = bare_proxy.command(backend_url, port)
         env = dict(os.environ)
     else:
         spec = next(c for c in CASES if c.name == case)
         unique = spec.unique_paths
         gateway = GatewayServer(spec.config(backend_url), redis_url, port)
-        command = [sys.executable, "-m", "app", "serve", "--config", str(gateway.config_path),
-                   "--port", str(port), "--log-level", "warning"]
+        command = gateway.command
         env = gateway.env
     # The benchmark modules come from this checkout, the gateway's code from ``source``.
     env["PYTHONPATH"] = os.pathsep.join([str(source), str(ROOT)])

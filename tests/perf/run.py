@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import redis
 
-from tests.perf import report
+from tests.perf import bare_proxy, report
 from tests.perf.configs import BENCH_PATH, CASES, GatewayCase, probe_components
 from tests.perf.load import OpenLoopResult, median, run_open_loop, run_wrk
 from tests.perf.servers import (
@@ -223,8 +223,7 @@ class Bench:
     def add_bare_proxy(self) -> None:
         """The floor: the least an aiohttp ASGI proxy costs on this machine now (tests/perf/bare_proxy.py)."""
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "tests.perf.bare_proxy",
-                                 f"http://127.0.0.1:{self.backend_port}", str(port)], cwd=ROOT,
+        proc = subprocess.Popen(bare_proxy.command(f"http://127.0.0.1:{self.backend_port}", port), cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.processes.append(proc)
         url = f"http://127.0.0.1:{port}"

@@ -198,12 +198,14 @@ class GatewayServer(GatewayProcess):
         self.env = {k: v for k, v in self.env.items() if not k.startswith("API_GATEWAY_") and k != "REDIS_URL"}
         self.env["API_GATEWAY_REDIS_URL"] = redis_url
 
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app", "serve", "--config", str(self.config_path), "--port", str(self.port),
+                "--log-level", "warning", *(["--workers", str(self.workers)] if self.workers > 1 else [])]
+
     def start(self, wait: bool = True) -> GatewayServer:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--config", str(self.config_path), "--port", str(self.port),
-             "--log-level", "warning", *(["--workers", str(self.workers)] if self.workers > 1 else [])],
-            cwd=self.source, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command, cwd=self.source, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         if wait:
             wait_for(self._healthy, timeout=30, what=f"gateway on {self.port}")
         return self
