@@ -13,9 +13,15 @@ the requests wrk saw answered:
 ``floor`` is tests/perf/bare_proxy.py; the others are tests.perf.configs' cases, on a redis-server
 of the run's own (not counted: another process). Under valgrind a process runs some fifty times
 slower, so wrk's 32 connections keep it saturated: the figures are those of a busy process, where
-several requests share each turn of the event loop. Runs of one build agreed within about 1% for
-the proxy-only route and 2% for the stored miss (how many requests share a turn varies a little
-with the machine's other load), so a change smaller than that needs several runs of each.
+several requests share each turn of the event loop.
+
+What a process runs per second whatever its load (timers, the access log's writer waking every 50
+ms, the config watch) is some 2.4 million instructions for a gateway: little at its real rate, but
+under valgrind a run answers only a hundred or so requests a second, so that cost, spread over them,
+moved the per-request figure with the run's throughput by up to 3%. So each process is also counted
+idle after its load, and that rate, times the load's duration, is taken out of the load's count.
+Three runs of one build then agreed within 0.3% (hit) to 0.8% (stored miss), and 1.1% for the
+floor; a change smaller than that still needs several runs of each.
 
 What it does not count: the kernel's work for system calls, and time itself. An instruction count
 is not a CPU time (a cache miss or a system call costs far more than its instructions), so read a
@@ -30,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,17 +49,25 @@ from tests.perf.servers import GatewayServer, backend_nginx
 from tests.support import ROOT, RedisProcess, free_port, wait_for
 
 DEFAULT_CASES = ("floor", "gw_proxy", "gw_ratelimit", "gw_miss", "gw_hit")
+# After the load: how long its last requests are given to finish, then how long the process is
+# counted idle.
+SETTLE_SECONDS = 2.0
+IDLE_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
 class Count:
     case: str
     requests: int
-    instructions: int
+    instructions: int  # while wrk loaded the process
+    seconds: float = 0.0  # how long that window was
+    idle_per_second: float = 0.0  # what the same process ran per second once the load was over
 
     @property
     def per_request(self) -> float:
-        return self.instructions / self.requests
+        """The load's instructions less the idle process's over as long (its timers and threads,
+        a per-second cost), per request."""
+        return (self.instructions - self.idle_per_second * self.seconds) / self.requests
 
 
 def dump_total(path: Path) -> int:
@@ -92,16 +107,26 @@ def count(case: str, seconds: float, backend_url: str, redis_url: str, source: P
                  what=f"{case} under valgrind")
         run_wrk(url, 5, 32, unique_paths=unique, path=BENCH_PATH)  # warm: connection pools, lazily built structures
         _control(process.pid, "-i", "on")
+        started = time.monotonic()
         load = run_wrk(url, seconds, 32, unique_paths=unique, path=BENCH_PATH)
+        _control(process.pid, "-d")  # the load's count; a dump zeroes the counters
+        loaded = time.monotonic() - started
+        # The requests in flight when wrk stopped finish first (not counted: neither load nor idle).
+        time.sleep(SETTLE_SECONDS)
         _control(process.pid, "-d")
+        started = time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        _control(process.pid, "-d")  # the idle process's count
+        idle = time.monotonic() - started
         _control(process.pid, "-i", "off")
     finally:
         process.terminate()
         process.wait(timeout=120)
     if load.errors or load.bad_status or not load.requests:
         raise RuntimeError(f"{case}: {load.requests} answers, {load.errors} errors, {load.bad_status} not 2xx/3xx")
-    dumps = [path for path in out.iterdir() if path.name.startswith(f"{case}.") and path.suffix[1:].isdigit()]
-    return Count(case, load.requests, sum(map(dump_total, dumps)))
+    dumps = sorted((path for path in out.iterdir() if path.name.startswith(f"{case}.") and path.suffix[1:].isdigit()),
+                   key=lambda path: int(path.suffix[1:]))
+    return Count(case, load.requests, dump_total(dumps[0]), loaded, dump_total(dumps[2]) / idle)
 
 
 def report(counts: list[Count]) -> str:
@@ -132,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         with RedisProcess() as redis:
             for case in args.cases:
                 counts.append(count(case, args.seconds, f"http://127.0.0.1:{port}", redis.url, args.source.resolve(), out))
-                print(f"{case}: {counts[-1].per_request:,.0f} instructions per request", flush=True)
+                print(f"{case}: {counts[-1].per_request:,.0f} instructions per request "
+                      f"({counts[-1].idle_per_second:,.0f} per second idle, subtracted)", flush=True)
     finally:
         backend.stop()
         shutil.rmtree(out, ignore_errors=True)

@@ -24,6 +24,8 @@ def test_a_callgrind_dumps_total_and_the_table_of_ratios(tmp_path: Path) -> None
         dump_total(tmp_path / "other")
     table = report([Count("floor", 10, 4_000_000), Count("gw_proxy", 10, 5_000_000)])
     assert "| floor | 10 | 400,000 | 1.00x |" in table and "| gw_proxy | 10 | 500,000 | 1.25x |" in table
+    # 2 s of load at 1 M instructions a second of the idle process's own: 2 M of the 5 M are not the requests'.
+    assert Count("gw_proxy", 10, 5_000_000, seconds=2.0, idle_per_second=1_000_000).per_request == 300_000
 
 
 @pytest.mark.skipif(not (shutil.which("valgrind") and shutil.which("wrk") and shutil.which("nginx")),
