@@ -54,11 +54,12 @@ def render(data: dict[str, Any]) -> str:
               f"{machine['cpus']} CPUs, load average before {machine['loadavg_before'][0]}."
               + (" **Quick mode: too short to quote.**" if s["quick"] else ""), ""]
     lines += ["| configuration | req/s | p50 ms | p99 ms | CPU us/req | req/s vs nginx | p50 vs nginx "
-              "| p99 vs nginx | CPU vs nginx | Redis round trips/req | Redis commands/req (in scripts too) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| p99 vs nginx | CPU vs nginx | Redis round trips/req | Redis commands/req (in scripts too) "
+              "| Redis CPU us/req |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["results"]:
         if r["status"].startswith(("n/a", "failed")):
-            lines.append(f"| {r['title']} | {r['status']} | | | | | | | | | |")
+            lines.append(f"| {r['title']} | {r['status']} | | | | | | | | | | |")
             continue
         gateway = r["name"].startswith(("gw", "bare"))
         flag = " (!)" if r["status"] != "ok" else ""
@@ -69,7 +70,8 @@ def render(data: dict[str, Any]) -> str:
             f"| {_ratio(r['p50_ms'], base.get('p50_ms')) if gateway else '-'} "
             f"| {_ratio(r['p99_ms'], base.get('p99_ms')) if gateway else '-'} "
             f"| {_ratio(r['cpu_us'], base.get('cpu_us')) if gateway else '-'} "
-            f"| {_num(r['redis_round_trips'], 2)} | {_num(r['redis_commands'], 2)} |")
+            f"| {_num(r['redis_round_trips'], 2)} | {_num(r['redis_commands'], 2)} "
+            f"| {_num(r.get('redis_cpu_us'))} |")
     suspect = [r for r in data["results"] if r["status"].startswith("suspect")]
     for r in suspect:
         lines.append(f"\n(!) {r['title']}: {r['status']}")

@@ -63,6 +63,8 @@ class Figures:
     cpu_us: float | None = None  # CPU of the measured process(es) per request
     redis_round_trips: float | None = None  # store round trips per request, as the gateways count them
     redis_commands: float | None = None  # Redis commands per request (pipelined ones each count)
+    # The run's Redis's CPU per request: not in cpu_us, but it runs on the same cores as the gateway.
+    redis_cpu_us: float | None = None
     other_load: float | None = None  # share of the machine's CPUs used by processes not ours
     bad_answers: int = 0  # non-2xx answers and socket errors, summed over the runs
     cpu_vs_floor: float | None = None  # CPU per request over the bare proxy's, same round; median
@@ -79,6 +81,7 @@ class Figures:
 
         self.rps, self.p50_ms, self.p99_ms, self.cpu_us = med("rps"), med("p50_ms"), med("p99_ms"), med("cpu_us")
         self.redis_round_trips, self.redis_commands = med("redis_round_trips"), med("redis_commands")
+        self.redis_cpu_us = med("redis_cpu_us")
         self.other_load = med("other_load")
         if floor is not None and floor.runs and self.runs:
             ratios = [mine["cpu_us"] / theirs["cpu_us"] for mine, theirs in zip(self.runs, floor.runs)
@@ -179,9 +182,11 @@ class Bench:
         busy0, wall0 = system_busy_seconds(), time.monotonic()
         cpu0 = tree_cpu_seconds(target.pids)
         redis0 = counters.snapshot(target.gateways) if counters else None
+        redis_cpu0 = tree_cpu_seconds([self._redis_pid()]) if counters else 0.0
         result = run_wrk(target.url, self.duration, self.connections, unique_paths=target.unique, path=BENCH_PATH,
                          headers=target.headers)
         cpu1 = tree_cpu_seconds(target.pids)
+        redis_cpu = tree_cpu_seconds([self._redis_pid()]) - redis_cpu0 if counters else None
         trips, commands = counters.delta(redis0, target.gateways) if counters and redis0 else (None, None)
         busy1, wall1 = system_busy_seconds(), time.monotonic()
         ours1 = tree_cpu_seconds([os.getpid()]) + _children_cpu()
@@ -193,9 +198,14 @@ class Bench:
             "cpu_us": round((cpu1 - cpu0) * 1e6 / n, 1),
             "redis_round_trips": None if trips is None else round(trips / n, 3),
             "redis_commands": None if commands is None else round(commands / n, 3),
+            "redis_cpu_us": None if redis_cpu is None else round(redis_cpu * 1e6 / n, 1),
             "other_load": round(others, 3), "errors": result.errors, "bad_status": result.bad_status,
         })
         fig.bad_answers += result.errors + result.bad_status
+
+    def _redis_pid(self) -> int:
+        assert self.redis.proc is not None, "the run's Redis is started before any configuration"
+        return self.redis.proc.pid
 
     def _open_loop(self, target: Target) -> None:
         result: OpenLoopResult = run_open_loop(target.url + BENCH_PATH, rate=self.args.rate,
