@@ -16,7 +16,7 @@ slower, so wrk's 32 connections keep it saturated: the figures are those of a bu
 several requests share each turn of the event loop.
 
 What a process runs per second whatever its load (timers, the access log's writer waking every 50
-ms, the config watch) is some 2.4 million instructions for a gateway: little at its real rate, but
+ms, the config watch) is some 2.3 million instructions for a gateway: little at its real rate, but
 under valgrind a run answers only a hundred or so requests a second, so that cost, spread over them,
 moved the per-request figure with the run's throughput by up to 3%. So each process is also counted
 idle after its load, and that rate, times the load's duration, is taken out of the load's count.
