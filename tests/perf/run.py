@@ -37,6 +37,7 @@ from tests.perf.servers import (
     Nginx,
     backend_nginx,
     proxy_nginx,
+    process_cpu_seconds,
     settle,
     GatewayServer,
     system_busy_seconds,
@@ -182,11 +183,11 @@ class Bench:
         busy0, wall0 = system_busy_seconds(), time.monotonic()
         cpu0 = tree_cpu_seconds(target.pids)
         redis0 = counters.snapshot(target.gateways) if counters else None
-        redis_cpu0 = tree_cpu_seconds([self._redis_pid()]) if counters else 0.0
+        redis_cpu0 = process_cpu_seconds(self._redis_pid()) if counters else 0.0
         result = run_wrk(target.url, self.duration, self.connections, unique_paths=target.unique, path=BENCH_PATH,
                          headers=target.headers)
         cpu1 = tree_cpu_seconds(target.pids)
-        redis_cpu = tree_cpu_seconds([self._redis_pid()]) - redis_cpu0 if counters else None
+        redis_cpu = process_cpu_seconds(self._redis_pid()) - redis_cpu0 if counters else None
         trips, commands = counters.delta(redis0, target.gateways) if counters and redis0 else (None, None)
         busy1, wall1 = system_busy_seconds(), time.monotonic()
         ours1 = tree_cpu_seconds([os.getpid()]) + _children_cpu()
