@@ -31,11 +31,11 @@ class Refresher:
         """Whether the answer was stored."""
         ex.read_body_up_to = self.filler.settings.max_body_size
         reply = await self.forward(ex, route)
-        landed: Any = None
+        store_reply: Any = None
         try:
             call = self.filler.completion(pending, reply)
             if call is not None:
-                landed = (await self.filler.store.run(call))[0]
+                store_reply = (await self.filler.store.run(call))[0]
                 return is_store(call)
             if isinstance(reply.stream, TeeResponse):
                 return await reply.stream.drain()  # stored by the copy on release
@@ -43,7 +43,7 @@ class Refresher:
         finally:
             if reply.stream is not None:
                 reply.stream.release()
-            self.filler.landed(pending, landed)
+            self.filler.landed(pending, store_reply)
 
     async def refresh(self, ex: Exchange, route: Route, pending: Pending) -> None:
         """Stale-while-revalidate: this replica holds the lock; fetch anew and store."""
