@@ -30,6 +30,8 @@ class Pending:
     # The backend answered 304: the kept entry, freshened, is the answer.
     freshened: bool = False
     header_at: int = -1
+    # The client's Range field, on a route whose answers the cache may slice (app/cache/ranges.py).
+    range: bytes | None = None
 
 
 def cache_request(ex: Exchange, route: Route) -> CacheRequest:

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.cache.conditional import CLIENT_CONDITIONS
 from app.cache.fill import Filler
 from app.cache.pending import Pending
 from app.cache.protocol import is_store
@@ -20,6 +21,11 @@ from app.routing.router import Route
 log = logging.getLogger("apigw.cache")
 
 Forward = Callable[[Exchange, Route], Awaitable[Reply]]
+
+# The client's request fields a refresh does not copy: it fetches the whole answer for everyone,
+# not this client's range or the answer to its own preconditions (a 206, a 304 or a 412 would
+# store nothing, and mark the key as one whose answers cannot be kept).
+_NOT_REFRESHED = frozenset({b"content-length", b"range", *CLIENT_CONDITIONS})
 
 
 class Refresher:
@@ -48,7 +54,7 @@ class Refresher:
     async def refresh(self, ex: Exchange, route: Route, pending: Pending) -> None:
         """Stale-while-revalidate: this replica holds the lock; fetch anew and store."""
         again = Exchange(method="GET", path=ex.path, raw_path=ex.raw_path, query_string=ex.query_string,
-                         headers=[(n, v) for n, v in ex.headers if n != b"content-length"],
+                         headers=[(n, v) for n, v in ex.headers if n not in _NOT_REFRESHED],
                          client_addr=ex.client_addr, scheme=ex.scheme, request_id=new_request_id())
         fresh = Pending(pending.request, pending.entry_id, pending.base_id, pending.names, pending.token,
                         holds_lock=True)

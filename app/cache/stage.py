@@ -30,6 +30,7 @@ from app.cache.pending import Pending, cache_request
 from app.cache.policy import CacheStrategy, Lookup
 from app.cache.protocol import (FINAL, HIT, MAY_LOCK, MISS, STALE, VARY, WAIT, LookupReply, as_miss, lookup_reply,
                                 peek_call, purge_calls, releases_fill_lock, took_fill_lock)
+from app.cache.ranges import FILL_DROPPED, SHAPING, WHOLE, ranged_reply
 from app.cache.refresh import Refresher
 from app.cache.singleflight import FillWaiters
 from app.cache.vary_hints import VaryHints
@@ -106,9 +107,12 @@ class CacheStage(Stage):
         entry_id = strategy.cache_key(request, names) if names else base_id
         pending = Pending(request, entry_id, base_id, names)
         ex.cache = pending
+        may_fill = True
         if ex.method == "GET":
             # Read a cacheable body whole (up to what may be stored) so that it can be kept.
             ex.read_body_up_to = self.settings.max_body_size
+            if ex.has_any(SHAPING):
+                may_fill = self._may_fill(ex, route, pending)
         if decision is Lookup.REFRESH:
             self._mark(ex, route, pending, b"MISS")
             if ex.method != "GET":
@@ -116,10 +120,24 @@ class CacheStage(Stage):
             # The client wants an answer the backend confirmed: an entry kept for it is looked up
             # (never locked, never waited for) only to be revalidated (_refresh).
             return self.manager.lookup_call(request, entry_id, base_id, names, FINAL)
-        if ex.method == "GET":
+        if ex.method == "GET" and may_fill:
             pending.token = new_token()
             return self.manager.lookup_call(request, entry_id, base_id, names, MAY_LOCK, pending.token)
         return self.manager.lookup_call(request, entry_id, base_id, names, FINAL)
+
+    @staticmethod
+    def _may_fill(ex: Exchange, route: Route, pending: Pending) -> bool:
+        """A GET with a Range or a precondition of its own: whether it may still take the fill lock
+        (only for a bytes=0- range, sent on without it), and the range kept for its answer."""
+        wanted = ex.header(b"range")
+        if wanted is not None and route.compiled.transform is None:  # a transform rewrites the body
+            pending.range = wanted
+        if ex.header(b"if-match") is not None or ex.header(b"if-unmodified-since") is not None:
+            return False
+        if wanted is not None and wanted.strip().lower() != WHOLE:
+            return False
+        ex.not_forwarded = FILL_DROPPED
+        return True
 
     async def admit(self, ex: Exchange, route: Route | None, store_reply: Any) -> Reply | None:
         if ex.method not in SAFE_METHODS:
@@ -240,6 +258,10 @@ class CacheStage(Stage):
                 fields.append((b"age", b"%d" % age))
                 return Reply(304, fields, b"")
         headers.append((b"age", b"%d" % age))
+        if pending.range is not None and status == 200:
+            ranged = ranged_reply(pending.range, ex.header(b"if-range"), headers, body)
+            if ranged is not None:
+                return ranged
         # A cached answer is still the backend's (the library's response transform applies).
         return Reply(status, headers, b"" if ex.method == "HEAD" else body, from_backend=True)
 
@@ -286,6 +308,12 @@ class CacheStage(Stage):
         call = self.filler.completion(pending, reply)
         if pending.freshened and pending.header_at >= 0:
             ex.response_headers[pending.header_at] = (X_CACHE, b"REVALIDATED")
+        if pending.range is not None and reply.status == 200 and reply.stream is None:
+            # The whole answer (kept above, when it may be) is what the backend was asked for, or
+            # what it sent instead of a range: the client gets its range of it.
+            ranged = ranged_reply(pending.range, ex.header(b"if-range"), reply.headers, reply.body, refuse=False)
+            if ranged is not None:
+                reply.status, reply.headers, reply.body = ranged.status, ranged.headers, ranged.body
         return call
 
     def completion_order(self, ex: Exchange, call: ScriptCall | CallGroup) -> int:

@@ -110,6 +110,10 @@ class Exchange:
     # keeps (If-None-Match, If-Modified-Since). Written by the cache stage's admit; read by the
     # orchestrator's _request_headers.
     validators: RawHeaders | None = None
+    # Request fields the backend is not sent (lower-case names; None: all are). Written by the cache
+    # stage's admission_call (a bytes=0- range that fills the cache: app/cache/ranges.py); read by
+    # the orchestrator's _forward.
+    not_forwarded: frozenset[bytes] | None = None
     # The target whose circuit admitted the request, on a route with several. Written by the
     # breaker stage's admit; read by the orchestrator's _forward (else its balancer picks).
     target: Target | None = None
@@ -149,6 +153,13 @@ class Exchange:
         if by_name is None:
             by_name = self._by_name = dict(reversed(self.headers))
         return by_name.get(name)
+
+    def has_any(self, names: frozenset[bytes]) -> bool:
+        """Whether the request carries a field of one of these (lower-case) names."""
+        by_name = self._by_name
+        if by_name is None:
+            by_name = self._by_name = dict(reversed(self.headers))
+        return not names.isdisjoint(by_name)
 
     def replace_headers(self, headers: RawHeaders) -> None:
         self.headers = headers

@@ -381,7 +381,8 @@ class ApiGatewayOrchestrator:
         except BodyTooLarge:
             return error_reply(413, "request body too large", limit=limit)
         url = backend_url(target.url, self._upstream_path(ex, route), ex.query_string.decode("latin-1"))
-        headers = self._request_headers(ex)
+        headers = self._request_headers(ex) if ex.not_forwarded is None else \
+            self._request_headers(ex, _NOT_FORWARDED | ex.not_forwarded)
         policy = None if ex.no_retry else route.compiled.retry
         if policy is None:
             reply, backend = await self._attempt(ex, route, url, headers, body, limit)
