@@ -114,6 +114,8 @@ def find_nginx() -> str | None:
 
 
 def nginx_conf(workdir: Path, host: str, port: int, replica_ports: list[int], replica_host: str) -> str:
+    # proxy_read_timeout: the replicas time out each route's backend themselves (JSON 504); nginx's
+    # limit, far above their default 30 s, is only for a replica that hangs (deploy/nginx.conf).
     # max_fails=0: a replica that refuses a connection is never marked down; the request goes on to
     # the next one (proxy_next_upstream error), at the cost of one refused loopback connect. Marked
     # down for a fail_timeout instead, the replicas of a rolling restart, each ready again within
@@ -150,7 +152,8 @@ http {{
             client_max_body_size 0;
             proxy_request_buffering off;
             proxy_buffering off;
-            proxy_read_timeout 60s;
+            proxy_read_timeout 300s;
+            proxy_connect_timeout 2s;
             proxy_next_upstream error timeout;
         }}
     }}

@@ -334,6 +334,26 @@ def test_nginx_conf_is_valid_nginx(tmp_path: Path) -> None:
     assert "keepalive" in nginx_conf()
 
 
+def _seconds(conf: str, directive: str) -> float:
+    found = re.search(rf"\b{directive}\s+(\d+)s?;", conf)
+    assert found, f"no {directive} in the nginx config"
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("which", ["deploy/nginx.conf", "python -m app fleet"])
+def test_the_load_balancer_waits_out_the_gateways_own_timeouts(which: str, tmp_path: Path) -> None:
+    """nginx in front of the replicas must not time out (HTML 504, the GET sent again to another
+    replica) an answer that the gateway's default route timeouts still allow."""
+    from app.config import TimeoutSpec
+    from app.tools.fleet import nginx_conf as fleet_nginx_conf
+
+    conf = nginx_conf() if which == "deploy/nginx.conf" else fleet_nginx_conf(tmp_path, "127.0.0.1", 8080, [8081],
+                                                                               "127.0.0.1")
+    default = TimeoutSpec()
+    assert _seconds(conf, "proxy_read_timeout") >= 5 * (default.connect + default.read)
+    assert _seconds(conf, "proxy_connect_timeout") <= 5  # a replica that cannot take a connection is skipped
+
+
 # -- deploy/k8s ------------------------------------------------------------------------------
 
 def test_kustomization_lists_every_manifest_and_each_exists() -> None:
