@@ -187,6 +187,19 @@ def vary_names(value: str) -> tuple[str, ...]:
     return tuple(sorted({name.strip().lower() for name in value.split(",") if name.strip()}))
 
 
+# Fields whose values are case-insensitive tokens (media ranges, charsets, codings, language tags).
+_CASELESS = frozenset({b"accept", b"accept-charset", b"accept-encoding", b"accept-language"})
+
+
+def selecting_value(name: bytes, value: bytes) -> bytes:
+    """A Vary'd field's value as the key holds it: requests whose values differ only in the
+    whitespace around a list's commas (or in empty members), or in case where the field's values
+    are case-insensitive, select the same answer (RFC 9111 section 4.1 allows normalising both)."""
+    if b"," in value or value[:1] in b" \t" or value[-1:] in b" \t":
+        value = b",".join([part for part in (member.strip(b" \t") for member in value.split(b",")) if part])
+    return value.lower() if name in _CASELESS else value
+
+
 class DefaultCacheStrategy(CacheStrategy):
     """The rules of docs/design.md: GET/HEAD, status 200 unless the route lists others, Cache-Control and
     Vary honoured, Authorization only with ``public``; key = method, route, path, sorted query,
@@ -236,8 +249,9 @@ class DefaultCacheStrategy(CacheStrategy):
         if vary:
             values = b""
             for name in vary:
-                value = (request.consumer or "").encode() if name == CONSUMER else request.header(name.encode("latin-1"))
-                values += b"\0" + name.encode("latin-1") + b"=" + (value or b"")
+                field = name.encode("latin-1")
+                value = (request.consumer or "").encode() if name == CONSUMER else request.header(field)
+                values += b"\0" + field + b"=" + (selecting_value(field, value) if value else b"")
             key += hashlib.blake2b(values, digest_size=16).hexdigest()
         return key
 

@@ -105,6 +105,17 @@ def test_vary_keys_by_the_named_request_headers(gateway: GatewayThread, backend:
     assert backend.hits["/headers/v"] == 2
 
 
+def test_vary_values_differing_only_in_spacing_or_case_share_an_entry(gateway: GatewayThread,
+                                                                       backend: BackendServer) -> None:
+    path = "/c/headers/n?Vary=Accept-Language"
+    first = _get(gateway, path, headers={"Accept-Language": "en, de"})
+    same = _get(gateway, path, headers={"Accept-Language": "EN ,  de"})
+    other = _get(gateway, path, headers={"Accept-Language": "de, en"})  # another order: another answer
+    assert [a.headers["x-cache"] for a in (first, same, other)] == ["MISS", "HIT", "MISS"]
+    assert same.content == first.content
+    assert backend.hits["/headers/n"] == 2
+
+
 def test_vary_star_is_not_kept(gateway: GatewayThread, backend: BackendServer) -> None:
     for _ in range(2):
         assert _get(gateway, "/c/headers/star?Vary=*").headers["x-cache"] == "MISS"

@@ -98,6 +98,33 @@ def test_key_composition() -> None:
     assert key(fr, ("accept-language",)) != key(en, ("accept-language",))
 
 
+@pytest.mark.parametrize(("name", "one", "other"), [
+    (b"foo", b"1,2", b" 1, 2 "),              # the whitespace around a list's commas
+    (b"foo", b"1,2", b"1, ,2,"),              # empty list members
+    (b"foo", b"1, 2", b"1,\t2"),
+    (b"accept-language", b"en, de", b"EN ,   De"),  # case, where the values are case-insensitive
+    (b"accept-encoding", b"gzip, br", b"GZIP,BR"),
+    (b"accept", b"text/html", b"Text/HTML"),
+])
+def test_vary_values_that_select_the_same_answer_share_a_key(name: bytes, one: bytes, other: bytes) -> None:
+    vary = (name.decode(),)
+    assert STRATEGY.cache_key(_request(headers=[(name, one)]), vary) == \
+        STRATEGY.cache_key(_request(headers=[(name, other)]), vary)
+
+
+@pytest.mark.parametrize(("name", "one", "other"), [
+    (b"foo", b"1,2", b"2,1"),                 # order is the client's: kept
+    (b"foo", b"a", b"A"),                     # case, in a field not known to ignore it
+    (b"foo", b"1 2", b"12"),                  # whitespace inside a member
+    (b"accept-language", b"en", b"de"),
+    (b"foo", b"x", b"x,y"),
+])
+def test_vary_values_that_may_select_another_answer_do_not(name: bytes, one: bytes, other: bytes) -> None:
+    vary = (name.decode(),)
+    assert STRATEGY.cache_key(_request(headers=[(name, one)]), vary) != \
+        STRATEGY.cache_key(_request(headers=[(name, other)]), vary)
+
+
 class _NoQueryStrategy(DefaultCacheStrategy):
     """A custom strategy: tracking parameters do not make another entry."""
 
