@@ -221,7 +221,29 @@ class RedisClusterProcesses(_Topology):
         return True
 
     def wait_healthy(self, timeout: float = 30) -> None:
-        wait_for(self._healthy, timeout=timeout, interval=0.1, what="cluster_state:ok on every node")
+        try:
+            wait_for(self._healthy, timeout=timeout, interval=0.1, what="cluster_state:ok on every node")
+        except TimeoutError as error:
+            # What each node believes, for whoever reads the failure: a stuck failover, a slot that
+            # no master claims, a node that never heard of the last change.
+            raise TimeoutError(f"{error}\n{self.views()}") from None
+
+    def views(self) -> str:
+        """CLUSTER NODES as each running node sees it."""
+        lines = []
+        for node in self.nodes:
+            if not node.running:
+                lines.append(f"{node.address}: not running")
+                continue
+            try:
+                with node.client() as client:
+                    raw = client.execute_command("CLUSTER", "NODES")
+            except (OSError, redis.RedisError) as failure:  # a node that cannot answer says so here
+                lines.append(f"{node.address}: {failure!r}")
+                continue
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            lines.append(f"{node.address} sees:\n{text.strip()}")
+        return "\n".join(lines)
 
     def restart(self, node: Node) -> None:
         """Start a killed node again: it rejoins (as a replica when its slots were taken over)."""
