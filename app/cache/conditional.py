@@ -32,7 +32,9 @@ _NOT_UPDATED = frozenset({b"content-length", b"transfer-encoding", b"content-enc
                           b"connection", b"keep-alive"})
 
 
-def _field(headers: RawHeaders, name: bytes) -> bytes | None:
+def field_value(headers: RawHeaders, name: bytes) -> bytes | None:
+    """The first value of a (lower-case) field in a stored answer's or a backend's headers: for the
+    fields read now and then, where building a dict of them all would cost more."""
     return next((value for field_name, value in headers if field_name == name), None)
 
 
@@ -40,10 +42,10 @@ def revalidation_fields(headers: RawHeaders) -> RawHeaders:
     """The conditional fields that revalidate a stored answer with these headers; [] without a
     validator (RFC 9111 section 4.3.1)."""
     fields: RawHeaders = []
-    etag = _field(headers, b"etag")
+    etag = field_value(headers, b"etag")
     if etag is not None and _ENTITY_TAG.fullmatch(etag.strip()):
         fields.append((b"if-none-match", etag.strip()))
-    modified = _field(headers, b"last-modified")
+    modified = field_value(headers, b"last-modified")
     if modified is not None and http_date(modified, time.time()) is not None:
         fields.append((b"if-modified-since", modified))
     return fields
@@ -60,7 +62,7 @@ def not_modified(if_none_match: bytes | None, if_modified_since: bytes | None, h
     if if_none_match is not None:
         if if_none_match.strip() == b"*":
             return True
-        etag = _field(headers, b"etag")
+        etag = field_value(headers, b"etag")
         if etag is None:
             return False
         stored = _opaque(etag.strip())
@@ -71,7 +73,7 @@ def not_modified(if_none_match: bytes | None, if_modified_since: bytes | None, h
     since = http_date(if_modified_since.strip(), now)
     if since is None or since > now:
         return False  # an invalid date, or one in the future, is ignored
-    modified_raw = _field(headers, b"last-modified") or _field(headers, b"date")
+    modified_raw = field_value(headers, b"last-modified") or field_value(headers, b"date")
     modified = http_date(modified_raw, now) if modified_raw is not None else None
     return modified is not None and modified <= since
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from hishel._core._headers import CacheControl, parse_cache_control
 
+from app.cache.conditional import field_value
 from app.cache.freshness import NO_DELTAS, age_seconds, delta_directives, expires_lifetime, heuristic_lifetime
 from app.cache.surrogate import SURROGATE_CONTROL, surrogate_policy
 from app.cache.targeted import CDN_CACHE_CONTROL, TargetedPolicy, targeted_policy
@@ -326,13 +327,13 @@ class DefaultCacheStrategy(CacheStrategy):
             ttl_ms = min(ttl_ms, int(float(metadata["cache_time"]) * 1000))
         lifetime = deltas.s_maxage if deltas.s_maxage is not None else deltas.max_age
         if lifetime is None and b"expires" in found and targeted is None:
-            lifetime = expires_lifetime(found[b"expires"], _field(headers, b"date"), time.time())
+            lifetime = expires_lifetime(found[b"expires"], field_value(headers, b"date"), time.time())
         if lifetime is None and self._is_rfc9111(route):
             # No explicit freshness: stored only when section 3 allows it, fresh only for what
             # section 4.2.2's heuristic gives (nothing without Last-Modified).
             if status not in HEURISTIC_STATUSES and not control.public:
                 return None
-            lifetime = heuristic_lifetime(found.get(b"last-modified"), _field(headers, b"date"), time.time()) or 0
+            lifetime = heuristic_lifetime(found.get(b"last-modified"), field_value(headers, b"date"), time.time()) or 0
         if lifetime is not None:
             ttl_ms = min(ttl_ms, (lifetime - age) * 1000)
         validated = b"etag" in found or b"last-modified" in found
@@ -399,9 +400,6 @@ class DefaultCacheStrategy(CacheStrategy):
         return self.settings.ttl
 
 
-def _field(headers: RawHeaders, name: bytes) -> bytes | None:
-    """The first value of a field that the storage decision reads only now and then."""
-    return next((value for field_name, value in headers if field_name == name), None)
 
 
 def cache_control(value: bytes) -> CacheControl:
@@ -413,4 +411,3 @@ def cache_control(value: bytes) -> CacheControl:
             _CONTROLS.clear()
         parsed = _CONTROLS[value] = parse_cache_control(value.decode("latin-1"))
     return parsed
-

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import time
 
+from app.cache.conditional import field_value
 from app.cache.freshness import http_date
 from app.pipeline.exchange import RawHeaders, Reply, error_reply
 
@@ -70,22 +71,18 @@ def byte_range(field: bytes, length: int) -> tuple[int, int] | None:
     return first, min(last, length - 1)
 
 
-def _field(headers: RawHeaders, name: bytes) -> bytes | None:
-    return next((value for field_name, value in headers if field_name == name), None)
-
-
 def if_range_holds(condition: bytes, headers: RawHeaders) -> bool:
     """Whether the stored answer is the representation ``If-Range`` names (section 13.1.5): a strong
     entity tag equal to its ETag, or a date equal to its Last-Modified, which must be strong (at
     least a second before its Date)."""
     condition = condition.strip()
     if condition.startswith(b'"'):
-        etag = _field(headers, b"etag")
+        etag = field_value(headers, b"etag")
         return etag is not None and etag.strip() == condition  # W/ tags never match strongly
     if condition.startswith(b"W/"):
         return False
-    modified_raw = _field(headers, b"last-modified")
-    date_raw = _field(headers, b"date")
+    modified_raw = field_value(headers, b"last-modified")
+    date_raw = field_value(headers, b"date")
     if modified_raw is None or date_raw is None:
         return False
     now = time.time()
